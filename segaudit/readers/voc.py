@@ -1,0 +1,441 @@
+"""Pascal VOC segmentation reader (``JPEGImages/``, ``SegmentationClass/``, ``SegmentationObject/``).
+
+Layout, relative to ``root``::
+
+    JPEGImages/<stem>.jpg                 the photo (.jpeg / .png / upper-case extensions also found)
+    SegmentationClass/<stem>.png          class indices: palette ("P") or greyscale ("L") PNG; RGB PNGs
+                                          are mapped back through the VOC colour map; 255 is void
+    SegmentationObject/<stem>.png         optional: object indices, 0 background, 255 void
+    ImageSets/Segmentation/<split>.txt    optional: one stem per line
+    class_names.txt                       optional: one class per line (labelme writes it)
+
+Split
+    With ``split=None``, or without an ``ImageSets/Segmentation/`` folder, every label file in
+    ``SegmentationClass/`` is used (the latter case adds a note to :attr:`VocDataset.load_errors`).
+
+Instances
+    Each object index of ``SegmentationObject`` becomes an :class:`~segaudit.sample.Instance` whose class
+    is the most frequent non-void, non-background ``SegmentationClass`` value inside it. An object with
+    no such pixels is skipped and reported by :meth:`VocDataset.read_with_issues` (reason
+    ``"object <n> skipped: ..."``); a ``SegmentationObject`` file that cannot be used (wrong size,
+    undecodable) drops the instances (``has_instances=False``) and is reported the same way. Without
+    ``SegmentationObject/<stem>.png``, ``has_instances`` is False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segaudit.classmap import is_background_name
+from segaudit.readers._image import load_rgb, open_image
+from segaudit.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
+
+__all__ = ["VocDataset", "VOC_CLASSES", "voc_colormap", "read_label_png"]
+
+log = logging.getLogger("segaudit.readers")
+
+#: The 21 Pascal VOC classes, in label order.
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The Pascal VOC label colour map.
+
+    Parameters
+    ----------
+    n : int
+        Number of entries.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, 3)`` uint8; row ``k`` is the RGB colour of label ``k`` (``255`` -> ``(224, 224, 192)``).
+    """
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+_COLOR_TO_INDEX = {
+    (int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(voc_colormap(256))
+}
+
+
+def read_label_png(path: Path, name: str) -> np.ndarray:
+    """Read a VOC label image as indices.
+
+    Parameters
+    ----------
+    path : Path
+        The label file.
+    name : str
+        How to name it in error messages.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` uint8 label indices.
+
+    Raises
+    ------
+    SampleError
+        Missing or undecodable file, an unsupported mode, values above 255, or RGB colours that are
+        not in the VOC colour map.
+    """
+    if not path.is_file():
+        raise SampleError(f"label file not found: {name}")
+    im = open_image(path, name=name)
+    mode = im.mode
+    if mode in ("P", "L"):
+        return np.array(im, dtype=np.uint8)
+    if mode in ("PA", "LA"):
+        return np.array(im, dtype=np.uint8)[:, :, 0]
+    if mode == "1":
+        return np.array(im).astype(np.uint8)
+    if mode.startswith("I"):  # 16/32-bit greyscale holding small label values
+        arr = np.asarray(im)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise SampleError(
+                f"label {name} is a {mode} image with values {int(arr.min())}..{int(arr.max())}; "
+                "expected label indices in 0..255"
+            )
+        return arr.astype(np.uint8)
+    if mode in ("RGB", "RGBA", "RGBX"):
+        rgb = np.asarray(im.convert("RGB")).astype(np.uint32)
+        codes = (rgb[:, :, 0] << 16) | (rgb[:, :, 1] << 8) | rgb[:, :, 2]
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        table = np.zeros(len(uniq), dtype=np.uint8)
+        unknown = []
+        for k, code in enumerate(uniq.tolist()):
+            idx = _COLOR_TO_INDEX.get(code)
+            if idx is None:
+                unknown.append(((code >> 16) & 255, (code >> 8) & 255, code & 255))
+            else:
+                table[k] = idx
+        if unknown:
+            shown = ", ".join(str(c) for c in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise SampleError(
+                f"label {name} is an RGB image with {len(unknown)} colour(s) not in the VOC colour map: "
+                f"{shown}; expected a palette PNG or VOC colours"
+            )
+        return table[inverse.reshape(codes.shape)]
+    raise SampleError(f"label {name} has image mode {mode!r}; expected a palette (P) or greyscale (L) PNG")
+
+
+def _read_class_names(path: Path) -> list[str]:
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return [ln for ln in lines if ln and ln != "__ignore__"]
+
+
+def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
+    names = [str(n).strip() for n in names]
+    if not names:
+        raise ValueError(f"{source} lists no classes; expected 'background' followed by the class names")
+    if not is_background_name(names[0]):
+        raise ValueError(
+            f"{source} must start with the background class (VOC label 0), got {names[0]!r}; "
+            "expected e.g. ['background', 'aeroplane', ...]"
+        )
+    if len(names) > 255:
+        raise ValueError(
+            f"{source} lists {len(names)} classes; at most 255 fit in uint8 labels (255 is void)"
+        )
+    return ("background", *names[1:])
+
+
+class VocDataset:
+    """A Pascal VOC style segmentation folder.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder holding ``JPEGImages/`` and ``SegmentationClass/`` (e.g. ``VOCdevkit/VOC2012``).
+    split : str or None
+        ``ImageSets/Segmentation/<split>.txt`` to read; ``None`` for every label file.
+    class_names : sequence of str, optional
+        Class names in label order, starting with background. Default: ``root/class_names.txt`` if
+        present (``__ignore__`` lines dropped, ``_background_`` read as ``background``), else the 21
+        VOC classes (:data:`VOC_CLASSES`).
+
+    Attributes
+    ----------
+    kind : str
+        ``"voc"``.
+    category_names : tuple of str
+    load_errors : list of ErrorRow
+        Notes from indexing (stage ``"read"``), e.g. split lines that are not file stems.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` does not exist.
+    ValueError
+        No ``SegmentationClass/`` or ``JPEGImages/`` folder, unknown split (the message lists the
+        available ones), an empty split, or bad class names.
+    """
+
+    kind: str = "voc"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "val",
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        root = self.root
+        if not root.exists():
+            raise FileNotFoundError(f"VOC dataset folder not found: {root}")
+        if not root.is_dir():
+            raise ValueError(f"expected a VOC dataset folder, got a file: {root}")
+        self.load_errors: list[ErrorRow] = []
+        self.split = split
+        cls_dir, img_dir = root / "SegmentationClass", root / "JPEGImages"
+        if not cls_dir.is_dir():
+            inner = sorted(p.name for p in root.iterdir() if (p / "SegmentationClass").is_dir())
+            hint = f"; did you mean {root / inner[0]}?" if inner else ""
+            raise ValueError(f"not a VOC segmentation folder: {root} has no SegmentationClass/ folder{hint}")
+        if not img_dir.is_dir():
+            raise ValueError(f"not a VOC segmentation folder: {root} has no JPEGImages/ folder")
+
+        # --- class names ---------------------------------------------------------------------------
+        if class_names is not None:
+            names = _check_names(list(class_names), "class_names")
+        elif (root / "class_names.txt").is_file():
+            names = _check_names(_read_class_names(root / "class_names.txt"), str(root / "class_names.txt"))
+        else:
+            names = VOC_CLASSES
+        self.category_names: tuple[str, ...] = names
+
+        # --- split ---------------------------------------------------------------------------------
+        sets_dir = root / "ImageSets" / "Segmentation"
+        self._split_file: Path | None = None
+        if split is None:
+            stems = self._all_label_stems(cls_dir)
+        elif not sets_dir.is_dir():
+            stems = self._all_label_stems(cls_dir)
+            self._note(
+                f"no ImageSets/Segmentation/ folder; split {split!r} ignored, using all {len(stems)} "
+                "label files in SegmentationClass/"
+            )
+        else:
+            split_file = sets_dir / f"{split}.txt"
+            if not split_file.is_file():
+                available = sorted(p.stem for p in sets_dir.glob("*.txt"))
+                raise ValueError(
+                    f"unknown split {split!r}: {split_file} does not exist; available splits: "
+                    f"{', '.join(available) if available else '(none)'}"
+                )
+            self._split_file = split_file
+            stems = []
+            for n, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), 1):
+                token = line.split("#", 1)[0].strip().split()
+                if not token:
+                    continue
+                stem = token[0]
+                if "/" in stem or "\\" in stem or stem in (".", ".."):
+                    self._note(f"{split_file.name} line {n}: {stem!r} is not a file stem; skipped")
+                    continue
+                stems.append(stem)
+        stems = sorted(set(stems))
+        if not stems:
+            where = self._split_file if self._split_file is not None else cls_dir
+            raise ValueError(f"no images in the split: {where} lists no images")
+        self._stems = stems
+
+        # --- image files (one directory listing, so any extension is found) ------------------------
+        by_stem: dict[str, str] = {}
+        with os.scandir(img_dir) as it:
+            for entry in it:
+                stem, ext = os.path.splitext(entry.name)
+                if ext in _IMAGE_EXTS and (stem not in by_stem or ext == ".jpg"):
+                    by_stem[stem] = entry.name
+        self._image_names = {s: by_stem.get(s, f"{s}.jpg") for s in stems}
+        self._fingerprint: str | None = None
+
+    @staticmethod
+    def _all_label_stems(cls_dir: Path) -> list[str]:
+        return sorted(p.stem for p in cls_dir.glob("*.png"))
+
+    def _note(self, reason: str, image_id: str | None = None) -> None:
+        self.load_errors.append(ErrorRow(image_id=image_id, file_name=None, stage="read", reason=reason))
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def __repr__(self) -> str:
+        return f"VocDataset({str(self.root)!r}, split={self.split!r}: {len(self._stems)} images)"
+
+    def refs(self) -> list[ImageRef]:
+        """Every image of the split, sorted by stem.
+
+        Returns
+        -------
+        list of ImageRef
+            ``image_id`` the stem, ``file_name`` ``"JPEGImages/<file>"``.
+        """
+        return [ImageRef(image_id=s, file_name=f"JPEGImages/{self._image_names[s]}") for s in self._stems]
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the split file, the class names and every label file of the split.
+
+        Computed on first call (it reads every label file) and cached. Missing label files count as
+        absent, so the fingerprint changes when one appears.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(b"split\0")
+            h.update(self._split_file.read_bytes() if self._split_file is not None else b"<all>")
+            h.update(b"\0names\0" + "\n".join(self.category_names).encode("utf-8"))
+            for stem in self._stems:
+                for sub in ("SegmentationClass", "SegmentationObject"):
+                    p = self.root / sub / f"{stem}.png"
+                    h.update(f"\0{sub}/{stem}.png\0".encode())
+                    try:
+                        h.update(hashlib.sha256(p.read_bytes()).digest())
+                    except OSError:
+                        h.update(b"<absent>")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def read(self, ref: ImageRef) -> Sample:
+        """Read one image with its labels; problems with single objects are logged.
+
+        Raises
+        ------
+        SampleError
+            See :meth:`read_with_issues`.
+        """
+        sample, issues = self.read_with_issues(ref)
+        for row in issues:
+            log.warning("%s (%s): %s", row.image_id, row.file_name, row.reason)
+        return sample
+
+    def read_with_issues(self, ref: ImageRef) -> tuple[Sample, list[ErrorRow]]:
+        """Read one image, its class labels and (when present) its object labels.
+
+        Parameters
+        ----------
+        ref : ImageRef
+            One of :meth:`refs`.
+
+        Returns
+        -------
+        sample : Sample
+            ``image`` ``(H, W, 3)`` uint8; ``semantic`` ``(H, W)`` uint8, the class PNG's values.
+        issues : list of ErrorRow
+            Objects (or a whole ``SegmentationObject`` file) that could not be used.
+
+        Raises
+        ------
+        SampleError
+            Missing/undecodable image or class label, sizes that differ, or label values outside
+            ``0..K-1`` other than 255.
+        """
+        stem = ref.image_id
+        if stem not in self._image_names:
+            raise SampleError(f"image {stem!r} is not in this VOC split")
+        file_name = f"JPEGImages/{self._image_names[stem]}"
+        label_name = f"SegmentationClass/{stem}.png"
+        img_path = self.root / file_name
+        if not img_path.is_file():
+            raise SampleError(f"image file not found: {file_name}")
+        semantic = read_label_png(self.root / label_name, label_name)
+        image = load_rgb(img_path, name=file_name, expected_hw=semantic.shape)
+        h, w = image.shape[:2]
+        if semantic.shape != (h, w):
+            raise SampleError(
+                f"label {label_name} is {semantic.shape[1]}x{semantic.shape[0]} but image is {w}x{h}"
+            )
+        k = len(self.category_names)
+        present = np.flatnonzero(np.bincount(semantic.ravel(), minlength=256))
+        bad = [int(v) for v in present if v >= k and v != IGNORE]
+        if bad:
+            raise SampleError(
+                f"label {label_name} has values {bad} outside 0..{k - 1} (and 255 void) for {k} classes; "
+                "pass class_names or add class_names.txt if the dataset has more classes"
+            )
+
+        issues: list[ErrorRow] = []
+        instances: list[Instance] = []
+        has_instances = False
+        obj_name = f"SegmentationObject/{stem}.png"
+        obj_path = self.root / obj_name
+        if obj_path.is_file():
+            try:
+                objects = read_label_png(obj_path, obj_name)
+                if objects.shape != (h, w):
+                    raise SampleError(
+                        f"object label {obj_name} is {objects.shape[1]}x{objects.shape[0]} but image is {w}x{h}"
+                    )
+            except SampleError as exc:
+                issues.append(ErrorRow(stem, file_name, "read", f"instances skipped: {exc}"))
+            else:
+                has_instances = True
+                instances, bad_objects = self._instances(objects, semantic)
+                issues += [ErrorRow(stem, file_name, "read", reason) for reason in bad_objects]
+        sample = Sample(
+            image_id=stem,
+            file_name=file_name,
+            image=image,
+            semantic=semantic,
+            instances=instances,
+            category_names=self.category_names,
+            has_instances=has_instances,
+        )
+        return sample, issues
+
+    def _instances(self, objects: np.ndarray, semantic: np.ndarray) -> tuple[list[Instance], list[str]]:
+        """Object masks and their classes.
+
+        Parameters
+        ----------
+        objects, semantic : np.ndarray
+            ``(H, W)`` uint8 object indices and class indices.
+
+        Returns
+        -------
+        instances : list of Instance
+        problems : list of str
+        """
+        k = len(self.category_names)
+        joint = np.bincount(objects.ravel().astype(np.int64) * 256 + semantic.ravel(), minlength=256 * 256)
+        joint = joint.reshape(256, 256)  # [object id, class value] -> pixel count
+        instances: list[Instance] = []
+        problems: list[str] = []
+        for obj in np.flatnonzero(joint.sum(axis=1)):
+            obj = int(obj)
+            if obj in (0, IGNORE):
+                continue
+            votes = joint[obj, 1:k]
+            if votes.sum() == 0:
+                problems.append(
+                    f"object {obj} skipped: its {int(joint[obj].sum())} pixels are all background or void "
+                    "in SegmentationClass"
+                )
+                continue
+            cls = int(np.argmax(votes)) + 1
+            instances.append(
+                Instance(category=cls, mask=objects == obj, iscrowd=False, annotation_id=str(obj))
+            )
+        return instances, problems
