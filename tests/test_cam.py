@@ -1,0 +1,133 @@
+"""CAM engine: agreement with pytorch-grad-cam, and the engine's guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segaudit.cam import (
+    TARGET_GT,
+    TARGET_NONE,
+    TARGET_PRED,
+    compute_cams,
+    normalize_maps,
+    seg_grad_cam_targets,
+    upsample_maps,
+)
+from segaudit.models import build_architecture
+
+
+def _random_model(arch: str = "lraspp_mobilenet_v3_large", num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_architecture(arch, num_classes).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # random BN statistics so the net is not trivially scaled
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+class _LogitsOnly(nn.Module):
+    """pytorch-grad-cam expects a tensor output (its own docs wrap torchvision models the same way)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+class _MaskTarget:
+    """pytorch-grad-cam's SemanticSegmentationTarget: (output[category] * mask).sum(), on torch."""
+
+    def __init__(self, category: int, mask: torch.Tensor) -> None:
+        self.category, self.mask = category, mask
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return (output[self.category] * self.mask).sum()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_maps_equal_pytorch_grad_cam(method: str) -> None:
+    grad_cam = pytest.importorskip("pytorch_grad_cam")
+    peer_cls = {"gradcam": grad_cam.GradCAM, "gradcampp": grad_cam.GradCAMPlusPlus}[method]
+    model = _random_model()
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 96, 128)
+    result = compute_cams(model, images, "backbone.16", methods=(method,))
+    classes = torch.nonzero(result.target_source == TARGET_PRED)
+    assert len(classes) >= 3, "the random model should predict a few classes"
+
+    wrapped = _LogitsOnly(model)
+    layer = dict(wrapped.named_modules())["model.backbone.16"]
+    # the peer needs parameter gradients to backprop; give it a copy so ours stays frozen
+    for p in wrapped.parameters():
+        p.requires_grad_(True)
+    checked = 0
+    with peer_cls(model=wrapped, target_layers=[layer]) as peer:
+        for b, k in classes.tolist():
+            mask = (result.pred[b] == k).float()
+            theirs = peer(input_tensor=images[b : b + 1], targets=[_MaskTarget(k, mask)])[0]
+            # the peer's normalisation, done with our torch functions: min-max at feature resolution,
+            # bilinear resize (cv2 INTER_LINEAR == align_corners=False), min-max again (aggregate_multi_layers)
+            raw = result.maps[method][b, k]
+            ours = normalize_maps(upsample_maps(normalize_maps(raw), (96, 128)))
+            np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-4)
+            checked += 1
+    assert checked == len(classes)
+
+
+def test_no_parameter_gradients_and_no_hook_left() -> None:
+    model = _random_model()
+    images = torch.randn(2, 3, 64, 64)
+    compute_cams(model, images, "backbone.16")
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_batched_maps_equal_single_image_maps() -> None:
+    model = _random_model()
+    torch.manual_seed(3)
+    images = torch.randn(4, 3, 64, 64)
+    batched = compute_cams(model, images, "backbone.16")
+    for b in range(4):
+        single = compute_cams(model, images[b : b + 1], "backbone.16")
+        for method in batched.maps:
+            torch.testing.assert_close(batched.maps[method][b], single.maps[method][0], atol=1e-5, rtol=1e-4)
+
+
+def test_targets_fall_back_to_gt_for_missed_classes() -> None:
+    pred = torch.tensor([[[0, 1], [1, 1]]])
+    gt = torch.tensor([[[2, 1], [255, 1]]])
+    masks, source = seg_grad_cam_targets(pred, gt, num_classes=4)
+    assert source.tolist() == [[TARGET_NONE, TARGET_PRED, TARGET_GT, TARGET_NONE]]
+    assert masks[0, 2].tolist() == [[True, False], [False, False]]
+    assert not masks[0, 0].any() and not masks[0, 3].any()
+
+
+def test_gt_batch_mismatch_raises() -> None:
+    model = _random_model()
+    with pytest.raises(ValueError, match="gt has 1 images but the batch has 2"):
+        compute_cams(model, torch.randn(2, 3, 32, 32), "backbone.16", gt=torch.zeros(1, 32, 32, dtype=torch.long))
+
+
+def test_unknown_layer_and_method_raise() -> None:
+    model = _random_model()
+    with pytest.raises(KeyError, match="not in model"):
+        compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.99")
+    with pytest.raises(ValueError, match="unknown CAM methods"):
+        compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.16", methods=("scorecam",))
+
+
+def test_normalize_and_upsample() -> None:
+    maps = torch.tensor([[[0.0, 2.0], [4.0, 1.0]]])
+    norm = normalize_maps(maps)
+    assert norm.min() == 0 and abs(float(norm.max()) - 1) < 1e-6
+    up = upsample_maps(torch.full((2, 3, 4), 5.0), (8, 6))
+    assert up.shape == (2, 8, 6) and torch.allclose(up, torch.tensor(5.0))
