@@ -29,7 +29,10 @@ and pytorch-grad-cam::
 
 The higher-order derivatives are replaced by powers of the first one, which is exact only when the head
 after the feature layer is piecewise linear (ReLU, max-pool, linear maps, and an exponential output); it
-is the standard approximation, and what peers compute.
+is the standard approximation, and what peers compute. With a Seg-Grad-CAM target the gradients are sums
+over many pixels and ``|sum_ab A g|`` is usually much larger than 2, so ``a ~ 1 / (sum_ab A g)`` and the
+weights lose the gradients' magnitudes: Grad-CAM++ maps then spread over the image (measured on the demo
+model at ``backbone.4``: pointing game 0.21 against Grad-CAM's 0.93). segaudit reports it as it is.
 
 Maps are returned *raw* (with their magnitude) at feature resolution; normalising and upsampling is the
 caller's choice (:func:`normalize_maps`, :func:`upsample_maps`).

@@ -134,7 +134,8 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: Column meanings, shown in the README and used by the report's tooltips.
 COLUMN_DOCS: dict[str, str] = {
     "consistency": "agreement of label, prediction and CAM, 0..1 (higher is more consistent); "
-    "per class: seg_iou x min(1, CAM energy in GT / CAM energy in prediction), per image: mean over classes",
+    "per class: seg_iou x min(1, CAM energy in GT / CAM energy in prediction), averaged over methods; "
+    "per image: mean over classes weighted by each class's extent |GT or predicted pixels|",
     "review_rank": "1 = the least consistent image, the first to review",
     "target": "pixels whose class logits were summed into the Seg-Grad-CAM target: 'pred' (predicted as the "
     "class) or 'gt' (labelled as the class, used when the model predicts none of it)",

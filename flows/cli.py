@@ -1,0 +1,189 @@
+"""The ``segaudit`` command: ``demo``, ``run``, ``report``, ``synth``.
+
+User mistakes (wrong paths, unknown model, layer or method) print one line and exit with status 2; they
+are checked before the Prefect flow starts, so no traceback is shown for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from segaudit.cam import METHODS
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in the command line; the message is printed as is."""
+
+
+def _methods(text: str) -> list[str]:
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+    return methods
+
+
+def _add_audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer", help="feature layer for the CAMs (default: the model's default layer)")
+    parser.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated: gradcam,gradcampp")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--out", default="runs", help="folder holding the runs (default runs/)")
+    parser.add_argument("--run-id", help="name of the run folder (default: derived from data, model and config)")
+    parser.add_argument("--limit", type=int, help="audit only the first N images")
+    parser.add_argument("--no-report", action="store_true", help="write the tables only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from segaudit.synth import add_synth_arguments
+
+    parser = argparse.ArgumentParser(prog="segaudit", description="Audit segmentation datasets and models with CAMs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate the synthetic demo data (if absent), audit it, write the report")
+    demo.add_argument("--data", default="demo_data", help="where the demo dataset lives (default demo_data/)")
+    _add_audit_options(demo)
+    demo.set_defaults(run_id="demo")
+
+    run = commands.add_parser("run", help="audit a COCO or VOC dataset with a segmentation model")
+    run.add_argument("dataset", help="COCO annotation .json, a COCO folder (annotations/), or a VOC root")
+    run.add_argument("--split", help="VOC ImageSets split or COCO instances_<split>.json (default val)")
+    run.add_argument("--image-root", help="COCO: the folder image file names are relative to")
+    run.add_argument("--model", default="demo", help="'demo', a checkpoint .pt, or a torchvision model name")
+    run.add_argument("--weights", default="DEFAULT", help="torchvision weights enum member (default DEFAULT)")
+    run.add_argument("--mapping", help="dataset=model class names, comma-separated, or a JSON file")
+    _add_audit_options(run)
+
+    report = commands.add_parser("report", help="(re)render the HTML report of a run from its tables")
+    report.add_argument("run_dir")
+    report.add_argument("--out", help="output HTML path (default RUN_DIR/report.html)")
+    report.add_argument("--gallery-size", type=int, default=12)
+
+    synth = commands.add_parser("synth", help="generate a synthetic COCO + VOC dataset")
+    add_synth_arguments(synth)
+    return parser
+
+
+def _check_inputs(args: argparse.Namespace, model_spec: str, weights: str | None, mapping: dict | None) -> None:
+    """Open the dataset and the model once, so that mistakes surface as one clear line before the flow."""
+    from segaudit.classmap import build_class_map
+    from segaudit.models import ModelLoadError, candidate_layers, load_model
+    from segaudit.readers import open_dataset
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        data = open_dataset(args.dataset, split=args.split, image_root=args.image_root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if not data.refs():
+        raise UserError(f"the dataset {args.dataset} has no images")
+    try:
+        model = load_model(model_spec, weights=weights, device=args.device)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:  # e.g. a CUDA device on a machine without one
+        raise UserError(f"cannot use device {args.device!r}: {str(exc).splitlines()[0]}") from None
+    layers = candidate_layers(model.module)
+    if args.layer is not None and args.layer not in layers:
+        raise UserError(f"unknown layer {args.layer!r} for {model.arch}; valid layers: {', '.join(layers)}")
+    try:
+        build_class_map(data.category_names, model.class_names, mapping)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping: dict | None) -> str:
+    from flows.audit import audit
+
+    return audit(
+        dataset=str(args.dataset),
+        model=model,
+        split=args.split,
+        image_root=args.image_root,
+        weights=weights,
+        layer=args.layer,
+        methods=args.methods,
+        batch_size=args.batch_size,
+        mapping=mapping,
+        device=args.device,
+        out=args.out,
+        run_id=args.run_id,
+        limit=args.limit,
+        report=not args.no_report,
+    )
+
+
+def _print_outputs(run_dir: str, report: bool, seconds: float) -> None:
+    print(f"\naudit finished in {seconds:.0f} s")
+    print(f"tables: {run_dir}/  (load with: segaudit.tables.load_run({run_dir!r}))")
+    if report:
+        print(f"report: {Path(run_dir) / 'report.html'}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from segaudit.demo import ensure_demo_data, planted_error_recall, planted_errors
+    from segaudit.tables import load_run
+
+    start = time.perf_counter()
+    root = ensure_demo_data(args.data)
+    print(f"demo data: {root}/ (synthetic shapes, COCO and VOC, with planted label errors)")
+    args.dataset, args.split, args.image_root = str(root / "annotations" / "instances_val.json"), None, None
+    _check_inputs(args, "demo", None, None)
+    run_dir = _run_flow(args, "demo", None, None)
+    run = load_run(run_dir, tables=("images",))
+    found, total = planted_error_recall(run.images, planted_errors(root))
+    print(f"\n{found} of the {total} images with a planted label error are among the {total} least consistent images")
+    _print_outputs(run_dir, not args.no_report, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from segaudit.classmap import parse_mapping
+
+    start = time.perf_counter()
+    try:
+        mapping = parse_mapping(args.mapping) if args.mapping else None
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--mapping: {exc}") from None
+    weights = None if args.weights.lower() == "none" else args.weights
+    _check_inputs(args, args.model, weights, mapping)
+    run_dir = _run_flow(args, args.model, weights, mapping)
+    _print_outputs(run_dir, not args.no_report, time.perf_counter() - start)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from reports import render_report
+
+    if not (Path(args.run_dir) / "run.parquet").is_file():
+        raise UserError(f"{args.run_dir} is not a segaudit run folder (no run.parquet)")
+    print(f"report: {render_report(args.run_dir, args.out, args.gallery_size)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-by-task logs only when asked for
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "synth":
+            from segaudit.synth import synth_main
+
+            return synth_main(args)
+        return {"demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report}[args.command](args)
+    except UserError as exc:
+        print(f"segaudit: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("segaudit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The shipped demo model: it is what its card says, and the training recipe is deterministic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from segaudit.models import demo_checkpoint_path, load_model, sha256_file
+from segaudit.readers import VocDataset
+from segaudit.synth import CLASS_NAMES, generate_dataset
+from segaudit.train import TrainConfig, confusion_matrix, load_tensors, mean_iou, train_model
+
+CARD = demo_checkpoint_path().with_name("demo_model.json")
+
+
+def test_checkpoint_matches_card_and_size_limit() -> None:
+    card = json.loads(CARD.read_text())
+    assert sha256_file(demo_checkpoint_path()) == card["sha256"]
+    assert demo_checkpoint_path().stat().st_size <= 20 * 2**20
+    assert card["sha256"] in demo_checkpoint_path().with_name("MODEL_CARD.md").read_text()
+
+
+def test_validation_miou_reproduces_the_card(tmp_path) -> None:
+    """Recompute the card's number on the clean synthetic val split (seed 0), through the readers."""
+    card = json.loads(CARD.read_text())
+    generate_dataset(tmp_path, n_train=0, n_val=100, seed=0)
+    model = load_model("demo")
+    x, y = load_tensors(VocDataset(tmp_path, split="val"), model.class_names, model.input_size)
+    miou, _ = mean_iou(confusion_matrix(model.module, x, y, model.num_classes))
+    assert miou >= 0.85
+    assert miou == pytest.approx(card["val_miou"], abs=2e-3)
+
+
+def test_training_is_deterministic(tmp_path) -> None:
+    generate_dataset(tmp_path, n_train=8, n_val=0, size=64, seed=3)
+    x, y = load_tensors(VocDataset(tmp_path, split="train"), CLASS_NAMES, 64)
+    config = TrainConfig(epochs=1, batch_size=4, input_size=64, seed=1)
+    first = train_model(x, y, len(CLASS_NAMES), config, log=lambda _: None).state_dict()
+    second = train_model(x, y, len(CLASS_NAMES), config, log=lambda _: None).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -1,0 +1,96 @@
+"""End to end: the Prefect audit flow and the `segaudit demo` command on generated and real data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from flows.audit import audit
+from flows.cli import main
+from segaudit.demo import planted_error_recall, planted_errors
+from segaudit.models import demo_checkpoint_path, sha256_file
+from segaudit.tables import load_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_command_surfaces_planted_errors(prefect_server, demo_data, tmp_path, capsys) -> None:
+    out = tmp_path / "runs"
+    assert main(["demo", "--data", str(demo_data), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    run_dir = out / "demo"
+    assert f"report: {run_dir / 'report.html'}" in printed and f"tables: {run_dir}/" in printed
+
+    run = load_run(run_dir)
+    manifest = planted_errors(demo_data)
+    assert len(run.images) == 100 and len(manifest) == 20
+    # acceptance: at least half of the images with planted errors rank among the N least consistent
+    found, total = planted_error_recall(run.images, manifest)
+    assert found >= total / 2, f"only {found} of {total} planted errors among the {total} least consistent images"
+    assert f"{found} of the {total} images with a planted label error" in printed
+
+    # the tables are complete and coherent
+    assert run.errors.empty
+    assert set(run.scores["method"]) == {"gradcam", "gradcampp"} and set(run.scores["mask"]) == {"gt", "pred"}
+    assert set(run.scores["target"]) <= {"pred", "gt"}
+    assert sorted(run.images["review_rank"]) == list(range(1, 101))
+    per_pair = run.scores.groupby(["image_id", "class_id", "method"]).size()
+    assert (per_pair == 2).all()
+    assert len(run.maps) == len(per_pair) and len(run.thumbnails) == 100
+    assert run.run["model_sha256"] == sha256_file(demo_checkpoint_path())
+    assert run.run["dataset_fingerprint"] and json.loads(run.run["versions_json"])["torch"]
+    # on correctly labelled classes the model agrees with the labels, and Grad-CAM at the default layer
+    # points inside the labelled object far more often than chance (objects cover ~10% of an image)
+    clean = run.images[~run.images["file_name"].isin({m["file_name"] for m in manifest})]
+    scores = run.scores
+    gt_rows = scores[(scores["mask"] == "gt") & scores["image_id"].isin(clean["image_id"]) & (scores["mask_pixels"] > 0)]
+    assert gt_rows["seg_iou"].median() > 0.7
+    grad_cam = gt_rows[gt_rows["method"] == "gradcam"]
+    assert grad_cam["pointing_hit"].mean() > 0.8 and grad_cam["energy_in_mask"].mean() > 0.4
+    report = (run_dir / "report.html").read_text()
+    assert run.images.sort_values("review_rank")["file_name"].iloc[0] in report
+
+
+def test_flow_reads_every_real_fixture_or_reports_it(prefect_server, real_fixtures, tmp_path) -> None:
+    cases = {
+        "coco-labelme": real_fixtures / "coco-labelme" / "annotations.json",
+        "coco-panoptic": real_fixtures / "coco-panoptic-sample" / "panoptic_coco_detection_format.json",
+        "coco-missing-images": real_fixtures / "coco-annotations-without-images" / "instances_val2017.json",
+        "coco-no-categories": real_fixtures / "coco-without-categories" / "instances.json",
+        "voc-labelme": real_fixtures / "voc-labelme",
+        "voc-borders": real_fixtures / "voc-resized-borders",
+    }
+    expected_images = {"coco-labelme": 3, "coco-panoptic": 2, "coco-missing-images": 0, "coco-no-categories": 0,
+                       "voc-labelme": 3, "voc-borders": 3}
+    for name, path in cases.items():
+        split = None if name != "voc-labelme" else "trainval"
+        run_dir = audit(dataset=str(path), model="demo", split=split, out=str(tmp_path), run_id=name, batch_size=2)
+        run = load_run(run_dir)
+        assert len(run.images) == expected_images[name], name
+        lost = run.errors[run.errors["reason"].str.startswith("image file not found")]
+        if name in {"coco-missing-images", "coco-no-categories"}:
+            assert len(lost) == 2, run.errors
+        else:
+            assert lost.empty, run.errors
+        assert (run_dir_report := run.run_dir / "report.html").is_file(), run_dir_report
+
+
+def test_bad_image_becomes_error_row_and_good_rows_stay(prefect_server, demo_data, tmp_path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    victims = ["val_000003.jpg", "val_000004.jpg"]
+    (data / "JPEGImages" / victims[0]).write_bytes(b"")
+    (data / "JPEGImages" / victims[1]).write_bytes(b"not a jpeg at all")
+    ann = str(data / "annotations" / "instances_val.json")
+    run = load_run(audit(dataset=ann, model="demo", out=str(tmp_path / "runs"), run_id="bad", limit=12, batch_size=4))
+    assert sorted(run.errors["file_name"]) == victims and set(run.errors["stage"]) == {"read"}
+    assert len(run.images) == 10
+    clean = load_run(
+        audit(dataset=str(demo_data / "annotations" / "instances_val.json"), model="demo",
+              out=str(tmp_path / "runs"), run_id="clean", limit=12, batch_size=4, report=False)
+    )
+    kept = clean.scores[~clean.scores["image_id"].isin(run.errors["image_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(run.scores.reset_index(drop=True), kept, check_exact=False, atol=1e-6)
