@@ -42,15 +42,15 @@ def audit(
     config = AuditConfig(methods=tuple(methods), layer=layer, batch_size=batch_size)
     data = open_dataset_task(dataset, split, image_root)
     loaded, class_map = load_model_task(model, weights, device, data.category_names, mapping)
+    meta = run_metadata(
+        data, loaded, config, dataset_path=dataset, split=split, weights=weights, mapping=mapping, limit=limit
+    )
     refs = data.refs()[:limit] if limit else data.refs()
     rows = dataset_error_rows(data)
     for batch_refs in plan_batches(refs, batch_size):
         samples, read_errors = read_batch_task(data, batch_refs)
         explained = explain_batch_task(samples, read_errors, loaded, class_map, config)
         rows.extend(score_batch_task(explained, loaded, config))
-    meta = run_metadata(
-        data, loaded, config, dataset_path=dataset, split=split, weights=weights, mapping=mapping, limit=limit
-    )
     run_dir = write_run_task(rows, str(run_directory(out, run_id, meta)), meta)
     if report:
         render_report_task(run_dir)

@@ -12,6 +12,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from segaudit.readers.voc import voc_colormap
+
 __all__ = [
     "VOID_LABEL",
     "colorize_cam",
@@ -100,14 +102,7 @@ def label_colors(n: int) -> np.ndarray:
     np.ndarray
         ``(n, 3)`` uint8.
     """
-    ids = np.arange(max(int(n), 0), dtype=np.int64)
-    cmap = np.zeros((ids.size, 3), dtype=np.int64)
-    c = ids.copy()
-    for j in range(8):
-        for channel in range(3):
-            cmap[:, channel] |= ((c >> channel) & 1) << (7 - j)
-        c >>= 3
-    return cmap.astype(np.uint8)
+    return voc_colormap(max(int(n), 0))
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:

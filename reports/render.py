@@ -364,7 +364,7 @@ def _cam_picture(
     size = rgb.shape[:2] if rgb is not None else (DISPLAY_SIZE, DISPLAY_SIZE)
     heat = colorize_cam(normalize_map(upsample_map(cam, size)))
     picture = blend(rgb, heat, _CAM_ALPHA) if rgb is not None else heat
-    caption = f"{method} \u00b7 max {_fmt_g(raw_max)}"
+    caption = f"max {_fmt_g(raw_max)}"
     detail = []
     target = _text(rec.get("target"))
     if target:

@@ -7,8 +7,8 @@ wavy sinusoidal ripples, ``grass``: green streaky noise, ``sand``: beige fine no
 ``checker`` in random colours) with 1-5 object instances of five shape classes drawn on top
 (:data:`CLASS_NAMES`: ``disc``, ``square``, ``triangle``, ``star``, ``boat``). Objects are 18%-44% of the
 image across, have a colour from their class's hue band (varied in hue, saturation and value, kept away
-from the background colours), and a texture (solid, stripes, dots or noise). In about a third of the images objects may overlap (later ones occlude earlier
-ones; every instance stays at least 40% visible). In about 5% of the images a *crowd* of 3-6 small
+from the background colours), and a texture (solid, stripes, dots or noise). In about a third of the
+images objects may overlap (later ones occlude earlier ones; every instance stays at least 40% visible). In about 5% of the images a *crowd* of 3-6 small
 packed discs is drawn and annotated as one ``iscrowd=1`` region.
 
 The context cue: when an image contains a ``boat`` its background is ``water`` with probability 0.9;
@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from segaudit.readers.voc import voc_colormap
 
 __all__ = [
     "CLASS_NAMES",
@@ -791,21 +793,6 @@ def _plant_error(
 # writing
 
 
-def _voc_palette() -> list[int]:
-    """The standard Pascal VOC colour map for indices 0..255, flat ``[r, g, b, ...]`` (768 ints)."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.extend([r, g, b])
-    return palette
-
-
 def _save_palette_png(labels: np.ndarray, path: Path, palette: list[int]) -> None:
     """Write a ``(H, W)`` uint8 label map as a mode-"P" PNG with ``palette``."""
     im = Image.fromarray(labels.astype(np.uint8))
@@ -916,7 +903,7 @@ def _generate(
     sets_dir = root / "ImageSets" / "Segmentation"
     for d in (image_dir, ann_dir, cls_dir, obj_dir, sets_dir):
         d.mkdir(parents=True, exist_ok=True)
-    palette = _voc_palette()
+    palette = voc_colormap(256).flatten().tolist()
     categories = [{"id": i, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES) if i > 0]
     plan = _planted_plan(n_val, plant_errors, seed)
 
