@@ -35,7 +35,7 @@ from segaudit.scores import (
 )
 from segaudit.tables import SCHEMAS
 
-__all__ = ["AuditConfig", "BatchRows", "explain_batch", "score_batch", "image_consistency_of", "finish_tables"]
+__all__ = ["AuditConfig", "BatchRows", "explain_batch", "score_batch", "image_consistency_of", "check_config", "finish_tables"]
 
 
 @dataclass(frozen=True)
@@ -120,26 +120,35 @@ def explain_batch(
 
     If the batch fails as a whole (an image the model cannot take), each image is retried alone; those that
     still fail become error rows (stage ``"infer"``) and the others are processed. Configuration mistakes
-    (unknown layer or method) are not data problems and raise.
+    (unknown layer or method, see :func:`check_config`) are not data problems and raise.
     """
     explained = _explain_isolating_failures(samples, model, class_map, config)
     explained.errors = [*read_errors, *explained.errors]
     return explained
 
 
+def check_config(model: LoadedModel, config: AuditConfig) -> None:
+    """Raise ValueError for settings no data can fix: unknown CAM methods or feature layer."""
+    unknown = sorted(set(config.methods) - set(METHODS))
+    if unknown or not config.methods:
+        raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(METHODS)}")
+    layer = config.layer or model.default_layer
+    if layer not in dict(model.module.named_modules()):
+        raise ValueError(f"layer {layer!r} not in {model.arch}; see segaudit.models.candidate_layers")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+
+
 def _explain_isolating_failures(
     samples: list[Sample], model: LoadedModel, class_map: ClassMap, config: AuditConfig
 ) -> Explained:
+    check_config(model, config)
     if not samples:
         return Explained(None, None)
     try:
         return _explain(samples, model, class_map, config)
-    except (KeyError, ValueError, TypeError) as exc:
-        if "layer" in str(exc) or "methods" in str(exc):
-            raise
+    except Exception as exc:  # noqa: BLE001 - retried image by image below
         first_error: BaseException = exc
-    except RuntimeError as exc:
-        first_error = exc
     good, errors = [], []
     for sample in samples:
         try:

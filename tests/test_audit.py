@@ -25,3 +25,61 @@ def test_review_rank_orders_by_consistency_then_dataset_order() -> None:
     images = finish_tables(rows)["images"]
     assert images["image_id"].tolist() == ["b", "a", "c", "d"]  # dataset order is kept
     assert images["review_rank"].tolist() == [2, 1, 3, 4]
+
+
+def _samples(n: int, size: int = 64):
+    from segaudit.sample import Instance, Sample
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        semantic = np.zeros((size, size), dtype=np.uint8)
+        semantic[10:30, 10:30] = 1 + i % 5
+        out.append(Sample(f"img{i}", f"img{i}.jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+                          semantic, [Instance(1 + i % 5, semantic > 0)], ("background", "disc", "square",
+                                                                          "triangle", "star", "boat")))
+    return out
+
+
+def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monkeypatch) -> None:
+    import segaudit.audit as audit
+    from segaudit.audit import AuditConfig, explain_batch, score_batch
+    from segaudit.classmap import build_class_map
+    from segaudit.models import load_model
+
+    model = load_model("demo")
+    samples = _samples(4)
+    samples[2].image[:] = 0  # the poisoned image: the fake model failure below triggers on it
+    real = audit.compute_cams
+
+    def fragile(module, images, *args, **kwargs):
+        if bool((images.flatten(2).std(-1).amax(-1) == 0).any()):  # a constant image in the batch
+            raise RuntimeError("simulated kernel failure\\nsecond line")
+        return real(module, images, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "compute_cams", fragile)
+    class_map = build_class_map(samples[0].category_names, model.class_names)
+    config = AuditConfig()
+    explained = explain_batch(samples, model, class_map, config)
+    assert [(e.image_id, e.stage, e.reason) for e in explained.errors] == [
+        ("img2", "infer", "RuntimeError: simulated kernel failure")
+    ]
+    rows = score_batch(explained, model, config)
+    assert [r["image_id"] for r in rows.images] == ["img0", "img1", "img3"]
+    assert rows.errors[0]["image_id"] == "img2"
+
+
+def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
+    import pytest
+
+    from segaudit.audit import AuditConfig, explain_batch
+    from segaudit.classmap import build_class_map
+    from segaudit.models import load_model
+
+    model = load_model("demo")
+    samples = _samples(1)
+    class_map = build_class_map(samples[0].category_names, model.class_names)
+    with pytest.raises(ValueError, match="layer 'nope' not in"):
+        explain_batch(samples, model, class_map, AuditConfig(layer="nope"))
+    with pytest.raises(ValueError, match="unknown CAM methods"):
+        explain_batch(samples, model, class_map, AuditConfig(methods=("magic",)))
