@@ -54,7 +54,7 @@ def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monke
 
     def fragile(module, images, *args, **kwargs):
         if bool((images.flatten(2).std(-1).amax(-1) == 0).any()):  # a constant image in the batch
-            raise RuntimeError("simulated kernel failure\\nsecond line")
+            raise RuntimeError("simulated kernel failure\nsecond line")
         return real(module, images, *args, **kwargs)
 
     monkeypatch.setattr(audit, "compute_cams", fragile)
