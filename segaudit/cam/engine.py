@@ -40,34 +40,19 @@ caller's choice (:func:`normalize_maps`, :func:`upsample_maps`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "METHODS",
-    "TARGET_NONE",
-    "TARGET_PRED",
-    "TARGET_GT",
-    "CamResult",
-    "capture_layer",
-    "model_logits",
-    "seg_grad_cam_targets",
-    "grad_cam_weights",
-    "grad_cam_plus_plus_weights",
-    "compute_cams",
-    "normalize_maps",
-    "upsample_maps",
-]
+from segaudit.cam.gradient import grad_cam_plus_plus_weights, grad_cam_weights
+from segaudit.cam.layers import capture_layer
+from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, seg_grad_cam_targets
+
+__all__ = ["METHODS", "CamResult", "model_logits", "compute_cams"]
 
 METHODS = ("gradcam", "gradcampp")
 
-TARGET_NONE, TARGET_PRED, TARGET_GT = 0, 1, 2
-_TARGET_NAMES = {TARGET_PRED: "pred", TARGET_GT: "gt"}
 
 
 @dataclass
@@ -97,100 +82,12 @@ class CamResult:
 
     @staticmethod
     def target_name(code: int) -> str:
-        return _TARGET_NAMES[int(code)]
-
-
-def _find_module(model: nn.Module, layer: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if layer not in modules or not layer:
-        sample = [n for n in modules if n][-8:]
-        raise KeyError(f"layer {layer!r} not in model; e.g. {', '.join(sample)} (see candidate_layers)")
-    return modules[layer]
-
-
-@contextmanager
-def capture_layer(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
-    """Within the block, the output of ``layer`` becomes a grad-requiring leaf, appended to the yielded list.
-
-    The hook is removed on exit, so no state outlives the call.
-    """
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
-        leaf = output.detach().requires_grad_(True)
-        captured.append(leaf)
-        return leaf
-
-    handle = _find_module(model, layer).register_forward_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
+        return TARGET_NAMES[int(code)]
 
 
 def model_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits ``(B, K, H, W)`` from a plain tensor or torchvision's ``{"out": ...}`` dict."""
     return output["out"] if isinstance(output, dict) else output
-
-
-def seg_grad_cam_targets(
-    pred: torch.Tensor, gt: torch.Tensor | None, num_classes: int, skip_background: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel sets of the Seg-Grad-CAM target for every (image, class).
-
-    Parameters
-    ----------
-    pred : torch.Tensor
-        ``(B, H, W)`` int64 predicted classes.
-    gt : torch.Tensor or None
-        ``(B, H, W)`` int64 labels, 255 = void; ``None`` to use predictions only.
-    num_classes : int
-    skip_background : bool
-        Class 0 gets no target (default).
-
-    Returns
-    -------
-    masks : torch.Tensor
-        ``(B, K, H, W)`` bool target pixels.
-    source : torch.Tensor
-        ``(B, K)`` int8, :data:`TARGET_PRED`, :data:`TARGET_GT` or :data:`TARGET_NONE`.
-    """
-    classes = torch.arange(num_classes, device=pred.device).view(1, -1, 1, 1)
-    pred_masks = pred.unsqueeze(1) == classes
-    pred_any = pred_masks.flatten(2).any(-1)
-    source = torch.where(pred_any, TARGET_PRED, TARGET_NONE).to(torch.int8)
-    masks = pred_masks
-    if gt is not None:
-        gt_masks = gt.unsqueeze(1) == classes
-        use_gt = ~pred_any & gt_masks.flatten(2).any(-1)
-        masks = torch.where(use_gt[..., None, None], gt_masks, pred_masks)
-        source = torch.where(use_gt, torch.tensor(TARGET_GT, dtype=torch.int8), source)
-    if skip_background:
-        source[:, 0] = TARGET_NONE
-        masks[:, 0] = False
-    return masks, source
-
-
-def grad_cam_weights(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM channel weights ``(..., C)``: the spatial mean of the gradients."""
-    del activations
-    return grads.mean(dim=(-2, -1))
-
-
-def grad_cam_plus_plus_weights(activations: torch.Tensor, grads: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Grad-CAM++ channel weights ``(..., C)`` (closed form; see the module docstring).
-
-    ``eps`` in the denominator and zeroing ``a`` where the gradient is 0 follow pytorch-grad-cam, so maps
-    agree with it.
-    """
-    g2 = grads.pow(2)
-    g3 = g2 * grads
-    sum_a = activations.sum(dim=(-2, -1), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_a * g3 + eps)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (alpha * grads.clamp(min=0)).sum(dim=(-2, -1))
 
 
 _WEIGHTS = {"gradcam": grad_cam_weights, "gradcampp": grad_cam_plus_plus_weights}
@@ -247,19 +144,3 @@ def compute_cams(
             cam = torch.einsum("bc,bchw->bhw", weights, feats[rows]).clamp_(min=0)
             maps[method][rows, cls] = cam
     return CamResult(logits=logits.detach(), pred=pred, maps=maps, target_source=source, layer=layer)
-
-
-def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Min-max normalise each map over its last two dims to [0, 1], as pytorch-grad-cam's ``scale_cam_image``:
-    ``(m - min) / (eps + max - min)``."""
-    flat = maps.flatten(-2)
-    low = flat.min(-1, keepdim=True).values
-    shifted = flat - low
-    return (shifted / (eps + shifted.max(-1, keepdim=True).values)).view_as(maps)
-
-
-def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling (half-pixel centres, ``align_corners=False``) of ``(..., h, w)`` maps."""
-    lead = maps.shape[:-2]
-    flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
