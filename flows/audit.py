@@ -28,8 +28,11 @@ def audit(
     split: str | None = None,
     image_root: str | None = None,
     weights: str | None = "DEFAULT",
-    layer: str | None = None,
+    layers: list[str] | None = None,
     methods: list[str] = list(METHODS),  # noqa: B006 - Prefect parameters must be JSON, not tuples
+    target: str = "pred",
+    score: str = "logits",
+    roi: list[float] | None = None,
     batch_size: int = 16,
     mapping: dict[str, str] | None = None,
     device: str = "cpu",
@@ -39,7 +42,10 @@ def audit(
     report: bool = True,
 ) -> str:
     """Audit a COCO or VOC dataset with a segmentation model; return the run folder."""
-    config = AuditConfig(methods=tuple(methods), layer=layer, batch_size=batch_size)
+    config = AuditConfig(
+        methods=tuple(methods), layers=tuple(layers or ()), target=target, score=score,
+        roi=tuple(roi) if roi else None, batch_size=batch_size,
+    )
     data = open_dataset_task(dataset, split, image_root)
     loaded, class_map = load_model_task(model, weights, device, data.category_names, mapping)
     meta = run_metadata(

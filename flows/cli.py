@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from segaudit.cam import METHODS
+from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
 
 EXIT_USER_ERROR = 2
 
@@ -23,15 +23,36 @@ class UserError(Exception):
 
 def _methods(text: str) -> list[str]:
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown or not methods:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(ALL_METHODS)}")
     return methods
 
 
+def _layers(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _roi(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not (0 <= values[0] < values[2] <= 1 and 0 <= values[1] < values[3] <= 1):
+        raise argparse.ArgumentTypeError("--roi takes top,left,bottom,right as fractions of the image, e.g. 0.2,0.2,0.8,0.8")
+    return values
+
+
 def _add_audit_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layer", help="feature layer for the CAMs (default: the model's default layer)")
-    parser.add_argument("--methods", type=_methods, default=list(METHODS), help="comma-separated: gradcam,gradcampp")
+    parser.add_argument("--layers", type=_layers, default=None,
+                        help="feature layer(s) for the CAMs, comma-separated; the first is primary, more make a "
+                        "layer sweep (default: the model's default layer; `segaudit layers MODEL` lists them)")
+    parser.add_argument("--methods", type=_methods, default=list(METHODS),
+                        help=f"comma-separated, from {','.join(ALL_METHODS)} (default {','.join(METHODS)})")
+    parser.add_argument("--target", choices=TARGET_KINDS, default="pred",
+                        help="Seg-Grad-CAM target pixels: predicted, labelled, all, or a box (--roi)")
+    parser.add_argument("--score", choices=SCORE_KINDS, default="logits", help="sum logits or softmax scores")
+    parser.add_argument("--roi", type=_roi, help="box for --target roi: top,left,bottom,right fractions")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--out", default="runs", help="folder holding the runs (default runs/)")
@@ -65,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output HTML path (default RUN_DIR/report.html)")
     report.add_argument("--gallery-size", type=int, default=12)
 
+    layers = commands.add_parser("layers", help="list a model's candidate CAM layers and its default layer")
+    layers.add_argument("model", help="'demo', a checkpoint .pt, or a torchvision model name")
+    layers.add_argument("--weights", default="DEFAULT")
+
     synth = commands.add_parser("synth", help="generate a synthetic COCO + VOC dataset")
     add_synth_arguments(synth)
     return parser
@@ -91,8 +116,11 @@ def _check_inputs(args: argparse.Namespace, model_spec: str, weights: str | None
     except RuntimeError as exc:  # e.g. a CUDA device on a machine without one
         raise UserError(f"cannot use device {args.device!r}: {str(exc).splitlines()[0]}") from None
     layers = candidate_layers(model.module)
-    if args.layer is not None and args.layer not in layers:
-        raise UserError(f"unknown layer {args.layer!r} for {model.arch}; valid layers: {', '.join(layers)}")
+    for layer in args.layers or ():
+        if layer not in layers:
+            raise UserError(f"unknown layer {layer!r} for {model.arch}; valid layers: {', '.join(layers)}")
+    if args.target == "roi" and args.roi is None:
+        raise UserError("--target roi needs --roi top,left,bottom,right")
     try:
         build_class_map(data.category_names, model.class_names, mapping)
     except ValueError as exc:
@@ -108,8 +136,11 @@ def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping
         split=args.split,
         image_root=args.image_root,
         weights=weights,
-        layer=args.layer,
+        layers=args.layers,
         methods=args.methods,
+        target=args.target,
+        score=args.score,
+        roi=args.roi,
         batch_size=args.batch_size,
         mapping=mapping,
         device=args.device,
@@ -168,6 +199,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from segaudit.models import ModelLoadError, candidate_layers, load_model
+
+    try:
+        model = load_model(args.model, weights=None if args.weights.lower() == "none" else args.weights)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    for name in candidate_layers(model.module):
+        print(f"{name}  (default)" if name == model.default_layer else name)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-by-task logs only when asked for
     args = build_parser().parse_args(argv)
@@ -176,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             from segaudit.synth import synth_main
 
             return synth_main(args)
-        return {"demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report}[args.command](args)
+        return {"demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "layers": _cmd_layers}[args.command](args)
     except UserError as exc:
         print(f"segaudit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

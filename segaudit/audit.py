@@ -17,7 +17,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from segaudit.cam import METHODS, TARGET_NONE, CamResult, compute_cams, upsample_maps
+from segaudit.cam import (
+    ALL_METHODS,
+    METHODS,
+    SCORE_KINDS,
+    TARGET_KINDS,
+    TARGET_NONE,
+    CamResult,
+    compute_cams,
+    upsample_maps,
+)
 from segaudit.classmap import ClassMap
 from segaudit.models import LoadedModel
 from segaudit.preprocess import PreparedBatch, prepare_batch
@@ -45,9 +54,16 @@ class AuditConfig:
     Parameters
     ----------
     methods : tuple of str
-        CAM methods, from :data:`segaudit.cam.METHODS`.
-    layer : str or None
-        Feature layer; None = the model's default.
+        CAM methods, from :data:`segaudit.cam.ALL_METHODS`.
+    layers : tuple of str
+        Feature layers; empty = the model's default. The first is the primary layer: image consistency
+        and review ranks use its maps; the others are a layer sweep (rows in the scores table).
+    target : str
+        Seg-Grad-CAM target kind (:data:`segaudit.cam.TARGET_KINDS`).
+    score : str
+        ``"logits"`` or ``"softmax"``.
+    roi : tuple of float or None
+        ``(top, left, bottom, right)`` fractions of the input, for ``target="roi"``.
     batch_size : int
         Images per batch (one forward pass).
     iou_threshold : float
@@ -59,7 +75,10 @@ class AuditConfig:
     """
 
     methods: tuple[str, ...] = METHODS
-    layer: str | None = None
+    layers: tuple[str, ...] = ()
+    target: str = "pred"
+    score: str = "logits"
+    roi: tuple[float, float, float, float] | None = None
     batch_size: int = 16
     iou_threshold: float = 0.5
     centroid_cutoff: float = CENTROID_CUTOFF
@@ -67,6 +86,10 @@ class AuditConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def layers_of(self, model: LoadedModel) -> tuple[str, ...]:
+        """The layers to use with ``model``."""
+        return self.layers or (model.default_layer,)
 
 
 @dataclass
@@ -97,7 +120,8 @@ def _explain(samples: list[Sample], model: LoadedModel, class_map: ClassMap, con
     batch = prepare_batch(samples, class_map, model.input_size, model.mean, model.std)
     gt = batch.gt.to(model.device)
     cams = compute_cams(
-        model.module, batch.images.to(model.device), config.layer or model.default_layer, gt, config.methods
+        model.module, batch.images.to(model.device), config.layers_of(model), gt, config.methods,
+        target=config.target, score=config.score, roi=config.roi,
     )
     return Explained(batch, cams)
 
@@ -129,12 +153,17 @@ def explain_batch(
 
 def check_config(model: LoadedModel, config: AuditConfig) -> None:
     """Raise ValueError for settings no data can fix: unknown CAM methods or feature layer."""
-    unknown = sorted(set(config.methods) - set(METHODS))
+    unknown = sorted(set(config.methods) - set(ALL_METHODS))
     if unknown or not config.methods:
-        raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(METHODS)}")
-    layer = config.layer or model.default_layer
-    if layer not in dict(model.module.named_modules()):
-        raise ValueError(f"layer {layer!r} not in {model.arch}; see segaudit.models.candidate_layers")
+        raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(ALL_METHODS)}")
+    modules = dict(model.module.named_modules())
+    for layer in config.layers_of(model):
+        if layer not in modules:
+            raise ValueError(f"layer {layer!r} not in {model.arch}; see segaudit.models.candidate_layers")
+    if config.target not in TARGET_KINDS or config.score not in SCORE_KINDS:
+        raise ValueError(f"target must be one of {TARGET_KINDS} and score one of {SCORE_KINDS}")
+    if config.target == "roi" and config.roi is None:
+        raise ValueError("target 'roi' needs roi=(top, left, bottom, right) fractions")
     if config.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
 
@@ -228,7 +257,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     if batch is None or cams is None:
         return rows
     names = model.class_names
-    layer = cams.layer
+    primary = cams.layers[0]
     size = batch.images.shape[-2:]
     valid_all = batch.valid.to(cams.pred.device)
     gt_all = batch.gt.to(cams.pred.device)
@@ -241,8 +270,8 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     consistency_sum = torch.zeros(len(pairs), dtype=torch.float64)
     pair_list = pairs.tolist()
     targets = [CamResult.target_name(cams.target_source[b, k]) for b, k in pair_list]
-    for method in config.methods:
-        raw = cams.maps[method][b_idx, k_idx]
+    for layer, method in cams.maps:
+        raw = cams.maps[(layer, method)][b_idx, k_idx]
         full = upsample_maps(raw, tuple(size))
         per_mask = {
             "gt": _mask_scores(full, gt_masks, valid, config),
@@ -251,7 +280,8 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
         consistency = agreement_consistency(
             seg_iou, per_mask["gt"]["energy_in_mask"], per_mask["pred"]["energy_in_mask"]
         )
-        consistency_sum += consistency
+        if layer == primary:
+            consistency_sum += consistency
         cam_max = raw.flatten(1).max(1).values.double()
         columns = {mask: {k: v.tolist() for k, v in scores.items()} for mask, scores in per_mask.items()}
         common = {"seg_iou": seg_iou.tolist(), "cam_max": cam_max.tolist(), "consistency": consistency.tolist()}

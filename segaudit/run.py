@@ -77,7 +77,7 @@ def run_metadata(
         "model_name": model.name,
         "model_sha256": model.sha256,
         "input_size": model.input_size,
-        "layer": config.layer or model.default_layer,
+        "layer": ",".join(config.layers_of(model)),
         "methods": list(config.methods),
         "class_names": list(model.class_names),
         "config_json": config_json(config, model_arch=model.arch, **settings),

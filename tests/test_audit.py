@@ -80,6 +80,6 @@ def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
     samples = _samples(1)
     class_map = build_class_map(samples[0].category_names, model.class_names)
     with pytest.raises(ValueError, match="layer 'nope' not in"):
-        explain_batch(samples, model, class_map, AuditConfig(layer="nope"))
+        explain_batch(samples, model, class_map, AuditConfig(layers=("nope",)))
     with pytest.raises(ValueError, match="unknown CAM methods"):
         explain_batch(samples, model, class_map, AuditConfig(methods=("magic",)))

@@ -8,10 +8,16 @@ import torch
 from torch import nn
 
 from segaudit.cam import (
+    ALL_METHODS,
+    TARGET_ALL,
     TARGET_GT,
     TARGET_NONE,
     TARGET_PRED,
+    TARGET_ROI,
+    capture_layer,
+    class_gradients,
     compute_cams,
+    model_logits,
     normalize_maps,
     seg_grad_cam_targets,
     upsample_maps,
@@ -53,14 +59,27 @@ class _MaskTarget:
         return (output[self.category] * self.mask).sum()
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+PEERS = {
+    "gradcam": "GradCAM",
+    "gradcampp": "GradCAMPlusPlus",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "gradcam_elementwise": "GradCAMElementWise",
+}
+
+
+@pytest.mark.parametrize("method", list(PEERS))
 def test_maps_equal_pytorch_grad_cam(method: str) -> None:
     import pytorch_grad_cam as grad_cam  # a dev dependency, imported plainly: the check must not skip silently
 
-    peer_cls = {"gradcam": grad_cam.GradCAM, "gradcampp": grad_cam.GradCAMPlusPlus}[method]
-    model = _random_model()
+    peer_cls = getattr(grad_cam, PEERS[method])
+    # the element-wise map is a sum of many positive terms with a small spread: float32 summation order
+    # alone moves its normalised values by ~4e-4, so both sides run in float64 for that method
+    dtype = torch.float64 if method == "gradcam_elementwise" else torch.float32
+    model = _random_model().to(dtype)
     torch.manual_seed(1)
-    images = torch.randn(3, 3, 96, 128)
+    images = torch.randn(3, 3, 96, 128, dtype=dtype)
     result = compute_cams(model, images, "backbone.16", methods=(method,))
     classes = torch.nonzero(result.target_source == TARGET_PRED)
     assert len(classes) >= 3, "the random model should predict a few classes"
@@ -73,11 +92,11 @@ def test_maps_equal_pytorch_grad_cam(method: str) -> None:
     checked = 0
     with peer_cls(model=wrapped, target_layers=[layer]) as peer:
         for b, k in classes.tolist():
-            mask = (result.pred[b] == k).float()
+            mask = (result.pred[b] == k).to(dtype)
             theirs = peer(input_tensor=images[b : b + 1], targets=[_MaskTarget(k, mask)])[0]
             # the peer's normalisation, done with our torch functions: min-max at feature resolution,
             # bilinear resize (cv2 INTER_LINEAR == align_corners=False), min-max again (aggregate_multi_layers)
-            raw = result.maps[method][b, k]
+            raw = result.map(method)[b, k]
             ours = normalize_maps(upsample_maps(normalize_maps(raw), (96, 128)))
             np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-4)
             checked += 1
@@ -99,8 +118,8 @@ def test_batched_maps_equal_single_image_maps() -> None:
     batched = compute_cams(model, images, "backbone.16")
     for b in range(4):
         single = compute_cams(model, images[b : b + 1], "backbone.16")
-        for method in batched.maps:
-            torch.testing.assert_close(batched.maps[method][b], single.maps[method][0], atol=1e-5, rtol=1e-4)
+        for key in batched.maps:
+            torch.testing.assert_close(batched.maps[key][b], single.maps[key][0], atol=1e-5, rtol=1e-4)
 
 
 def test_targets_fall_back_to_gt_for_missed_classes() -> None:
@@ -123,7 +142,7 @@ def test_unknown_layer_and_method_raise() -> None:
     with pytest.raises(KeyError, match="not in model"):
         compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.99")
     with pytest.raises(ValueError, match="unknown CAM methods"):
-        compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.16", methods=("scorecam",))
+        compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.16", methods=("magic",))
 
 
 def test_normalize_and_upsample() -> None:
@@ -132,3 +151,85 @@ def test_normalize_and_upsample() -> None:
     assert norm.min() == 0 and abs(float(norm.max()) - 1) < 1e-6
     up = upsample_maps(torch.full((2, 3, 4), 5.0), (8, 6))
     assert up.shape == (2, 8, 6) and torch.allclose(up, torch.tensor(5.0))
+
+
+def test_every_target_kind() -> None:
+    pred = torch.tensor([[[0, 1, 1], [0, 0, 2]]])
+    gt = torch.tensor([[[3, 1, 255], [0, 0, 0]]])
+    masks, source = seg_grad_cam_targets(pred, gt, 4, "gt")
+    assert source.tolist() == [[TARGET_NONE, TARGET_GT, TARGET_PRED, TARGET_GT]]
+    assert masks[0, 1].tolist() == [[False, True, False], [False, False, False]]
+    masks, source = seg_grad_cam_targets(pred, gt, 4, "all")
+    assert source.tolist() == [[TARGET_NONE, TARGET_ALL, TARGET_ALL, TARGET_ALL]]
+    assert masks[0, 2].sum() == 5  # every valid pixel, void excluded
+    masks, source = seg_grad_cam_targets(pred, gt, 4, "roi", roi=(0.0, 0.0, 0.5, 0.67))
+    assert masks[0, 3].tolist() == [[True, True, False], [False, False, False]]
+    assert source[0, 3] == TARGET_ROI
+    with pytest.raises(ValueError, match="unknown target kind"):
+        seg_grad_cam_targets(pred, gt, 4, "everything")
+
+
+def test_softmax_score_changes_the_target() -> None:
+    model = _random_model()
+    images = torch.randn(2, 3, 64, 64)
+    logits = compute_cams(model, images, "backbone.4", score="logits")
+    softmax = compute_cams(model, images, "backbone.4", score="softmax")
+    assert torch.equal(logits.target_source, softmax.target_source)
+    assert not torch.allclose(logits.map("gradcam"), softmax.map("gradcam"))
+    assert torch.isfinite(softmax.map("gradcam")).all()
+
+
+def test_layer_sweep_from_one_forward_equals_single_layer_runs() -> None:
+    model = _random_model()
+    torch.manual_seed(5)
+    images = torch.randn(2, 3, 64, 64)
+    layers = ("backbone.2", "backbone.4", "backbone.16")
+    sweep = compute_cams(model, images, layers, methods=ALL_METHODS)
+    for layer in layers:
+        single = compute_cams(model, images, layer, methods=ALL_METHODS)
+        for method in ALL_METHODS:
+            torch.testing.assert_close(sweep.map(method, layer), single.map(method), atol=1e-5, rtol=1e-4)
+
+
+def test_vmapped_backward_equals_one_backward_per_class() -> None:
+    model = _random_model()
+    images = torch.randn(3, 3, 64, 64)
+    with capture_layer(model, "backbone.4") as captured:
+        with torch.enable_grad():
+            logits = model_logits(model(images))
+    per_class = logits[:, 1:4].flatten(2).sum(-1)
+    (batched,) = class_gradients(per_class, captured, batched=True)
+    (looped,) = class_gradients(per_class, captured, batched=False)
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-4)
+
+
+def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
+    import segaudit.cam.engine as engine
+
+    model = _random_model()
+    images = torch.randn(4, 3, 64, 64)
+    whole = compute_cams(model, images, "backbone.4")
+    sizes = []
+    real = engine._compute
+
+    def small_gpu(model, images, *args):
+        sizes.append(len(images))
+        if len(images) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, images, *args)
+
+    monkeypatch.setattr(engine, "_compute", small_gpu)
+    split = compute_cams(model, images, "backbone.4", micro_batch=4)
+    assert sizes[:3] == [4, 2, 1] and sizes.count(1) == 4
+    for key in whole.maps:
+        torch.testing.assert_close(split.maps[key], whole.maps[key], atol=1e-5, rtol=1e-4)
+
+
+def test_empty_targets_give_zero_maps_without_nan() -> None:
+    model = _random_model()
+    images = torch.randn(2, 3, 32, 32)
+    gt = torch.zeros(2, 32, 32, dtype=torch.long)
+    result = compute_cams(model, images, "backbone.4", gt=gt, methods=ALL_METHODS, target="roi", roi=(0, 0, 0.5, 0.5))
+    for cam in result.maps.values():
+        assert torch.isfinite(cam).all()
+        assert (cam[result.target_source == TARGET_NONE] == 0).all()

@@ -27,7 +27,7 @@ def test_unknown_model(capsys, demo_data) -> None:
 
 
 def test_unknown_layer_lists_valid_layers(capsys, demo_data) -> None:
-    line = _error_of(capsys, ["run", str(demo_data), "--split", "val", "--layer", "backbone.99"])
+    line = _error_of(capsys, ["run", str(demo_data), "--split", "val", "--layers", "backbone.4,backbone.99"])
     assert "unknown layer 'backbone.99'" in line and "backbone.16" in line
 
 

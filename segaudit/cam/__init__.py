@@ -1,26 +1,45 @@
 """The CAM engine: Seg-Grad-CAM targets, feature-layer capture, CAM methods, and map post-processing.
 
-``engine``    one forward, one backward per class, every method from the same (activations, gradients)
-``targets``   which pixels' class scores a map explains
-``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, ...)
-``layers``    hooking a feature layer without state that outlives the call
+``engine``    one forward, one batched backward, every method from the same (activations, gradients)
+``targets``   which pixels' class scores a map explains (pred, gt, all, roi; logits or softmax)
+``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, HiResCAM, ...)
+``layers``    capturing feature layers without state that outlives the call
 ``maps``      normalising and upsampling raw maps
 """
 
-from segaudit.cam.engine import METHODS, CamResult, compute_cams, model_logits
-from segaudit.cam.gradient import grad_cam_plus_plus_weights, grad_cam_weights
-from segaudit.cam.layers import capture_layer, find_module
+from segaudit.cam.engine import ALL_METHODS, METHODS, CamResult, class_gradients, compute_cams, model_logits
+from segaudit.cam.gradient import GRADIENT_METHODS, grad_cam_plus_plus_weights, grad_cam_weights
+from segaudit.cam.layers import capture_layer, capture_layers, find_module
 from segaudit.cam.maps import normalize_maps, upsample_maps
-from segaudit.cam.targets import TARGET_GT, TARGET_NAMES, TARGET_NONE, TARGET_PRED, seg_grad_cam_targets
+from segaudit.cam.targets import (
+    SCORE_KINDS,
+    TARGET_ALL,
+    TARGET_GT,
+    TARGET_KINDS,
+    TARGET_NAMES,
+    TARGET_NONE,
+    TARGET_PRED,
+    TARGET_ROI,
+    seg_grad_cam_targets,
+    target_scores,
+)
 
 __all__ = [
+    "ALL_METHODS",
+    "GRADIENT_METHODS",
     "METHODS",
+    "SCORE_KINDS",
+    "TARGET_ALL",
     "TARGET_GT",
+    "TARGET_KINDS",
     "TARGET_NAMES",
     "TARGET_NONE",
     "TARGET_PRED",
+    "TARGET_ROI",
     "CamResult",
     "capture_layer",
+    "capture_layers",
+    "class_gradients",
     "compute_cams",
     "find_module",
     "grad_cam_plus_plus_weights",
@@ -28,5 +47,6 @@ __all__ = [
     "model_logits",
     "normalize_maps",
     "seg_grad_cam_targets",
+    "target_scores",
     "upsample_maps",
 ]

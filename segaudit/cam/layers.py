@@ -1,17 +1,25 @@
-"""Hooking a feature layer: its output becomes a leaf that requires grad, for the duration of a block."""
+"""Capturing feature layers during a forward pass, without state that outlives the call.
+
+Inside :func:`capture_layers`, each named layer's output is recorded. An output that does not already
+depend on a grad-requiring tensor (the first captured layer, with frozen parameters and an input that
+does not require grad) is replaced by a detached copy that requires grad: autograd then records only the
+network *after* it, and gradients reach every captured layer in one backward without touching any
+parameter. Layers further down keep their place in the graph, so a layer sweep costs one forward.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["capture_layer", "find_module"]
+__all__ = ["capture_layers", "capture_layer", "find_module"]
 
 
 def find_module(model: nn.Module, layer: str) -> nn.Module:
+    """The sub-module called ``layer``; KeyError naming some valid names if there is none."""
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
         sample = [n for n in modules if n][-8:]
@@ -20,22 +28,36 @@ def find_module(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextmanager
-def capture_layer(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
-    """Within the block, the output of ``layer`` becomes a grad-requiring leaf, appended to the yielded list.
+def capture_layers(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Within the block, every output of each layer in ``layers`` is appended to ``captured[layer]``.
 
-    The hook is removed on exit, so no state outlives the call.
+    Hooks are removed on exit. A layer whose output is not a tensor raises TypeError.
     """
-    captured: list[torch.Tensor] = []
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    handles = []
 
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor; pick another layer")
-        leaf = output.detach().requires_grad_(True)
-        captured.append(leaf)
-        return leaf
+    def make_hook(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick another layer")
+            if not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+            captured[name].append(output)
+            return output
 
-    handle = find_module(model, layer).register_forward_hook(hook)
+        return hook
+
     try:
+        for name in dict.fromkeys(layers):
+            handles.append(find_module(model, name).register_forward_hook(make_hook(name)))
         yield captured
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_layer(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
+    """:func:`capture_layers` for one layer: yields the list of its outputs."""
+    with capture_layers(model, [layer]) as captured:
+        yield captured[layer]
