@@ -44,10 +44,10 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: torchvision segmentation builders segaudit knows, and their default CAM layer: the deepest layer that
-#: every path from the input to the output passes through, so its gradients carry the whole prediction
-#: (Grad-CAM's "last convolutional layer", generalised to decoders with skip branches). For FCN and
-#: DeepLabV3 that is the backbone's last stage (the auxiliary head is removed). LR-ASPP adds a stride-8
+#: torchvision segmentation builders segaudit knows, and their default CAM layer: the deepest *backbone*
+#: layer that every path from the input to the output passes through, so its gradients carry the whole
+#: prediction (Grad-CAM's "last convolutional layer", generalised to decoders with skip branches). For FCN
+#: and DeepLabV3 that is the backbone's last stage (the auxiliary head is removed). LR-ASPP adds a stride-8
 #: branch taken at ``backbone.4`` straight to the classifier, so ``backbone.16`` would miss it: on the demo
 #: model, Grad-CAM at ``backbone.16`` is zero after ReLU for every class, at ``backbone.4`` its maximum
 #: lies inside the labelled object 93% of the time.

@@ -233,3 +233,31 @@ def test_empty_targets_give_zero_maps_without_nan() -> None:
     for cam in result.maps.values():
         assert torch.isfinite(cam).all()
         assert (cam[result.target_source == TARGET_NONE] == 0).all()
+
+
+class _InPlaceNet(nn.Module):
+    """conv -> BN -> in-place ReLU -> conv -> in-place ReLU -> 1x1 classes: in-place ops right after layers."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=inplace),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(8, 3, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_in_place_operations_after_a_captured_layer() -> None:
+    """Regression: the capture hook used to hand the captured tensor itself downstream."""
+    images = torch.randn(2, 3, 16, 16)
+    results = []
+    for inplace in (False, True):
+        model = _InPlaceNet(inplace).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        results.append(compute_cams(model, images, ["body.1", "body.3"], methods=ALL_METHODS))
+    for key in results[0].maps:
+        torch.testing.assert_close(results[1].maps[key], results[0].maps[key])

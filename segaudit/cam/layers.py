@@ -4,7 +4,9 @@ Inside :func:`capture_layers`, each named layer's output is recorded. An output 
 depend on a grad-requiring tensor (the first captured layer, with frozen parameters and an input that
 does not require grad) is replaced by a detached copy that requires grad: autograd then records only the
 network *after* it, and gradients reach every captured layer in one backward without touching any
-parameter. Layers further down keep their place in the graph, so a layer sweep costs one forward.
+parameter. Layers further down keep their place in the graph, so a layer sweep costs one forward. The
+network continues on a copy of each captured output, so in-place operations after a layer cannot
+change what was captured.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def capture_layers(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             captured[name].append(output)
-            return output
+            # downstream gets a copy: an in-place op after the layer (ReLU(inplace=True), ResNet's
+            # `out += identity`) would otherwise crash on the leaf or overwrite what was captured
+            return output.clone()
 
         return hook
 
