@@ -9,6 +9,7 @@ from torch import nn
 
 from segaudit.cam import (
     ALL_METHODS,
+    GRADIENT_METHODS,
     TARGET_ALL,
     TARGET_GT,
     TARGET_NONE,
@@ -184,11 +185,23 @@ def test_layer_sweep_from_one_forward_equals_single_layer_runs() -> None:
     torch.manual_seed(5)
     images = torch.randn(2, 3, 64, 64)
     layers = ("backbone.2", "backbone.4", "backbone.16")
-    sweep = compute_cams(model, images, layers, methods=ALL_METHODS)
+    methods = (*GRADIENT_METHODS, "guided_gradcam")
+    sweep = compute_cams(model, images, layers, methods=methods)
     for layer in layers:
-        single = compute_cams(model, images, layer, methods=ALL_METHODS)
-        for method in ALL_METHODS:
+        single = compute_cams(model, images, layer, methods=methods)
+        for method in methods:
             torch.testing.assert_close(sweep.map(method, layer), single.map(method), atol=1e-5, rtol=1e-4)
+
+
+def test_guided_maps_come_at_input_resolution_for_targeted_classes_only() -> None:
+    model = _random_model()
+    images = torch.randn(2, 3, 64, 64)
+    result = compute_cams(model, images, "backbone.4", methods=("guided_backprop", "guided_gradcam"))
+    assert set(result.maps) == {("input", "guided_backprop"), ("backbone.4", "guided_gradcam")}
+    for cam in result.maps.values():
+        assert cam.shape == (2, 4, 64, 64) and torch.isfinite(cam).all()
+        assert (cam[result.target_source == TARGET_NONE] == 0).all()
+        assert (cam[result.target_source != TARGET_NONE].flatten(1).amax(1) > 0).all()
 
 
 def test_vmapped_backward_equals_one_backward_per_class() -> None:

@@ -7,7 +7,15 @@
 ``maps``      normalising and upsampling raw maps
 """
 
-from segaudit.cam.engine import ALL_METHODS, METHODS, CamResult, class_gradients, compute_cams, model_logits
+from segaudit.cam.engine import (
+    ALL_METHODS,
+    GUIDED_METHODS,
+    INPUT_LAYER,
+    METHODS,
+    CamResult,
+    class_gradients,
+    compute_cams,
+)
 from segaudit.cam.gradient import GRADIENT_METHODS, grad_cam_plus_plus_weights, grad_cam_weights
 from segaudit.cam.layers import capture_layer, capture_layers, find_module
 from segaudit.cam.maps import normalize_maps, upsample_maps
@@ -20,6 +28,7 @@ from segaudit.cam.targets import (
     TARGET_NONE,
     TARGET_PRED,
     TARGET_ROI,
+    model_logits,
     seg_grad_cam_targets,
     target_scores,
 )
@@ -27,6 +36,8 @@ from segaudit.cam.targets import (
 __all__ = [
     "ALL_METHODS",
     "GRADIENT_METHODS",
+    "GUIDED_METHODS",
+    "INPUT_LAYER",
     "METHODS",
     "SCORE_KINDS",
     "TARGET_ALL",

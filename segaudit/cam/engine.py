@@ -22,15 +22,21 @@ import torch
 from torch import nn
 
 from segaudit.cam.gradient import GRADIENT_METHODS
+from segaudit.cam.guided import attribution_map, guided_backprop, guided_grad_cam
 from segaudit.cam.layers import capture_layers
-from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, seg_grad_cam_targets, target_scores
+from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, model_logits, seg_grad_cam_targets, target_scores
 
-__all__ = ["METHODS", "ALL_METHODS", "CamResult", "model_logits", "compute_cams", "class_gradients"]
+__all__ = ["METHODS", "ALL_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult", "model_logits", "compute_cams",
+           "class_gradients"]
 
 #: Default methods of an audit.
 METHODS = ("gradcam", "gradcampp")
+#: Methods that need the gradients with respect to the input (a second, guided backward pass).
+GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
 #: Every method the engine computes.
-ALL_METHODS = tuple(GRADIENT_METHODS)
+ALL_METHODS = (*GRADIENT_METHODS, *GUIDED_METHODS)
+#: Pseudo-layer name of maps computed at the input (guided backpropagation).
+INPUT_LAYER = "input"
 
 
 @dataclass
@@ -95,11 +101,6 @@ class CamResult:
         )
 
 
-def model_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits ``(B, K, H, W)`` from a plain tensor or torchvision's ``{"out": ...}`` dict."""
-    return output["out"] if isinstance(output, dict) else output
-
-
 def class_gradients(
     per_class: torch.Tensor, inputs: Sequence[torch.Tensor], batched: bool | None = None
 ) -> list[torch.Tensor]:
@@ -150,6 +151,7 @@ def _compute(
     score: str,
     roi: tuple[float, float, float, float] | None,
     class_chunk: int,
+    guided_rule: str = "relu",
 ) -> CamResult:
     with torch.enable_grad(), capture_layers(model, layers) as captured:
         logits = model_logits(model(images))
@@ -162,11 +164,14 @@ def _compute(
     masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
     scores = target_scores(logits, score)
     # maps in float32 at least (half-precision activations are promoted), float64 if the model runs in it
+    gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
+    if "guided_gradcam" in methods and "gradcam" not in gradient_methods:
+        gradient_methods.append("gradcam")  # Guided Grad-CAM multiplies it in
     maps = {
         (name, m): feats.new_zeros((batch, num_classes, *feats.shape[-2:]),
                                    dtype=torch.promote_types(feats.dtype, torch.float32))
         for name, feats in zip(layers, activations, strict=True)
-        for m in methods
+        for m in gradient_methods
     }
     classes = torch.nonzero(source.ne(TARGET_NONE).any(0)).flatten()
     for start in range(0, len(classes), class_chunk):
@@ -175,16 +180,40 @@ def _compute(
         grads = class_gradients(per_class, activations)
         targeted = (source[:, chunk] != TARGET_NONE).T  # (K', B)
         for name, feats, grad in zip(layers, activations, grads, strict=True):
-            dtype = maps[(name, methods[0])].dtype
+            dtype = maps[(name, gradient_methods[0])].dtype
             feats, grad = feats.detach().to(dtype), grad.to(dtype)
-            for method in methods:
+            for method in gradient_methods:
                 cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (K', B, h, w)
                 cam = torch.where(targeted[..., None, None], cam, torch.zeros_like(cam))
                 maps[(name, method)][:, chunk] = cam.transpose(0, 1)
+    if any(m in GUIDED_METHODS for m in methods):
+        _add_guided_maps(model, images, masks, source != TARGET_NONE, maps, layers, methods, score, guided_rule)
+    maps = {key: value for key, value in maps.items() if key[1] in methods}
     return CamResult(
         logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
         target=target, score=score, methods=methods,
     )
+
+
+def _add_guided_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    targeted: torch.Tensor,
+    maps: dict[tuple[str, str], torch.Tensor],
+    layers: tuple[str, ...],
+    methods: tuple[str, ...],
+    score: str,
+    rule: str,
+) -> None:
+    """Guided Backprop at the input and Guided Grad-CAM at each layer, as 2-D maps (sum of |.| over RGB,
+    see :func:`segaudit.cam.guided.attribution_map`) at input resolution."""
+    guided = guided_backprop(model, images, masks, targeted, score=score, rule=rule)
+    if "guided_backprop" in methods:
+        maps[(INPUT_LAYER, "guided_backprop")] = attribution_map(guided)
+    if "guided_gradcam" in methods:
+        for name in layers:
+            maps[(name, "guided_gradcam")] = attribution_map(guided_grad_cam(guided, maps[(name, "gradcam")]))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -203,6 +232,7 @@ def compute_cams(
     roi: tuple[float, float, float, float] | None = None,
     micro_batch: int | None = None,
     class_chunk: int = 16,
+    guided_rule: str = "relu",
 ) -> CamResult:
     """CAM maps of every method at every layer, for every class in each image's prediction or label.
 
@@ -224,6 +254,8 @@ def compute_cams(
         At most this many images per forward (default: the whole batch); halved on CUDA out-of-memory.
     class_chunk : int
         At most this many classes per batched backward (bounds gradient memory).
+    guided_rule : str
+        Activation rule of the guided methods (:data:`segaudit.cam.guided.ACTIVATION_RULES`).
 
     Returns
     -------
@@ -239,7 +271,7 @@ def compute_cams(
         try:
             parts = [
                 _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
-                         methods, target, score, roi, class_chunk)
+                         methods, target, score, roi, class_chunk, guided_rule)
                 for i in range(0, len(images), size)
             ]
             return CamResult.concat(parts)

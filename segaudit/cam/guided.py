@@ -76,8 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segaudit.cam.engine import model_logits
-from segaudit.cam.targets import SCORE_KINDS, target_scores
+from segaudit.cam.targets import SCORE_KINDS, model_logits, target_scores
 
 __all__ = [
     "ACTIVATION_RULES",

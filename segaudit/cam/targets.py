@@ -30,6 +30,7 @@ __all__ = [
     "TARGET_ROI",
     "TARGET_NAMES",
     "seg_grad_cam_targets",
+    "model_logits",
     "target_scores",
 ]
 
@@ -117,6 +118,11 @@ def seg_grad_cam_targets(
         masks[:, 0] = False
         source[:, 0] = TARGET_NONE
     return masks, source
+
+
+def model_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits ``(B, K, H, W)`` from a plain tensor or torchvision's ``{"out": ...}`` dict."""
+    return output["out"] if isinstance(output, dict) else output
 
 
 def target_scores(logits: torch.Tensor, score: str = "logits") -> torch.Tensor:
