@@ -274,3 +274,20 @@ def test_in_place_operations_after_a_captured_layer() -> None:
         results.append(compute_cams(model, images, ["body.1", "body.3"], methods=ALL_METHODS))
     for key in results[0].maps:
         torch.testing.assert_close(results[1].maps[key], results[0].maps[key])
+
+
+def test_requested_classes_restrict_the_maps() -> None:
+    model = _random_model()
+    images = torch.randn(2, 3, 64, 64)
+    full = compute_cams(model, images, "backbone.4")
+    wanted = full.target_source != TARGET_NONE
+    first = torch.nonzero(wanted)[0]
+    only = torch.zeros_like(wanted)
+    only[first[0], first[1]] = True
+    part = compute_cams(model, images, "backbone.4", classes=only)
+    assert (part.target_source != TARGET_NONE).sum() == 1
+    for key in full.maps:
+        torch.testing.assert_close(part.maps[key][first[0], first[1]], full.maps[key][first[0], first[1]])
+        assert part.maps[key][~only].abs().sum() == 0
+    with pytest.raises(ValueError, match="classes must be"):
+        compute_cams(model, images, "backbone.4", classes=only[:1])

@@ -129,7 +129,9 @@ def class_gradients(
     return [torch.stack(g) for g in grads]
 
 
-def _validate(methods: Sequence[str], images: torch.Tensor, gt: torch.Tensor | None) -> None:
+def _validate(
+    methods: Sequence[str], images: torch.Tensor, gt: torch.Tensor | None, classes: torch.Tensor | None
+) -> None:
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown or not methods:
         raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(ALL_METHODS)}")
@@ -139,6 +141,8 @@ def _validate(methods: Sequence[str], images: torch.Tensor, gt: torch.Tensor | N
         raise ValueError(f"gt has {gt.shape[0]} images but the batch has {images.shape[0]}")
     if gt is not None and gt.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"gt is {tuple(gt.shape[-2:])} but the images are {tuple(images.shape[-2:])}")
+    if classes is not None and (classes.ndim != 2 or classes.shape[0] != images.shape[0]):
+        raise ValueError(f"classes must be (B, K) bool with B = {images.shape[0]}, got {tuple(classes.shape)}")
 
 
 def _compute(
@@ -152,6 +156,7 @@ def _compute(
     roi: tuple[float, float, float, float] | None,
     class_chunk: int,
     guided_rule: str = "relu",
+    classes: torch.Tensor | None = None,
 ) -> CamResult:
     with torch.enable_grad(), capture_layers(model, layers) as captured:
         logits = model_logits(model(images))
@@ -162,6 +167,9 @@ def _compute(
     batch, num_classes = logits.shape[:2]
     pred = logits.detach().argmax(1)
     masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
+    if classes is not None:
+        source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+        masks = masks & classes.to(masks.device)[..., None, None]
     scores = target_scores(logits, score)
     # maps in float32 at least (half-precision activations are promoted), float64 if the model runs in it
     gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
@@ -233,6 +241,7 @@ def compute_cams(
     micro_batch: int | None = None,
     class_chunk: int = 16,
     guided_rule: str = "relu",
+    classes: torch.Tensor | None = None,
 ) -> CamResult:
     """CAM maps of every method at every layer, for every class in each image's prediction or label.
 
@@ -256,6 +265,8 @@ def compute_cams(
         At most this many classes per batched backward (bounds gradient memory).
     guided_rule : str
         Activation rule of the guided methods (:data:`segaudit.cam.guided.ACTIVATION_RULES`).
+    classes : torch.Tensor, optional
+        ``(B, K)`` bool: explain only these (image, class) pairs (default: every class present).
 
     Returns
     -------
@@ -263,7 +274,7 @@ def compute_cams(
     """
     methods = tuple(dict.fromkeys(methods))
     layers = (layers,) if isinstance(layers, str) else tuple(dict.fromkeys(layers))
-    _validate(methods, images, gt)
+    _validate(methods, images, gt, classes)
     if not layers:
         raise ValueError("at least one layer is needed")
     size = micro_batch or len(images)
@@ -271,7 +282,8 @@ def compute_cams(
         try:
             parts = [
                 _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
-                         methods, target, score, roi, class_chunk, guided_rule)
+                         methods, target, score, roi, class_chunk, guided_rule,
+                         None if classes is None else classes[i : i + size])
                 for i in range(0, len(images), size)
             ]
             return CamResult.concat(parts)
