@@ -257,7 +257,9 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     if batch is None or cams is None:
         return rows
     names = model.class_names
-    primary = cams.layers[0]
+    # image consistency averages the maps of the primary layer (all maps if none is there, e.g. only
+    # guided backprop, whose maps live at the input)
+    primary = {key for key in cams.maps if key[0] == cams.layers[0]} or set(cams.maps)
     size = batch.images.shape[-2:]
     valid_all = batch.valid.to(cams.pred.device)
     gt_all = batch.gt.to(cams.pred.device)
@@ -268,6 +270,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     pred_masks = cams.pred[b_idx] == k_idx[:, None, None]
     seg_iou = segmentation_iou(pred_masks, gt_masks, valid)
     consistency_sum = torch.zeros(len(pairs), dtype=torch.float64)
+    consistency_count = 0
     pair_list = pairs.tolist()
     targets = [CamResult.target_name(cams.target_source[b, k]) for b, k in pair_list]
     for layer, method in cams.maps:
@@ -280,8 +283,9 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
         consistency = agreement_consistency(
             seg_iou, per_mask["gt"]["energy_in_mask"], per_mask["pred"]["energy_in_mask"]
         )
-        if layer == primary:
+        if (layer, method) in primary:
             consistency_sum += consistency
+            consistency_count += 1
         cam_max = raw.flatten(1).max(1).values.double()
         columns = {mask: {k: v.tolist() for k, v in scores.items()} for mask, scores in per_mask.items()}
         common = {"seg_iou": seg_iou.tolist(), "cam_max": cam_max.tolist(), "consistency": consistency.tolist()}
@@ -313,7 +317,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
                     "values": raw[i].float().flatten().cpu().numpy(),
                 }
             )
-    per_pair = (consistency_sum / len(config.methods)).numpy()
+    per_pair = (consistency_sum / max(consistency_count, 1)).numpy()
     extent = ((gt_masks | pred_masks) & valid).flatten(1).sum(1).double().numpy()
     for b, sample in enumerate(batch.samples):
         mine = (b_idx == b).numpy()

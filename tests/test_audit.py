@@ -83,3 +83,23 @@ def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
         explain_batch(samples, model, class_map, AuditConfig(layers=("nope",)))
     with pytest.raises(ValueError, match="unknown CAM methods"):
         explain_batch(samples, model, class_map, AuditConfig(methods=("magic",)))
+
+
+def test_image_consistency_uses_the_primary_layer_or_every_map() -> None:
+    from segaudit.audit import AuditConfig, explain_batch, score_batch
+    from segaudit.classmap import build_class_map
+    from segaudit.models import load_model
+
+    model = load_model("demo")
+    samples = _samples(2)
+    class_map = build_class_map(samples[0].category_names, model.class_names)
+
+    def consistency(config: AuditConfig) -> list[float]:
+        rows = score_batch(explain_batch(samples, model, class_map, config), model, config)
+        return [r["consistency"] for r in rows.images]
+
+    plain = consistency(AuditConfig(methods=("gradcam",)))
+    # a second layer and a map at the input do not change the primary layer's consistency
+    assert consistency(AuditConfig(methods=("gradcam", "guided_backprop"), layers=("backbone.4", "backbone.16"))) == plain
+    only_input = consistency(AuditConfig(methods=("guided_backprop",)))
+    assert all(0 <= c <= 1 for c in only_input) and only_input != [0.0, 0.0]
