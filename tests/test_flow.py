@@ -94,3 +94,19 @@ def test_bad_image_becomes_error_row_and_good_rows_stay(prefect_server, demo_dat
     )
     kept = clean.scores[~clean.scores["image_id"].isin(run.errors["image_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(run.scores.reset_index(drop=True), kept, check_exact=False, atol=1e-6)
+
+
+def test_every_method_layer_and_target_kind_lands_in_the_tables(prefect_server, demo_data, tmp_path) -> None:
+    from segaudit.cam import ALL_METHODS
+
+    ann = str(demo_data / "annotations" / "instances_val.json")
+    run = load_run(audit(dataset=ann, model="demo", out=str(tmp_path), run_id="sweep", limit=4, batch_size=4,
+                         methods=list(ALL_METHODS), layers=["backbone.4", "backbone.16"], target="roi",
+                         roi=[0.0, 0.0, 0.5, 1.0], score="softmax", report=False))
+    pairs = set(zip(run.scores["layer"], run.scores["method"], strict=True))
+    gradient = {m for m in ALL_METHODS if not m.startswith("guided")}
+    expected = {(layer, m) for layer in ("backbone.4", "backbone.16") for m in (*gradient, "guided_gradcam")}
+    assert pairs == expected | {("input", "guided_backprop")}
+    assert set(run.scores["target"]) == {"roi"}
+    assert json.loads(run.run["config_json"])["target"] == "roi" and run.run["layer"] == "backbone.4,backbone.16"
+    assert len(run.maps) == len(run.scores) // 2
