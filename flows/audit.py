@@ -33,6 +33,7 @@ def audit(
     target: str = "pred",
     score: str = "logits",
     roi: list[float] | None = None,
+    score_cam_channels: int | None = None,
     batch_size: int = 16,
     mapping: dict[str, str] | None = None,
     device: str = "cpu",
@@ -44,7 +45,7 @@ def audit(
     """Audit a COCO or VOC dataset with a segmentation model; return the run folder."""
     config = AuditConfig(
         methods=tuple(methods), layers=tuple(layers or ()), target=target, score=score,
-        roi=tuple(roi) if roi else None, batch_size=batch_size,
+        roi=tuple(roi) if roi else None, score_cam_channels=score_cam_channels, batch_size=batch_size,
     )
     data = open_dataset_task(dataset, split, image_root)
     loaded, class_map = load_model_task(model, weights, device, data.category_names, mapping)

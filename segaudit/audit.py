@@ -64,6 +64,8 @@ class AuditConfig:
         ``"logits"`` or ``"softmax"``.
     roi : tuple of float or None
         ``(top, left, bottom, right)`` fractions of the input, for ``target="roi"``.
+    score_cam_channels : int or None
+        Score-CAM channel budget (None: every channel).
     batch_size : int
         Images per batch (one forward pass).
     iou_threshold : float
@@ -79,6 +81,7 @@ class AuditConfig:
     target: str = "pred"
     score: str = "logits"
     roi: tuple[float, float, float, float] | None = None
+    score_cam_channels: int | None = None
     batch_size: int = 16
     iou_threshold: float = 0.5
     centroid_cutoff: float = CENTROID_CUTOFF
@@ -121,7 +124,7 @@ def _explain(samples: list[Sample], model: LoadedModel, class_map: ClassMap, con
     gt = batch.gt.to(model.device)
     cams = compute_cams(
         model.module, batch.images.to(model.device), config.layers_of(model), gt, config.methods,
-        target=config.target, score=config.score, roi=config.roi,
+        target=config.target, score=config.score, roi=config.roi, score_cam_channels=config.score_cam_channels,
     )
     return Explained(batch, cams)
 

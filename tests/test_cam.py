@@ -291,3 +291,22 @@ def test_requested_classes_restrict_the_maps() -> None:
         assert part.maps[key][~only].abs().sum() == 0
     with pytest.raises(ValueError, match="classes must be"):
         compute_cams(model, images, "backbone.4", classes=only[:1])
+
+
+def test_gradient_free_methods_through_the_engine() -> None:
+    from segaudit.cam.gradient_free import eigen_cam, score_cam
+
+    model = _random_model()
+    images = torch.randn(2, 3, 48, 48)
+    result = compute_cams(model, images, "backbone.4", methods=("scorecam", "eigencam"), score_cam_channels=8)
+    targeted = result.target_source != TARGET_NONE
+    with capture_layer(model, "backbone.4") as captured:
+        logits = model_logits(model(images))
+    feats = captured[0].detach()
+    masks, _ = seg_grad_cam_targets(logits.argmax(1), None, 4)
+    direct = score_cam(lambda x: model_logits(model(x)), images, feats, masks, targeted, channels=8)
+    torch.testing.assert_close(result.map("scorecam"), direct)
+    eigen = result.map("eigencam")
+    for b, k in torch.nonzero(targeted).tolist():
+        torch.testing.assert_close(eigen[b, k], eigen_cam(feats)[b])
+    assert (eigen[~targeted] == 0).all()

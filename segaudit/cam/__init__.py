@@ -9,6 +9,7 @@
 
 from segaudit.cam.engine import (
     ALL_METHODS,
+    GRADIENT_FREE_METHODS,
     GUIDED_METHODS,
     INPUT_LAYER,
     METHODS,
@@ -35,6 +36,7 @@ from segaudit.cam.targets import (
 
 __all__ = [
     "ALL_METHODS",
+    "GRADIENT_FREE_METHODS",
     "GRADIENT_METHODS",
     "GUIDED_METHODS",
     "INPUT_LAYER",

@@ -22,19 +22,22 @@ import torch
 from torch import nn
 
 from segaudit.cam.gradient import GRADIENT_METHODS
+from segaudit.cam.gradient_free import eigen_cam, score_cam
 from segaudit.cam.guided import attribution_map, guided_backprop, guided_grad_cam
 from segaudit.cam.layers import capture_layers
 from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, model_logits, seg_grad_cam_targets, target_scores
 
-__all__ = ["METHODS", "ALL_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult", "model_logits", "compute_cams",
+__all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult", "model_logits", "compute_cams",
            "class_gradients"]
 
 #: Default methods of an audit.
 METHODS = ("gradcam", "gradcampp")
+#: Methods that need no gradient: Score-CAM (masked forwards) and Eigen-CAM (class-agnostic).
+GRADIENT_FREE_METHODS = ("scorecam", "eigencam")
 #: Methods that need the gradients with respect to the input (a second, guided backward pass).
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
 #: Every method the engine computes.
-ALL_METHODS = (*GRADIENT_METHODS, *GUIDED_METHODS)
+ALL_METHODS = (*GRADIENT_METHODS, *GRADIENT_FREE_METHODS, *GUIDED_METHODS)
 #: Pseudo-layer name of maps computed at the input (guided backpropagation).
 INPUT_LAYER = "input"
 
@@ -157,6 +160,7 @@ def _compute(
     class_chunk: int,
     guided_rule: str = "relu",
     classes: torch.Tensor | None = None,
+    score_cam_channels: int | None = None,
 ) -> CamResult:
     with torch.enable_grad(), capture_layers(model, layers) as captured:
         logits = model_logits(model(images))
@@ -182,6 +186,8 @@ def _compute(
         for m in gradient_methods
     }
     classes = torch.nonzero(source.ne(TARGET_NONE).any(0)).flatten()
+    if not gradient_methods:
+        classes = classes[:0]  # only gradient-free methods: no backward at all
     for start in range(0, len(classes), class_chunk):
         chunk = classes[start : start + class_chunk]
         per_class = (scores[:, chunk] * masks[:, chunk]).flatten(2).sum(-1)  # (B, K')
@@ -194,6 +200,16 @@ def _compute(
                 cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (K', B, h, w)
                 cam = torch.where(targeted[..., None, None], cam, torch.zeros_like(cam))
                 maps[(name, method)][:, chunk] = cam.transpose(0, 1)
+    targeted = source != TARGET_NONE
+    for name, feats in zip(layers, activations, strict=True):
+        feats = feats.detach().to(torch.promote_types(feats.dtype, torch.float32))
+        if "eigencam" in methods:  # one class-agnostic map per image, given to each targeted class
+            maps[(name, "eigencam")] = eigen_cam(feats)[:, None] * targeted[..., None, None]
+        if "scorecam" in methods:
+            maps[(name, "scorecam")] = score_cam(
+                lambda x: model_logits(model(x)), images, feats, masks, targeted,
+                channels=score_cam_channels, score=score,
+            )
     if any(m in GUIDED_METHODS for m in methods):
         _add_guided_maps(model, images, masks, source != TARGET_NONE, maps, layers, methods, score, guided_rule)
     maps = {key: value for key, value in maps.items() if key[1] in methods}
@@ -242,6 +258,7 @@ def compute_cams(
     class_chunk: int = 16,
     guided_rule: str = "relu",
     classes: torch.Tensor | None = None,
+    score_cam_channels: int | None = None,
 ) -> CamResult:
     """CAM maps of every method at every layer, for every class in each image's prediction or label.
 
@@ -267,6 +284,8 @@ def compute_cams(
         Activation rule of the guided methods (:data:`segaudit.cam.guided.ACTIVATION_RULES`).
     classes : torch.Tensor, optional
         ``(B, K)`` bool: explain only these (image, class) pairs (default: every class present).
+    score_cam_channels : int, optional
+        Score-CAM channel budget (see :func:`segaudit.cam.gradient_free.score_cam`).
 
     Returns
     -------
@@ -283,7 +302,7 @@ def compute_cams(
             parts = [
                 _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
                          methods, target, score, roi, class_chunk, guided_rule,
-                         None if classes is None else classes[i : i + size])
+                         None if classes is None else classes[i : i + size], score_cam_channels)
                 for i in range(0, len(images), size)
             ]
             return CamResult.concat(parts)
