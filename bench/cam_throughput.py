@@ -84,11 +84,13 @@ def main() -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     device = args.device
-    model = build_architecture(ARCH, 21).eval().to(device)
+    # channels-last, as segaudit's registry loads models; the peer and plain inference use the same object
+    model = build_architecture(ARCH, 21).eval().to(device=device, memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     layer = DEFAULT_LAYERS[ARCH]
     images = torch.randn(args.images, 3, args.size, args.size, generator=generator).to(device)
+    images = images.contiguous(memory_format=torch.channels_last)
     gt = _labels(args.images, args.size, args.classes, generator).to(device)
     n_maps = args.images * args.classes * len(METHODS)
 
@@ -104,12 +106,14 @@ def main() -> None:
         return compute_cams(model, images, layer, gt, METHODS, target="gt", classes=requested)
 
     peer_model = _LogitsOnly(model)
-    for p in peer_model.parameters():  # the peer backpropagates into parameters; it needs them to require grad
-        p.requires_grad_(True)
     peer_layer = dict(peer_model.named_modules())[f"model.{layer}"]
     classes_of = [torch.unique(gt[b])[1:].tolist() for b in range(args.images)]
 
     def peer() -> dict:
+        # the peer backpropagates into the parameters: they must require grad while it runs (and only then,
+        # so the engine and plain inference are timed with the frozen model they use)
+        for p in peer_model.parameters():
+            p.requires_grad_(True)
         out = {}
         for method, cls in (("gradcam", pytorch_grad_cam.GradCAM), ("gradcampp", pytorch_grad_cam.GradCAMPlusPlus)):
             with cls(model=peer_model, target_layers=[peer_layer]) as cam:
@@ -117,6 +121,8 @@ def main() -> None:
                     targets = [_MaskTarget(classes_of[b][slot], (gt[b] == classes_of[b][slot]).float())
                                for b in range(args.images)]
                     out[(method, slot)] = cam(input_tensor=images, targets=targets)
+        for p in peer_model.parameters():
+            p.requires_grad_(False)
         return out
 
     forward_only()  # warm-up
@@ -131,8 +137,6 @@ def main() -> None:
     t_forward = _best(forward_only, args.repeats, device)
     t_ours = _best(ours, args.repeats, device)
     t_peer = _best(peer, max(1, args.repeats - 1), device)
-    for p in peer_model.parameters():
-        p.requires_grad_(False)
 
     print(f"device: {device} ({torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu'}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")

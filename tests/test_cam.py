@@ -16,10 +16,10 @@ from segaudit.cam import (
     TARGET_PRED,
     TARGET_ROI,
     capture_layer,
-    class_gradients,
     compute_cams,
     model_logits,
     normalize_maps,
+    score_gradients,
     seg_grad_cam_targets,
     upsample_maps,
 )
@@ -210,10 +210,14 @@ def test_vmapped_backward_equals_one_backward_per_class() -> None:
     with capture_layer(model, "backbone.4") as captured:
         with torch.enable_grad():
             logits = model_logits(model(images))
-    per_class = logits[:, 1:4].flatten(2).sum(-1)
-    (batched,) = class_gradients(per_class, captured, batched=True)
-    (looped,) = class_gradients(per_class, captured, batched=False)
+    cotangents = torch.zeros(3, *logits.shape)
+    for j in range(3):
+        cotangents[j, :, j + 1] = 1.0
+    (batched,) = score_gradients(logits, cotangents, captured, batched=True)
+    (looped,) = score_gradients(logits, cotangents, captured, batched=False)
     torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-4)
+    (single,) = torch.autograd.grad(logits[:, 2].sum(), captured, retain_graph=True)
+    torch.testing.assert_close(looped[1], single)
 
 
 def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:

@@ -14,8 +14,8 @@ from segaudit.cam.engine import (
     INPUT_LAYER,
     METHODS,
     CamResult,
-    class_gradients,
     compute_cams,
+    score_gradients,
 )
 from segaudit.cam.gradient import GRADIENT_METHODS, grad_cam_plus_plus_weights, grad_cam_weights
 from segaudit.cam.layers import capture_layer, capture_layers, find_module
@@ -52,13 +52,13 @@ __all__ = [
     "CamResult",
     "capture_layer",
     "capture_layers",
-    "class_gradients",
     "compute_cams",
     "find_module",
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
     "model_logits",
     "normalize_maps",
+    "score_gradients",
     "seg_grad_cam_targets",
     "target_scores",
     "upsample_maps",

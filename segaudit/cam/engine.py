@@ -1,11 +1,13 @@
 """The CAM engine: every method, at every requested layer, for every class present in each image.
 
-Cost per batch: **one forward** (all layers captured at once, :mod:`segaudit.cam.layers`) and **one
-batched backward** for all classes present: the per-class target scalars ``y^c_b`` (see
-:mod:`segaudit.cam.targets`) are stacked into a ``(B, K')`` tensor and their gradients with respect to
-every captured layer come from one vector-Jacobian product vmapped over the ``K'`` one-hot cotangents
-(``torch.autograd.grad(..., is_grads_batched=True)``); a plain loop of ``K'`` backwards is the fallback
-where an operator has no batching rule. No parameter gets a gradient. Every gradient method
+Cost per batch: **one forward** (all layers captured at once, :mod:`segaudit.cam.layers`) and the
+backwards of ``J = max_b (classes targeted in image b)`` *slots*: slot ``j`` sums, over the images, the
+target of each image's ``j``-th class (images are independent in eval mode, so one backward gives every
+image its own class's gradients). A batch of images with different classes thus costs as many backwards
+as its most crowded image has classes, not as many as it holds distinct classes. The ``J`` slot targets
+``(B, J)`` are differentiated in one vector-Jacobian product vmapped over one-hot cotangents
+(``torch.autograd.grad(..., is_grads_batched=True)``) on CUDA, or in a loop of ``J`` backwards on CPU
+(faster there, measured). No parameter gets a gradient. Every gradient method
 (:data:`segaudit.cam.gradient.GRADIENT_METHODS`) is then computed from the same (activations, gradients).
 
 Maps come back *raw* (with their magnitude) at the layer's resolution; normalising and upsampling is the
@@ -15,7 +17,7 @@ caller's choice (:mod:`segaudit.cam.maps`). Images are processed in micro-batche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +29,8 @@ from segaudit.cam.guided import attribution_map, guided_backprop, guided_grad_ca
 from segaudit.cam.layers import capture_layers
 from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, model_logits, seg_grad_cam_targets, target_scores
 
-__all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult", "model_logits", "compute_cams",
-           "class_gradients"]
+__all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult",
+           "compute_cams", "score_gradients"]
 
 #: Default methods of an audit.
 METHODS = ("gradcam", "gradcampp")
@@ -104,32 +106,38 @@ class CamResult:
         )
 
 
-def class_gradients(
-    per_class: torch.Tensor, inputs: Sequence[torch.Tensor], batched: bool | None = None
-) -> list[torch.Tensor]:
-    """Gradients of each column of ``per_class`` ``(B, K')`` (images are independent) w.r.t. each input.
+def _slot_cotangent(scores: torch.Tensor, pick: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``(B, K, H, W)``: the target mask in the picked (image, class) channels, zero elsewhere."""
+    cotangent = torch.zeros_like(scores)
+    image, cls = torch.nonzero(pick, as_tuple=True)
+    cotangent[image, cls] = masks[image, cls].to(scores.dtype)
+    return cotangent
 
-    Returns, per input ``(B, ...)``, a ``(K', B, ...)`` tensor: entry ``i`` is ``d per_class[:, i].sum()``.
-    ``batched``: one vmapped backward (falls back to a loop if an operator cannot be vmapped); default:
-    on CUDA only (measured on 2 CPU cores, demo model, 8 images: vmapped 0.41 s, loop 0.30 s).
+
+def score_gradients(
+    scores: torch.Tensor,
+    cotangents: torch.Tensor | Iterable[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    batched: bool | None = None,
+) -> list[torch.Tensor]:
+    """Vector-Jacobian products of ``scores`` with each of ``J`` cotangents, w.r.t. each input.
+
+    ``scores`` ``(B, K, H, W)``; ``cotangents`` ``J`` tensors like ``scores`` (stacked, or an iterable
+    consumed one at a time); returns per input ``(B, ...)`` a ``(J, B, ...)`` tensor. One vmapped backward
+    when ``batched`` (default: on CUDA), else ``J`` backwards.
     """
-    count = per_class.shape[1]
     if batched is None:
-        batched = per_class.is_cuda
+        batched = scores.is_cuda
     if batched:
-        eye = torch.eye(count, dtype=per_class.dtype, device=per_class.device)
-        cotangents = eye[:, None, :].expand(count, per_class.shape[0], count)
+        stacked = cotangents if isinstance(cotangents, torch.Tensor) else torch.stack(list(cotangents))
         try:
-            return list(torch.autograd.grad(per_class, inputs, cotangents, retain_graph=True, is_grads_batched=True))
+            return list(torch.autograd.grad(scores, inputs, stacked, retain_graph=True, is_grads_batched=True))
         except RuntimeError as exc:
             if "batching rule" not in str(exc) and "vmap" not in str(exc).lower():
                 raise
-    grads: list[list[torch.Tensor]] = [[] for _ in inputs]
-    for i in range(count):
-        for store, grad in zip(grads, torch.autograd.grad(per_class[:, i].sum(), inputs, retain_graph=True),
-                               strict=True):
-            store.append(grad)
-    return [torch.stack(g) for g in grads]
+        cotangents = stacked
+    per_slot = [torch.autograd.grad(scores, inputs, cotangent, retain_graph=True) for cotangent in cotangents]
+    return [torch.stack(parts) for parts in zip(*per_slot, strict=True)]
 
 
 def _validate(
@@ -185,22 +193,26 @@ def _compute(
         for name, feats in zip(layers, activations, strict=True)
         for m in gradient_methods
     }
-    classes = torch.nonzero(source.ne(TARGET_NONE).any(0)).flatten()
-    if not gradient_methods:
-        classes = classes[:0]  # only gradient-free methods: no backward at all
-    for start in range(0, len(classes), class_chunk):
-        chunk = classes[start : start + class_chunk]
-        per_class = (scores[:, chunk] * masks[:, chunk]).flatten(2).sum(-1)  # (B, K')
-        grads = class_gradients(per_class, activations)
-        targeted = (source[:, chunk] != TARGET_NONE).T  # (K', B)
+    targeted = source != TARGET_NONE
+    # slot j of image b = its j-th targeted class: one backward per slot serves a different class in each
+    # image, so a batch costs max_b(classes of b) backwards, not the number of distinct classes it holds
+    slot = targeted.cumsum(1) - 1
+    n_slots = int(targeted.sum(1).max()) if gradient_methods and targeted.any() else 0
+    for start in range(0, n_slots, class_chunk):
+        slots = range(start, min(start + class_chunk, n_slots))
+        picks = [(targeted & (slot == j)) for j in slots]  # (B, K) one class per image, or none
+        # d y_slot / d scores (the slot's class channel of each image, on its target pixels), handed to
+        # autograd as cotangents: no gather whose backward rebuilds a (B, K, H, W) zero tensor, and each
+        # built only when its backward runs
+        grads = score_gradients(scores, (_slot_cotangent(scores, pick, masks) for pick in picks), activations)
         for name, feats, grad in zip(layers, activations, grads, strict=True):
             dtype = maps[(name, gradient_methods[0])].dtype
             feats, grad = feats.detach().to(dtype), grad.to(dtype)
             for method in gradient_methods:
-                cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (K', B, h, w)
-                cam = torch.where(targeted[..., None, None], cam, torch.zeros_like(cam))
-                maps[(name, method)][:, chunk] = cam.transpose(0, 1)
-    targeted = source != TARGET_NONE
+                cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (J, B, h, w)
+                for j, pick in enumerate(picks):
+                    image, cls = torch.nonzero(pick, as_tuple=True)
+                    maps[(name, method)][image, cls] = cam[j, image]
     for name, feats in zip(layers, activations, strict=True):
         feats = feats.detach().to(torch.promote_types(feats.dtype, torch.float32))
         if "eigencam" in methods:  # one class-agnostic map per image, given to each targeted class
