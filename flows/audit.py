@@ -34,6 +34,7 @@ def audit(
     score: str = "logits",
     roi: list[float] | None = None,
     score_cam_channels: int | None = None,
+    amp: bool = False,
     batch_size: int = 16,
     mapping: dict[str, str] | None = None,
     device: str = "cpu",
@@ -45,7 +46,8 @@ def audit(
     """Audit a COCO or VOC dataset with a segmentation model; return the run folder."""
     config = AuditConfig(
         methods=tuple(methods), layers=tuple(layers or ()), target=target, score=score,
-        roi=tuple(roi) if roi else None, score_cam_channels=score_cam_channels, batch_size=batch_size,
+        roi=tuple(roi) if roi else None, score_cam_channels=score_cam_channels, amp=amp,
+        batch_size=batch_size,
     )
     data = open_dataset_task(dataset, split, image_root)
     loaded, class_map = load_model_task(model, weights, device, data.category_names, mapping)

@@ -54,6 +54,8 @@ def _add_audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", choices=SCORE_KINDS, default="logits", help="sum logits or softmax scores")
     parser.add_argument("--roi", type=_roi, help="box for --target roi: top,left,bottom,right fractions")
     parser.add_argument("--scorecam-channels", type=int, help="Score-CAM: only the N most active channels")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed-precision forward (float16 on CUDA, bfloat16 on CPU); not advised with gradcampp")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--out", default="runs", help="folder holding the runs (default runs/)")
@@ -143,6 +145,7 @@ def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping
         score=args.score,
         roi=args.roi,
         score_cam_channels=args.scorecam_channels,
+        amp=args.amp,
         batch_size=args.batch_size,
         mapping=mapping,
         device=args.device,

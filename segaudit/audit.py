@@ -66,6 +66,8 @@ class AuditConfig:
         ``(top, left, bottom, right)`` fractions of the input, for ``target="roi"``.
     score_cam_channels : int or None
         Score-CAM channel budget (None: every channel).
+    amp : bool
+        Mixed-precision forward (see :func:`segaudit.cam.compute_cams`; not advised with Grad-CAM++).
     batch_size : int
         Images per batch (one forward pass).
     iou_threshold : float
@@ -82,6 +84,7 @@ class AuditConfig:
     score: str = "logits"
     roi: tuple[float, float, float, float] | None = None
     score_cam_channels: int | None = None
+    amp: bool = False
     batch_size: int = 16
     iou_threshold: float = 0.5
     centroid_cutoff: float = CENTROID_CUTOFF
@@ -125,6 +128,7 @@ def _explain(samples: list[Sample], model: LoadedModel, class_map: ClassMap, con
     cams = compute_cams(
         model.module, batch.images.to(model.device), config.layers_of(model), gt, config.methods,
         target=config.target, score=config.score, roi=config.roi, score_cam_channels=config.score_cam_channels,
+        amp=config.amp,
     )
     return Explained(batch, cams)
 

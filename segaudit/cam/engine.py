@@ -169,9 +169,14 @@ def _compute(
     guided_rule: str = "relu",
     classes: torch.Tensor | None = None,
     score_cam_channels: int | None = None,
+    amp: bool = False,
 ) -> CamResult:
-    with torch.enable_grad(), capture_layers(model, layers) as captured:
+    device_type = images.device.type
+    precision = torch.autocast(device_type, dtype=_AMP_DTYPES.get(device_type, torch.bfloat16), enabled=amp)
+    with torch.enable_grad(), capture_layers(model, layers) as captured, precision:
         logits = model_logits(model(images))
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # targets and argmax in float32; the cast stays in the graph
     for name, outputs in captured.items():
         if len(outputs) != 1:
             raise RuntimeError(f"layer {name!r} ran {len(outputs)} times in one forward; pick a layer that runs once")
@@ -252,6 +257,10 @@ def _add_guided_maps(
             maps[(name, "guided_gradcam")] = attribution_map(guided_grad_cam(guided, maps[(name, "gradcam")]))
 
 
+#: Autocast dtype per device for ``amp=True``: float16 on CUDA (tensor cores), bfloat16 elsewhere.
+_AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -271,6 +280,7 @@ def compute_cams(
     guided_rule: str = "relu",
     classes: torch.Tensor | None = None,
     score_cam_channels: int | None = None,
+    amp: bool = False,
 ) -> CamResult:
     """CAM maps of every method at every layer, for every class in each image's prediction or label.
 
@@ -298,6 +308,10 @@ def compute_cams(
         ``(B, K)`` bool: explain only these (image, class) pairs (default: every class present).
     score_cam_channels : int, optional
         Score-CAM channel budget (see :func:`segaudit.cam.gradient_free.score_cam`).
+    amp : bool
+        Run the forward under autocast (float16 on CUDA, bfloat16 on CPU); maps are computed in float32.
+        Measured on CPU (bfloat16, demo model): Grad-CAM's normalised maps within 0.002 of float32's on
+        average, same peak in every map; Grad-CAM++ is not robust to it (0.17, same peak in 25%).
 
     Returns
     -------
@@ -314,7 +328,7 @@ def compute_cams(
             parts = [
                 _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
                          methods, target, score, roi, class_chunk, guided_rule,
-                         None if classes is None else classes[i : i + size], score_cam_channels)
+                         None if classes is None else classes[i : i + size], score_cam_channels, amp)
                 for i in range(0, len(images), size)
             ]
             return CamResult.concat(parts)
