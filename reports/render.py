@@ -109,7 +109,9 @@ def render_report(run_dir: str | Path, out_path: str | Path | None = None, galle
         "versions": _versions(run),
         "config_json": _pretty_json(run.get("config_json")),
         "class_table": _class_table(summary, methods, class_names),
-        "gallery": _gallery(gallery_images, thumbs, maps, scores, class_names, methods, run.get("layer")),
+        # with a layer sweep ("a,b,c") the gallery shows the primary (first) layer's maps
+        "gallery": _gallery(gallery_images, thumbs, maps, scores, class_names, methods,
+                            (_text(run.get("layer")) or "").split(",")[0] or None),
         "gallery_size": int(gallery_size),
         "n_ranked": len(tables.images),
         "errors": _errors(tables.errors),
