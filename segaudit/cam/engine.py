@@ -188,10 +188,10 @@ def _compute(
         source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
         masks = masks & classes.to(masks.device)[..., None, None]
     scores = target_scores(logits, score)
-    # maps in float32 at least (half-precision activations are promoted), float64 if the model runs in it
     gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
     if "guided_gradcam" in methods and "gradcam" not in gradient_methods:
         gradient_methods.append("gradcam")  # Guided Grad-CAM multiplies it in
+    # maps in float32 at least (half-precision activations are promoted), float64 if the model runs in it
     maps = {
         (name, m): feats.new_zeros((batch, num_classes, *feats.shape[-2:]),
                                    dtype=torch.promote_types(feats.dtype, torch.float32))
@@ -228,7 +228,7 @@ def _compute(
                 channels=score_cam_channels, score=score,
             )
     if any(m in GUIDED_METHODS for m in methods):
-        _add_guided_maps(model, images, masks, source != TARGET_NONE, maps, layers, methods, score, guided_rule)
+        _add_guided_maps(model, images, masks, targeted, maps, layers, methods, score, guided_rule)
     maps = {key: value for key, value in maps.items() if key[1] in methods}
     return CamResult(
         logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
