@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import roc_auc_score
 
+import segaudit.scores as scores_module
 from segaudit.scores import (
+    BEST_IOU_THRESHOLDS,
+    _average_ranks,
     agreement_consistency,
+    auroc,
+    background_point,
+    best_iou,
     energy_in_mask,
+    iou_and_dice_at,
     iou_at_threshold,
     max_point,
     point_hit_and_distance,
     pointing_game,
+    relevance_rank_accuracy,
     segmentation_iou,
+    spearman,
+    top_k_intersection,
     weighted_centroid,
 )
 
@@ -111,3 +124,257 @@ def test_batched_rows_are_independent() -> None:
     both = energy_in_mask(maps, masks, torch.ones_like(masks))
     assert both[0].item() == energy_in_mask(MAP, MASK, ALL).item()
     assert both[1].item() == energy_in_mask(MAP.flip(-1), MASK, ALL).item()
+
+
+# --- pointing-game tolerance, rank-based scores, thresholded overlaps, background point ---------------------
+
+
+def _nan(x: torch.Tensor) -> bool:
+    return math.isnan(x.item())
+
+
+def _random_batch(n: int, height: int = 6, width: int = 7, seed: int = 0):
+    """Maps with many ties (integers 0..3), random masks and void pixels."""
+    gen = torch.Generator().manual_seed(seed)
+    maps = torch.randint(0, 4, (n, height, width), generator=gen).float()
+    masks = torch.rand(n, height, width, generator=gen) < 0.3
+    valid = torch.rand(n, height, width, generator=gen) < 0.85
+    return maps, masks, valid
+
+
+def test_pointing_game_tolerance() -> None:
+    outside = MAP.clone()
+    outside[0, 3, 3] = 9  # nearest mask pixel (1, 2) at sqrt(5) ~ 2.24 px
+    assert pointing_game(outside, MASK, ALL, tolerance=0).item() == 0.0
+    assert pointing_game(outside, MASK, ALL, tolerance=2).item() == 0.0
+    assert pointing_game(outside, MASK, ALL, tolerance=3).item() == 1.0
+    assert pointing_game(MAP, MASK, ALL, tolerance=5).item() == 1.0
+    # a void mask pixel does not count as a target: max at (1, 3) is 1 px from (1, 2), 2 px from (1, 1)
+    right = MAP.clone()
+    right[0, 1, 3] = 9
+    assert pointing_game(right, MASK, ALL, tolerance=1).item() == 1.0
+    valid = ALL.clone()
+    valid[0, 1, 2] = False
+    assert pointing_game(right, MASK, valid, tolerance=1).item() == 0.0
+    assert pointing_game(right, MASK, valid, tolerance=2).item() == 1.0
+    # still NaN for an empty mask or a map without a positive value, whatever the tolerance
+    assert _nan(pointing_game(MAP, EMPTY, ALL, tolerance=15))
+    assert _nan(pointing_game(torch.zeros_like(MAP), MASK, ALL, tolerance=15))
+    with pytest.raises(ValueError, match="tolerance"):
+        pointing_game(MAP, MASK, ALL, tolerance=-1)
+
+
+def test_pointing_game_default_is_strict() -> None:
+    maps, masks, valid = _random_batch(16, seed=1)
+    strict = pointing_game(maps, masks, valid)
+    assert torch.equal(strict.nan_to_num(-1), pointing_game(maps, masks, valid, tolerance=0).nan_to_num(-1))
+    for i in range(16):  # by hand: the mask at the first valid maximum
+        flat = torch.where(valid[i], maps[i], torch.full_like(maps[i], -1)).flatten()
+        expected = float(masks[i].flatten()[int(flat.argmax())]) if (masks[i] & valid[i]).any() else math.nan
+        assert strict[i].nan_to_num(-1).item() == (-1 if math.isnan(expected) else expected)
+    # a tolerance keeps every strict hit
+    loose = pointing_game(maps, masks, valid, tolerance=1)
+    assert bool((loose.nan_to_num(1) >= strict.nan_to_num(0)).all())
+
+
+def test_relevance_rank_accuracy() -> None:
+    # K = 2: the 4 is in the mask; the second slot is shared by two 2s, one inside -> (1 + 1/2) / 2
+    assert relevance_rank_accuracy(MAP, MASK, ALL).item() == 0.75
+    clear = MAP.clone()
+    clear[0, 1, 2] = 3
+    assert relevance_rank_accuracy(clear, MASK, ALL).item() == 1.0
+    # voiding the 2 outside the mask breaks the tie
+    valid = ALL.clone()
+    valid[0, 2, 1] = False
+    assert relevance_rank_accuracy(MAP, MASK, valid).item() == 1.0
+    # voiding a mask pixel shrinks K: K = 1, the top pixel (1, 1) is inside
+    valid = ALL.clone()
+    valid[0, 1, 2] = False
+    assert relevance_rank_accuracy(MAP, MASK, valid).item() == 1.0
+    # voiding the top pixel: K = 1, the two 2s share the slot, (1, 2) inside -> 1/2
+    valid = ALL.clone()
+    valid[0, 1, 1] = False
+    assert relevance_rank_accuracy(MAP, MASK, valid).item() == 0.5
+    assert _nan(relevance_rank_accuracy(MAP, EMPTY, ALL))
+    assert _nan(relevance_rank_accuracy(torch.zeros_like(MAP), MASK, ALL))
+
+
+def test_top_k_intersection() -> None:
+    assert top_k_intersection(MAP, MASK, ALL, k=1).item() == 1.0
+    assert top_k_intersection(MAP, MASK, ALL, k=2).item() == 0.75
+    assert top_k_intersection(MAP, MASK, ALL, k=3).item() == 2 / 3  # 4, 2, 2
+    assert top_k_intersection(MAP, MASK, ALL, k=4).item() == 2 / 4  # + one of 13 zeros, none in the mask
+    valid = ALL.clone()
+    valid[0, 2, 1] = False
+    assert top_k_intersection(MAP, MASK, valid, k=2).item() == 1.0
+    assert _nan(top_k_intersection(MAP, MASK, valid, k=16))  # only 15 valid pixels
+    assert _nan(top_k_intersection(MAP, EMPTY, ALL, k=2))
+    assert _nan(top_k_intersection(torch.zeros_like(MAP), MASK, ALL, k=2))
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_intersection(MAP, MASK, ALL, k=0)
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_intersection(MAP, MASK, ALL, k=17)
+
+
+def test_top_k_matches_quantus_rule_without_ties() -> None:
+    # distinct values: the share of argsort's last k indices inside the mask (Quantus' TopKIntersection)
+    gen = torch.Generator().manual_seed(2)
+    maps = torch.rand(5, 6, 7, generator=gen)
+    masks = torch.rand(5, 6, 7, generator=gen) < 0.4
+    masks[:, 0, 0] = True
+    ones = torch.ones_like(masks)
+    for k in (1, 5, 20):
+        top = maps.flatten(1).topk(k, dim=1).indices
+        expected = masks.flatten(1).gather(1, top).double().mean(1)
+        assert torch.allclose(top_k_intersection(maps, masks, ones, k), expected)
+    k_rows = masks.flatten(1).sum(1)
+    expected = torch.stack(
+        [masks[i].flatten()[maps[i].flatten().topk(int(k_rows[i])).indices].double().mean() for i in range(5)]
+    )
+    assert torch.allclose(relevance_rank_accuracy(maps, masks, ones), expected)
+
+
+def test_auroc_by_hand() -> None:
+    # positives {4, 2}; negatives {2, 13 x 0}: 4 beats 14, 2 beats 13 and ties 1 -> U = 27.5 of 2 * 14
+    assert auroc(MAP, MASK, ALL).item() == 27.5 / 28
+    valid = ALL.clone()
+    valid[0, 2, 1] = False  # the tied negative leaves
+    assert auroc(MAP, MASK, valid).item() == 1.0
+    assert auroc(torch.zeros_like(MAP), MASK, ALL).item() == 0.5
+    assert auroc(-MAP, MASK, ALL).item() == 0.5 / 28
+    assert _nan(auroc(MAP, EMPTY, ALL))
+    assert _nan(auroc(MAP, ALL.clone(), ALL))
+    # the complement empty within the valid pixels
+    assert _nan(auroc(MAP, MASK, MASK.clone()))
+
+
+def test_spearman_by_hand() -> None:
+    ramp = _one([[1, 2], [3, 4]])
+    mask = _one([[0, 0], [1, 1]], torch.bool)
+    ones = torch.ones_like(mask)
+    # ranks x = 1..4 (centred -1.5, -0.5, 0.5, 1.5), y = 1.5, 1.5, 3.5, 3.5 (centred -1, -1, 1, 1)
+    assert abs(spearman(ramp, mask, ones).item() - 4 / math.sqrt(5 * 4)) < 1e-12
+    valid = ones.clone()
+    valid[0, 0, 0] = False  # x ranks 1, 2, 3 (centred -1, 0, 1); y ranks 1, 2.5, 2.5 (centred -1, .5, .5)
+    assert abs(spearman(ramp, mask, valid).item() - 1.5 / math.sqrt(2 * 1.5)) < 1e-12
+    assert _nan(spearman(torch.ones_like(ramp), mask, ones))
+    assert _nan(spearman(ramp, torch.zeros_like(mask), ones))
+    assert _nan(spearman(ramp, ones.clone(), ones))
+
+
+def test_ranks_auroc_spearman_match_scipy_and_sklearn() -> None:
+    for n in (1, 3, 8):
+        maps, masks, valid = _random_batch(n, seed=10 + n)
+        masks[:, 0, 0], valid[:, 0, 0] = True, True  # every row has a positive
+        masks[:, 0, 1], valid[:, 0, 1] = False, True  # and a negative
+        ranks = _average_ranks(maps.flatten(1), valid.flatten(1))
+        got_auc, got_rho = auroc(maps, masks, valid), spearman(maps, masks, valid)
+        for i in range(n):
+            v = valid[i].flatten()
+            x, y = maps[i].flatten()[v].numpy(), masks[i].flatten()[v].numpy()
+            assert ranks[i].flatten()[v].tolist() == rankdata(x).tolist()
+            assert abs(got_auc[i].item() - roc_auc_score(y, x)) < 1e-12
+            assert abs(got_rho[i].item() - spearmanr(x, y).statistic) < 1e-12
+
+
+def test_iou_and_dice_at() -> None:
+    iou, dice = iou_and_dice_at(MAP, MASK, ALL, [0.5, 0.6])
+    # t = 0.5: region {(1,1), (1,2), (2,1)}, mask 2, overlap 2; t = 0.6: region {(1,1)}, overlap 1
+    assert iou.tolist() == [[2 / 3, 1 / 2]]
+    assert dice.tolist() == [[2 * 2 / (3 + 2), 2 * 1 / (1 + 2)]]
+    valid = ALL.clone()
+    valid[0, 2, 1] = False
+    iou, dice = iou_and_dice_at(MAP, MASK, valid, torch.tensor([0.5]))
+    assert iou.tolist() == [[1.0]] and dice.tolist() == [[1.0]]
+    iou, dice = iou_and_dice_at(torch.ones_like(MAP), MASK, ALL, [0.5, 0.6])
+    assert iou.isnan().all() and dice.isnan().all()
+    assert iou_and_dice_at(MAP, EMPTY, ALL, [0.5])[0].isnan().all()
+    # each column is iou_at_threshold at that threshold
+    maps, masks, valid = _random_batch(6, seed=3)
+    maps = maps + torch.rand(maps.shape, generator=torch.Generator().manual_seed(4))
+    iou, _ = iou_and_dice_at(maps, masks, valid, BEST_IOU_THRESHOLDS)
+    assert iou.shape == (6, 19)
+    for j, t in enumerate(BEST_IOU_THRESHOLDS):
+        assert torch.equal(iou[:, j].nan_to_num(-1), iou_at_threshold(maps, masks, valid, t).nan_to_num(-1))
+
+
+def test_best_iou() -> None:
+    # normalised values 1, 0.5, 0: thresholds <= 0.5 give 2/3, above give 1/2
+    assert best_iou(MAP, MASK, ALL).item() == 2 / 3
+    assert best_iou(MAP, MASK, ALL, thresholds=[0.6, 0.9]).item() == 1 / 2
+    assert torch.allclose(
+        torch.tensor(BEST_IOU_THRESHOLDS, dtype=torch.float64),
+        torch.linspace(0.05, 0.95, 19, dtype=torch.float64),
+    )
+    assert _nan(best_iou(torch.ones_like(MAP), MASK, ALL))
+
+
+def test_background_point_falls_outside_the_mask() -> None:
+    rows = torch.arange(5).view(-1, 1)
+    cols = torch.arange(5).view(1, -1)
+    cam = (10 - (rows - 1).abs() - (cols - 1).abs()).float().unsqueeze(0)  # peak at (1, 1), min 4 at (4, 4)
+    mask = torch.zeros(1, 5, 5, dtype=torch.bool)
+    mask[0, :3, :3] = True
+    valid = torch.ones_like(mask)
+    point, defined = background_point(cam, valid)
+    assert point.tolist() == [[4.0, 4.0]] and defined.item()
+    hit, distance = point_hit_and_distance(point, defined, mask, valid)
+    assert hit.item() == 0.0 and abs(distance.item() - math.sqrt(8)) < 1e-12  # to (2, 2)
+    # the minimum on a void pixel is not used: (3, 4) and (4, 3) tie at 5, first in row-major order wins
+    valid[0, 4, 4] = False
+    point, _ = background_point(cam, valid)
+    assert point.tolist() == [[3.0, 4.0]]
+    _, defined = background_point(torch.ones_like(cam), valid)
+    assert not defined.item()
+
+
+def test_new_scores_rows_are_independent_and_chunking_is_invisible(monkeypatch) -> None:
+    maps, masks, valid = _random_batch(7, seed=5)
+    masks[:, 0, 0], valid[:, 0, 0] = True, True
+    masks[3] = False  # one empty mask among the rows
+
+    def every(m, g, v):
+        return [
+            pointing_game(m, g, v, tolerance=2),
+            relevance_rank_accuracy(m, g, v),
+            top_k_intersection(m, g, v, k=5),
+            auroc(m, g, v),
+            spearman(m, g, v),
+            *iou_and_dice_at(m, g, v, [0.3, 0.7]),
+            best_iou(m, g, v),
+            background_point(m, v)[0],
+        ]
+
+    batch = every(maps, masks, valid)
+    for i in range(7):
+        alone = every(maps[i : i + 1], masks[i : i + 1], valid[i : i + 1])
+        for whole, one in zip(batch, alone, strict=True):
+            assert torch.equal(whole[i : i + 1].nan_to_num(-9), one.nan_to_num(-9))
+    monkeypatch.setattr(scores_module, "_CHUNK_ELEMENTS", 2 * 6 * 7)  # two rows a chunk
+    for whole, chunked in zip(batch, every(maps, masks, valid), strict=True):
+        assert torch.equal(whole.nan_to_num(-9), chunked.nan_to_num(-9))
+    assert batch[1][3].isnan() and batch[3][3].isnan() and batch[4][3].isnan()
+
+
+def test_new_scores_reject_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        auroc(MAP, MASK[:, :3], ALL)
+    with pytest.raises(ValueError, match="bool"):
+        spearman(MAP, MASK.float(), ALL)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_new_scores_on_cuda_match_cpu() -> None:
+    maps, masks, valid = _random_batch(5, seed=6)
+    masks[:, 0, 0], valid[:, 0, 0] = True, True
+    cuda = [t.cuda() for t in (maps, masks, valid)]
+    for fn in (relevance_rank_accuracy, auroc, spearman, best_iou):
+        assert torch.allclose(fn(*cuda).cpu(), fn(maps, masks, valid), equal_nan=True)
+    assert torch.equal(
+        pointing_game(*cuda, tolerance=2).cpu().nan_to_num(-1),
+        pointing_game(maps, masks, valid, tolerance=2).nan_to_num(-1),
+    )
+    assert torch.allclose(
+        top_k_intersection(*cuda, k=5).cpu(), top_k_intersection(maps, masks, valid, k=5), equal_nan=True
+    )
+    assert torch.equal(background_point(cuda[0], cuda[2])[0].cpu(), background_point(maps, valid)[0])
