@@ -34,11 +34,14 @@ from segaudit.sample import IGNORE, ErrorRow, Sample
 from segaudit.scores import (
     CENTROID_CUTOFF,
     agreement_consistency,
+    auroc,
+    background_point,
     energy_in_mask,
-    iou_at_threshold,
+    iou_and_dice_at,
     max_point,
     point_hit_and_distance,
     pointing_game,
+    relevance_rank_accuracy,
     segmentation_iou,
     weighted_centroid,
 )
@@ -239,17 +242,24 @@ def _mask_scores(
 ) -> dict[str, torch.Tensor]:
     top, top_ok = max_point(maps, valid)
     centre, centre_ok = weighted_centroid(maps, valid, config.centroid_cutoff)
+    bottom, bottom_ok = background_point(maps, valid)
     top_hit, top_distance = point_hit_and_distance(top, top_ok, masks, valid)
     centre_hit, centre_distance = point_hit_and_distance(centre, centre_ok, masks, valid)
+    bottom_hit, _ = point_hit_and_distance(bottom, bottom_ok, masks, valid)
+    iou, dice = iou_and_dice_at(maps, masks, valid, (config.iou_threshold,))
     return {
         "mask_pixels": (masks & valid).flatten(1).sum(1),
         "energy_in_mask": energy_in_mask(maps, masks, valid),
         "pointing_hit": pointing_game(maps, masks, valid),
-        "iou_at_0_5": iou_at_threshold(maps, masks, valid, config.iou_threshold),
+        "relevance_rank": relevance_rank_accuracy(maps, masks, valid),
+        "auroc": auroc(maps, masks, valid),
+        "iou_at_0_5": iou[:, 0],
+        "dice_at_0_5": dice[:, 0],
         "max_point_hit": top_hit,
         "max_point_distance": top_distance,
         "centroid_hit": centre_hit,
         "centroid_distance": centre_distance,
+        "background_point_hit": bottom_hit,
     }
 
 

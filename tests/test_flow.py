@@ -50,6 +50,8 @@ def test_demo_command_surfaces_planted_errors(prefect_server, demo_data, tmp_pat
     assert gt_rows["seg_iou"].median() > 0.7
     grad_cam = gt_rows[gt_rows["method"] == "gradcam"]
     assert grad_cam["pointing_hit"].mean() > 0.8 and grad_cam["energy_in_mask"].mean() > 0.4
+    assert grad_cam["auroc"].mean() > 0.8 and grad_cam["relevance_rank"].mean() > 0.5
+    assert grad_cam["background_point_hit"].mean() < 0.1  # the background prompt falls outside the object
     report = (run_dir / "report.html").read_text()
     assert run.images.sort_values("review_rank")["file_name"].iloc[0] in report
 
