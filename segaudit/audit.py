@@ -36,12 +36,14 @@ from segaudit.scores import (
     agreement_consistency,
     auroc,
     background_point,
+    confusion_counts,
     energy_in_mask,
     iou_and_dice_at,
     max_point,
     point_hit_and_distance,
     pointing_game,
     relevance_rank_accuracy,
+    segmentation_dice,
     segmentation_iou,
     weighted_centroid,
 )
@@ -118,10 +120,11 @@ class BatchRows:
     scores: list[dict[str, Any]] = field(default_factory=list)
     maps: list[dict[str, Any]] = field(default_factory=list)
     thumbnails: list[dict[str, Any]] = field(default_factory=list)
+    confusion: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def extend(self, other: BatchRows) -> None:
-        for name in ("images", "scores", "maps", "thumbnails", "errors"):
+        for name in ("images", "scores", "maps", "thumbnails", "confusion", "errors"):
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -286,6 +289,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     gt_masks = gt_all[b_idx] == k_idx[:, None, None]
     pred_masks = cams.pred[b_idx] == k_idx[:, None, None]
     seg_iou = segmentation_iou(pred_masks, gt_masks, valid)
+    seg_dice = segmentation_dice(pred_masks, gt_masks, valid)
     consistency_sum = torch.zeros(len(pairs), dtype=torch.float64)
     consistency_count = 0
     pair_list = pairs.tolist()
@@ -305,7 +309,8 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
             consistency_count += 1
         cam_max = raw.flatten(1).max(1).values.double()
         columns = {mask: {k: v.tolist() for k, v in scores.items()} for mask, scores in per_mask.items()}
-        common = {"seg_iou": seg_iou.tolist(), "cam_max": cam_max.tolist(), "consistency": consistency.tolist()}
+        common = {"seg_iou": seg_iou.tolist(), "seg_dice": seg_dice.tolist(), "cam_max": cam_max.tolist(),
+                  "consistency": consistency.tolist()}
         for i, (b, k) in enumerate(pair_list):
             image_id = batch.samples[b].image_id
             for mask, values in columns.items():
@@ -335,6 +340,13 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
                 }
             )
     per_pair = (consistency_sum / max(consistency_count, 1)).numpy()
+    confusion = confusion_counts(cams.pred, gt_all, len(names)).cpu()
+    for b, i, j in torch.nonzero(confusion).tolist():
+        rows.confusion.append({"image_id": batch.samples[b].image_id, "gt_class_id": i, "pred_class_id": j,
+                               "pixels": int(confusion[b, i, j])})
+    labelled = confusion.flatten(1).sum(1).double()
+    accuracy = torch.where(labelled > 0, confusion.diagonal(dim1=1, dim2=2).sum(1) / labelled.clamp(min=1),
+                           torch.full_like(labelled, float("nan"))).tolist()
     extent = ((gt_masks | pred_masks) & valid).flatten(1).sum(1).double().numpy()
     for b, sample in enumerate(batch.samples):
         mine = (b_idx == b).numpy()
@@ -350,6 +362,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
                 "n_instances": sum(1 for inst in sample.instances if not inst.iscrowd),
                 "gt_classes": [names[c] for c in gt_present if 0 < c < len(names)],
                 "pred_classes": [names[c] for c in pred_present if 0 < c < len(names)],
+                "pixel_accuracy": accuracy[b],
                 "consistency": image_consistency,
                 "review_rank": 0,
                 "worst_class_id": worst,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "weighted_centroid",
     "point_hit_and_distance",
     "segmentation_iou",
+    "segmentation_dice",
+    "confusion_counts",
+    "mean_iou",
     "agreement_consistency",
     "relevance_rank_accuracy",
     "top_k_intersection",
@@ -182,6 +186,46 @@ def segmentation_iou(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) 
     inter = (p & g).flatten(1).sum(1)
     union = (p | g).flatten(1).sum(1)
     return _nan_where(inter.double() / union.clamp(min=1), union == 0)
+
+
+def segmentation_dice(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Dice coefficient of predicted and labelled masks (Dice 1945; the F1 score of pixels)::
+
+        Dice = 2 |P & G| / (|P| + |G|)          (void pixels excluded)
+
+    ``pred``, ``gt``: ``(N, H, W)`` bool. NaN when both are empty.
+    """
+    p, g = pred & valid, gt & valid
+    inter = (p & g).flatten(1).sum(1)
+    total = p.flatten(1).sum(1) + g.flatten(1).sum(1)
+    return _nan_where(2 * inter.double() / total.clamp(min=1), total == 0)
+
+
+def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore: int = 255) -> torch.Tensor:
+    """Per-image confusion matrices ``(B, K, K)`` int64: ``[b, i, j]`` = pixels labelled ``i`` and predicted
+    ``j`` in image ``b``; pixels labelled ``ignore`` are left out.
+
+    ``pred``, ``gt``: ``(B, H, W)`` int64 class ids.
+    """
+    keep = gt != ignore
+    image = torch.arange(len(gt), device=gt.device)[:, None, None].expand_as(gt)
+    flat = (image * num_classes + gt) * num_classes + pred
+    counts = torch.bincount(flat[keep], minlength=len(gt) * num_classes * num_classes)
+    return counts.view(len(gt), num_classes, num_classes)
+
+
+def mean_iou(matrix: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean intersection over union over classes from a confusion matrix (Pascal VOC's mIoU, Everingham
+    et al. 2010)::
+
+        IoU_k = C_kk / (sum_j C_kj + sum_i C_ik - C_kk)
+
+    Classes absent from both labels and predictions are left out of the mean.
+    """
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    per_class = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return float(np.nanmean(per_class)), per_class
 
 
 def agreement_consistency(seg_iou: torch.Tensor, energy_gt: torch.Tensor, energy_pred: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ read them and nothing else::
     images.parquet      one row per image read: size, classes, consistency and review rank
     scores.parquet      one row per image x class x method x reference mask
     maps.parquet        the raw CAM of every scored image x class x method, at feature resolution
+    confusion.parquet   per image, pixels labelled i and predicted j (non-zero cells only)
     thumbnails.parquet  the model's view of each image with GT and prediction, for the report
     errors.parquet      one row per thing that could not be read or processed, with the reason
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,6 +76,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_instances", _i64),
             ("gt_classes", pa.list_(_str)),
             ("pred_classes", pa.list_(_str)),
+            ("pixel_accuracy", _f64),
             ("consistency", _f64),
             ("review_rank", _i64),
             ("worst_class_id", _i64),
@@ -101,6 +104,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("centroid_distance", _f64),
             ("background_point_hit", _f64),
             ("seg_iou", _f64),
+            ("seg_dice", _f64),
             ("cam_max", _f64),
             ("consistency", _f64),
         ]
@@ -123,6 +127,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("image_jpeg", pa.binary()),
             ("gt_png", pa.binary()),
             ("pred_png", pa.binary()),
+        ]
+    ),
+    "confusion": pa.schema(
+        [
+            ("image_id", _str),
+            ("gt_class_id", _i64),
+            ("pred_class_id", _i64),
+            ("pixels", _i64),
         ]
     ),
     "errors": pa.schema(
@@ -156,8 +168,14 @@ COLUMN_DOCS: dict[str, str] = {
     "centroid_distance": "distance in pixels from that centroid to the nearest mask pixel (0 inside)",
     "background_point_hit": "1 if the map's minimum (the background prompt) falls inside the mask: it should not",
     "seg_iou": "IoU of the predicted mask with the GT mask for the class (void ignored)",
+    "seg_dice": "Dice of the predicted mask with the GT mask for the class (void ignored)",
+    "pixel_accuracy": "share of the image's non-void pixels whose predicted class is the labelled one",
     "cam_max": "maximum of the raw (unnormalised) CAM: its magnitude",
 }
+
+
+#: Every table but ``run``, in writing order.
+_DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors")
 
 
 def empty_frame(table: str) -> pd.DataFrame:
@@ -195,7 +213,7 @@ def write_run(run_dir: str | Path, frames: dict[str, pd.DataFrame], run: dict[st
     stale = run_dir / "run.parquet"
     if stale.exists():
         stale.unlink()  # a rewrite in progress is not a complete run
-    for name in ("images", "scores", "maps", "thumbnails", "errors"):
+    for name in _DATA_TABLES:
         write_table(frames[name], run_dir / f"{name}.parquet", name)
     row = {**run, "schema_version": SCHEMA_VERSION}
     write_table([{col: row[col] for col in SCHEMAS["run"].names}], run_dir / "run.parquet", "run")
@@ -213,10 +231,20 @@ class RunTables:
     maps: pd.DataFrame
     thumbnails: pd.DataFrame
     errors: pd.DataFrame
+    confusion: pd.DataFrame
 
     @property
     def class_names(self) -> list[str]:
         return list(self.run["class_names"])
+
+    def confusion_matrix(self) -> np.ndarray:
+        """``(K, K)`` int64 pixel counts over the run, rows = label, columns = prediction (void left out);
+        ``segaudit.scores.mean_iou`` of it is the dataset mIoU."""
+        k = len(self.class_names)
+        matrix = np.zeros((k, k), dtype=np.int64)
+        np.add.at(matrix, (self.confusion["gt_class_id"].to_numpy(), self.confusion["pred_class_id"].to_numpy()),
+                  self.confusion["pixels"].to_numpy())
+        return matrix
 
     @property
     def config(self) -> dict[str, Any]:
@@ -249,7 +277,7 @@ def load_run(run_dir: str | Path, tables: tuple[str, ...] | None = None) -> RunT
         raise FileNotFoundError(f"{run_dir} is not a segaudit run (no run.parquet)")
     meta = pq.read_table(meta_path).to_pylist()[0]
     frames = {}
-    for name in ("images", "scores", "maps", "thumbnails", "errors"):
+    for name in _DATA_TABLES:
         path = run_dir / f"{name}.parquet"
         if (tables is None or name in tables) and path.is_file():
             frames[name] = pq.read_table(path).to_pandas()

@@ -20,6 +20,7 @@ from segaudit.classmap import build_class_map
 from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, build_architecture
 from segaudit.preprocess import prepare_batch
 from segaudit.readers import SegmentationDataset, read_samples
+from segaudit.scores import mean_iou
 
 __all__ = ["TrainConfig", "load_tensors", "train_model", "recalibrate_batchnorm", "confusion_matrix", "mean_iou"]
 
@@ -118,16 +119,3 @@ def confusion_matrix(
         keep = y != 255
         matrix += torch.bincount(y[keep] * num_classes + pred[keep], minlength=num_classes * num_classes)
     return matrix.view(num_classes, num_classes).numpy()
-
-
-def mean_iou(matrix: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean intersection over union over classes from a confusion matrix (Pascal VOC's mIoU)::
-
-        IoU_k = C_kk / (sum_j C_kj + sum_i C_ik - C_kk)
-
-    Classes absent from both labels and predictions are left out of the mean.
-    """
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    per_class = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    return float(np.nanmean(per_class)), per_class

@@ -112,3 +112,24 @@ def test_every_method_layer_and_target_kind_lands_in_the_tables(prefect_server, 
     assert set(run.scores["target"]) == {"roi"}
     assert json.loads(run.run["config_json"])["target"] == "roi" and run.run["layer"] == "backbone.4,backbone.16"
     assert len(run.maps) == len(run.scores) // 2
+
+
+def test_confusion_table_reproduces_the_model_card_miou(prefect_server, tmp_path) -> None:
+    """Cross-check: the dataset mIoU from a run's confusion table equals the demo model card's validation
+    mIoU, computed independently by the training script on the same clean VOC split."""
+    from segaudit.models import demo_checkpoint_path
+    from segaudit.scores import mean_iou
+    from segaudit.synth import generate_dataset
+
+    card = json.loads(demo_checkpoint_path().with_name("demo_model.json").read_text())
+    root = tmp_path / "clean"
+    generate_dataset(root, n_train=0, n_val=100, seed=0)
+    run = load_run(audit(dataset=str(root), split="val", model="demo", out=str(tmp_path), run_id="clean",
+                         methods=["gradcam"], report=False))
+    miou, _ = mean_iou(run.confusion_matrix())
+    assert abs(miou - card["val_miou"]) < 2e-3
+    # per-image pixel accuracy agrees with the confusion rows of that image
+    first = run.images.iloc[0]
+    cells = run.confusion[run.confusion["image_id"] == first["image_id"]]
+    diagonal = cells[cells["gt_class_id"] == cells["pred_class_id"]]["pixels"].sum()
+    assert abs(first["pixel_accuracy"] - diagonal / cells["pixels"].sum()) < 1e-12
