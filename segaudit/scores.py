@@ -105,18 +105,9 @@ def iou_at_threshold(
 
         IoU = |{L~ >= t} & M| / |{L~ >= t} | M|,   L~ = (L - min L) / (max L - min L)
 
-    NaN for an empty mask or a constant map.
+    NaN for an empty mask or a constant map. (One threshold of :func:`iou_and_dice_at`.)
     """
-    flat = torch.where(valid, maps, torch.full_like(maps, torch.nan)).flatten(1)
-    low = torch.nan_to_num(flat, nan=torch.inf).min(1).values
-    high = torch.nan_to_num(flat, nan=-torch.inf).max(1).values
-    span = high - low
-    norm = (maps - low[:, None, None]) / span.clamp(min=1e-30)[:, None, None]
-    region = (norm >= threshold) & valid
-    truth = masks & valid
-    inter = (region & truth).flatten(1).sum(1)
-    union = (region | truth).flatten(1).sum(1)
-    return _nan_where(inter.double() / union.clamp(min=1), _mask_empty(masks, valid) | (span <= 0))
+    return iou_and_dice_at(maps, masks, valid, (threshold,))[0][:, 0]
 
 
 def max_point(maps: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,7 +410,7 @@ def iou_and_dice_at(
     maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, thresholds: Sequence[float] | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU and Dice of the min-max normalised map thresholded at each of ``thresholds`` with the mask
-    (column t equals :func:`iou_at_threshold` at ``thresholds[t]``)::
+    (:func:`iou_at_threshold` is its one-threshold case)::
 
         R_t = {L~ >= t},   IoU_t = |R_t & M| / |R_t | M|,   Dice_t = 2 |R_t & M| / (|R_t| + |M|)
 
@@ -436,7 +427,6 @@ def iou_and_dice_at(
         raise ValueError("expected at least one threshold")
 
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # the normalisation of iou_at_threshold, step for step, so that the columns match it exactly
         flat = torch.where(v, m, torch.full_like(m, torch.nan)).flatten(1)
         low = torch.nan_to_num(flat, nan=torch.inf).min(1).values
         high = torch.nan_to_num(flat, nan=-torch.inf).max(1).values
