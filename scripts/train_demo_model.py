@@ -19,8 +19,9 @@ import torch
 
 from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, demo_checkpoint_path, save_checkpoint
 from segaudit.readers import VocDataset
+from segaudit.scores import mean_iou
 from segaudit.synth import CLASS_NAMES, generate_dataset
-from segaudit.train import TrainConfig, confusion_matrix, load_tensors, mean_iou, train_model
+from segaudit.train import TrainConfig, confusion_matrix, load_tensors, train_model
 
 DATA = {"n_train": 600, "n_val": 100, "size": 128, "seed": 0, "plant_errors": 0.0}
 

@@ -20,9 +20,8 @@ from segaudit.classmap import build_class_map
 from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, build_architecture
 from segaudit.preprocess import prepare_batch
 from segaudit.readers import SegmentationDataset, read_samples
-from segaudit.scores import mean_iou
 
-__all__ = ["TrainConfig", "load_tensors", "train_model", "recalibrate_batchnorm", "confusion_matrix", "mean_iou"]
+__all__ = ["TrainConfig", "load_tensors", "train_model", "recalibrate_batchnorm", "confusion_matrix"]
 
 
 @dataclass(frozen=True)

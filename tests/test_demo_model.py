@@ -9,8 +9,9 @@ import torch
 
 from segaudit.models import demo_checkpoint_path, load_model, sha256_file
 from segaudit.readers import VocDataset
+from segaudit.scores import mean_iou
 from segaudit.synth import CLASS_NAMES, generate_dataset
-from segaudit.train import TrainConfig, confusion_matrix, load_tensors, mean_iou, train_model
+from segaudit.train import TrainConfig, confusion_matrix, load_tensors, train_model
 
 CARD = demo_checkpoint_path().with_name("demo_model.json")
 
