@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import random_model
 from torch import nn
 
 from segaudit.cam import (
@@ -23,20 +24,6 @@ from segaudit.cam import (
     seg_grad_cam_targets,
     upsample_maps,
 )
-from segaudit.models import build_architecture
-
-
-def _random_model(arch: str = "lraspp_mobilenet_v3_large", num_classes: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    model = build_architecture(arch, num_classes).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    # random BN statistics so the net is not trivially scaled
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 class _LogitsOnly(nn.Module):
@@ -78,7 +65,7 @@ def test_maps_equal_pytorch_grad_cam(method: str) -> None:
     # the element-wise map is a sum of many positive terms with a small spread: float32 summation order
     # alone moves its normalised values by ~4e-4, so both sides run in float64 for that method
     dtype = torch.float64 if method == "gradcam_elementwise" else torch.float32
-    model = _random_model().to(dtype)
+    model = random_model().to(dtype)
     torch.manual_seed(1)
     images = torch.randn(3, 3, 96, 128, dtype=dtype)
     result = compute_cams(model, images, "backbone.16", methods=(method,))
@@ -105,7 +92,7 @@ def test_maps_equal_pytorch_grad_cam(method: str) -> None:
 
 
 def test_no_parameter_gradients_and_no_hook_left() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 64, 64)
     compute_cams(model, images, "backbone.16")
     assert all(p.grad is None for p in model.parameters())
@@ -113,7 +100,7 @@ def test_no_parameter_gradients_and_no_hook_left() -> None:
 
 
 def test_batched_maps_equal_single_image_maps() -> None:
-    model = _random_model()
+    model = random_model()
     torch.manual_seed(3)
     images = torch.randn(4, 3, 64, 64)
     batched = compute_cams(model, images, "backbone.16")
@@ -133,13 +120,13 @@ def test_targets_fall_back_to_gt_for_missed_classes() -> None:
 
 
 def test_gt_batch_mismatch_raises() -> None:
-    model = _random_model()
+    model = random_model()
     with pytest.raises(ValueError, match="gt has 1 images but the batch has 2"):
         compute_cams(model, torch.randn(2, 3, 32, 32), "backbone.16", gt=torch.zeros(1, 32, 32, dtype=torch.long))
 
 
 def test_unknown_layer_and_method_raise() -> None:
-    model = _random_model()
+    model = random_model()
     with pytest.raises(KeyError, match="not in model"):
         compute_cams(model, torch.randn(1, 3, 32, 32), "backbone.99")
     with pytest.raises(ValueError, match="unknown CAM methods"):
@@ -171,7 +158,7 @@ def test_every_target_kind() -> None:
 
 
 def test_softmax_score_changes_the_target() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 64, 64)
     logits = compute_cams(model, images, "backbone.4", score="logits")
     softmax = compute_cams(model, images, "backbone.4", score="softmax")
@@ -181,7 +168,7 @@ def test_softmax_score_changes_the_target() -> None:
 
 
 def test_layer_sweep_from_one_forward_equals_single_layer_runs() -> None:
-    model = _random_model()
+    model = random_model()
     torch.manual_seed(5)
     images = torch.randn(2, 3, 64, 64)
     layers = ("backbone.2", "backbone.4", "backbone.16")
@@ -194,7 +181,7 @@ def test_layer_sweep_from_one_forward_equals_single_layer_runs() -> None:
 
 
 def test_guided_maps_come_at_input_resolution_for_targeted_classes_only() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 64, 64)
     result = compute_cams(model, images, "backbone.4", methods=("guided_backprop", "guided_gradcam"))
     assert set(result.maps) == {("input", "guided_backprop"), ("backbone.4", "guided_gradcam")}
@@ -205,7 +192,7 @@ def test_guided_maps_come_at_input_resolution_for_targeted_classes_only() -> Non
 
 
 def test_vmapped_backward_equals_one_backward_per_class() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(3, 3, 64, 64)
     with capture_layer(model, "backbone.4") as captured:
         with torch.enable_grad():
@@ -223,7 +210,7 @@ def test_vmapped_backward_equals_one_backward_per_class() -> None:
 def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
     import segaudit.cam.engine as engine
 
-    model = _random_model()
+    model = random_model()
     images = torch.randn(4, 3, 64, 64)
     whole = compute_cams(model, images, "backbone.4")
     sizes = []
@@ -243,7 +230,7 @@ def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
 
 
 def test_empty_targets_give_zero_maps_without_nan() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 32, 32)
     gt = torch.zeros(2, 32, 32, dtype=torch.long)
     result = compute_cams(model, images, "backbone.4", gt=gt, methods=ALL_METHODS, target="roi", roi=(0, 0, 0.5, 0.5))
@@ -281,7 +268,7 @@ def test_in_place_operations_after_a_captured_layer() -> None:
 
 
 def test_requested_classes_restrict_the_maps() -> None:
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 64, 64)
     full = compute_cams(model, images, "backbone.4")
     wanted = full.target_source != TARGET_NONE
@@ -300,7 +287,7 @@ def test_requested_classes_restrict_the_maps() -> None:
 def test_gradient_free_methods_through_the_engine() -> None:
     from segaudit.cam.gradient_free import eigen_cam, score_cam
 
-    model = _random_model()
+    model = random_model()
     images = torch.randn(2, 3, 48, 48)
     result = compute_cams(model, images, "backbone.4", methods=("scorecam", "eigencam"), score_cam_channels=8)
     targeted = result.target_source != TARGET_NONE

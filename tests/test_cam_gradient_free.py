@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_model
 from torch import nn
 
 from segaudit.cam import TARGET_NONE, capture_layer, normalize_maps, seg_grad_cam_targets, upsample_maps
 from segaudit.cam.gradient_free import _principal_projection, eigen_cam, score_cam
-from segaudit.models import build_architecture
 
 
 class _TinySegNet(nn.Module):
@@ -34,18 +34,6 @@ def _tiny_model(dtype: torch.dtype = torch.float32, **kwargs: int) -> nn.Module:
     model = _TinySegNet(**kwargs).to(dtype).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
-
-
-def _random_lraspp() -> nn.Module:
-    torch.manual_seed(0)
-    model = build_architecture("lraspp_mobilenet_v3_large", 4).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
     return model
 
 
@@ -166,7 +154,7 @@ def test_eigen_cam_is_the_peers_projection_with_a_defined_sign() -> None:
         get_2d_projection_with_sign_correction,
     )
 
-    model = _random_lraspp()
+    model = random_model()
     torch.manual_seed(1)
     size = (64, 96)
     images = torch.randn(2, 3, *size)

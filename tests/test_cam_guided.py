@@ -8,6 +8,7 @@ from functools import cache
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import frozen
 from torch import nn
 
 from segaudit.cam import TARGET_NONE, compute_cams, model_logits, seg_grad_cam_targets
@@ -80,32 +81,21 @@ class _MaskedScores(nn.Module):
         return (scores * self.masks).sum((2, 3))
 
 
-def _frozen(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for m in model.modules():  # random BN statistics so the net is not trivially scaled
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model
-
-
 @cache
 def _torchvision(name: str) -> nn.Module:
     """Built once per session (building is the slow part); every test leaves it as it found it."""
     torch.manual_seed(0)
-    return _frozen(build_architecture(name, NUM_CLASSES))
+    return frozen(build_architecture(name, NUM_CLASSES))
 
 
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "tiny":
-        return _frozen(_TinySeg())
+        return frozen(_TinySeg())
     if name == "tiny-inplace":
-        return _frozen(_TinySeg(inplace=True))
+        return frozen(_TinySeg(inplace=True))
     if name == "tiny-residual":
-        return _frozen(_TinyResidual())
+        return frozen(_TinyResidual())
     return _torchvision(name)
 
 
@@ -259,7 +249,7 @@ def test_activation_rules_analytic(rule: str, activation: str, inplace: bool) ->
     with torch.no_grad():
         identity.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
         head.weight.copy_(torch.linspace(-1, 1, NUM_CLASSES * 3).view(NUM_CLASSES, 3, 1, 1))
-    model = _frozen(nn.Sequential(identity, act, head))
+    model = frozen(nn.Sequential(identity, act, head))
     torch.manual_seed(4)
     images = 4 * torch.randn(2, 3, 8, 8)  # reaches past ReLU6's 6 and Hardswish's -3
     before = images.clone()
