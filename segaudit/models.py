@@ -92,6 +92,9 @@ class LoadedModel:
         SHA-256 of the weights file ("" for random weights).
     arch : str
         torchvision builder name.
+    task : str
+        What ``module`` outputs: ``"segmentation"`` (per-pixel class logits), ``"classification"`` (per-image
+        class logits ``(B, K)``) or ``"detection"`` (instance detections).
     """
 
     name: str
@@ -103,6 +106,7 @@ class LoadedModel:
     default_layer: str
     sha256: str
     arch: str
+    task: str = "segmentation"
 
     @property
     def num_classes(self) -> int:
