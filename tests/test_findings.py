@@ -1,0 +1,126 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from segaudit.findings import FindingRules, class_reliance, find, primary_map, suspicion
+from segaudit.validation import average_precision, binary_auroc, planted_error_metrics
+
+
+def _score_rows(image, cls, name, seg_iou, quality, gt_px, pred_px, e_gt, e_pred, rra, method="gradcam",
+                layer="L"):
+    common = {"image_id": image, "class_id": cls, "class_name": name, "method": method, "layer": layer,
+              "target": "pred", "seg_iou": seg_iou, "label_quality": quality}
+    return [
+        {**common, "mask": "gt", "mask_pixels": gt_px, "energy_in_mask": e_gt, "relevance_rank": rra},
+        {**common, "mask": "pred", "mask_pixels": pred_px, "energy_in_mask": e_pred, "relevance_rank": np.nan},
+    ]
+
+
+def _images(ids, unknown=None):
+    unknown = unknown or {}
+    return pd.DataFrame({
+        "image_id": ids, "file_name": [f"{i}.jpg" for i in ids], "width": 100, "height": 100,
+        "unknown_classes": [list(unknown.get(i, {})) for i in ids],
+        "unknown_pixels": [list(unknown.get(i, {}).values()) for i in ids],
+    })
+
+
+def test_each_kind_is_found_with_its_evidence():
+    rows = (
+        # a: the model confidently predicts 400 px where the label has 400 elsewhere; CAM on the prediction
+        _score_rows("a", 1, "disc", 0.0, 0.02, 400, 400, 0.1, 0.8, 0.1)
+        # b: right prediction, but the map's top pixels are mostly outside the object
+        + _score_rows("b", 2, "boat", 0.9, 0.95, 500, 480, 0.3, 0.3, 0.3)
+        # c: the model predicts 100 of 1000 labelled pixels and is not confident the label is wrong
+        + _score_rows("c", 1, "disc", 0.1, 0.7, 1000, 100, 0.6, 0.9, 0.8)
+        # d: the model disagrees confidently but its CAM sits on the label: not a label error, a missed object
+        + _score_rows("d", 3, "star", 0.1, 0.1, 1000, 100, 0.9, 0.2, 0.9)
+        # e: all fine
+        + _score_rows("e", 1, "disc", 0.95, 0.99, 500, 500, 0.9, 0.9, 0.95)
+    )
+    scores = pd.DataFrame(rows)
+    instances = pd.DataFrame({
+        "image_id": ["e", "e", "e"], "class_id": [1, 1, 1], "class_name": "disc", "method": "gradcam",
+        "layer": "L", "target": "pred", "n_instances": 3, "instance_coverage": 1 / 3,
+    })
+    images = _images(list("abcdef"), unknown={"f": {"zebra": 250}})
+    found = find(images, scores, instances, FindingRules(), ("gradcam",), ("L",))
+    got = {(r.kind, r.image_id) for r in found.itertuples()}
+    assert got == {("label_error", "a"), ("context_reliance", "b"), ("missed_object", "c"),
+                   ("missed_object", "d"), ("neglected_instances", "e"), ("out_of_label_space", "f")}
+    by_kind = found.set_index("kind")
+    assert by_kind.loc["label_error", "score"] == pytest.approx(0.98)
+    assert by_kind.loc["context_reliance", "score"] == pytest.approx(0.7)
+    assert found.loc[found.image_id == "c", "score"].item() == pytest.approx(0.9)  # recall 0.1
+    assert by_kind.loc["neglected_instances", "score"] == pytest.approx(2 / 3)
+    assert by_kind.loc["out_of_label_space", "score"] == pytest.approx(0.025)
+    assert by_kind.loc["out_of_label_space", "class_name"] == "zebra"
+    assert set(found["file_name"]) == {f"{i}.jpg" for i in "abcdef"}
+
+
+def test_thresholds_are_parameters():
+    scores = pd.DataFrame(_score_rows("b", 2, "boat", 0.9, 0.95, 500, 480, 0.3, 0.3, 0.3))
+    images = _images(["b"])
+    assert len(find(images, scores, None, FindingRules(outside_share=0.5))) == 1
+    assert len(find(images, scores, None, FindingRules(outside_share=0.8))) == 0
+
+
+def test_findings_use_the_primary_map_only():
+    scores = pd.DataFrame(
+        _score_rows("a", 1, "disc", 0.0, 0.02, 400, 400, 0.1, 0.8, 0.1, method="gradcampp")
+        + _score_rows("a", 1, "disc", 0.0, 0.02, 400, 400, 0.9, 0.1, 0.1, method="gradcam")
+    )
+    assert primary_map(scores, ("gradcam", "gradcampp"), ("L",)) == ("gradcam", "L")
+    # Grad-CAM sits on the label: no label error; with Grad-CAM++ first it is one
+    assert "label_error" not in set(find(_images(["a"]), scores, None, methods=("gradcam",))["kind"])
+    assert "label_error" in set(find(_images(["a"]), scores, None, methods=("gradcampp",))["kind"])
+
+
+def test_suspicion_formula_and_undefined_inputs():
+    q = np.array([0.9, 0.2, np.nan])
+    c = np.array([0.5, 1.0, np.nan])
+    got = suspicion(q, c, 0.25)
+    np.testing.assert_allclose(got[:2], [1 - 0.9**0.75 * 0.5**0.25, 1 - 0.2**0.75])
+    assert got[2] == 0.0
+    np.testing.assert_allclose(suspicion(q, c, 0.0)[:2], [0.1, 0.8])
+    with pytest.raises(ValueError):
+        suspicion(q, c, 1.5)
+
+
+def test_class_reliance_ranks_the_context_class_first():
+    rows = []
+    for i in range(5):
+        rows += _score_rows(f"b{i}", 5, "boat", 0.8, 0.9, 500, 500, 0.4, 0.4, 0.6)
+        rows += _score_rows(f"d{i}", 1, "disc", 0.8, 0.9, 500, 500, 0.8, 0.8, 0.95)
+        rows += _score_rows(f"x{i}", 2, "square", 0.2, 0.9, 500, 500, 0.1, 0.1, 0.1)  # wrong: not counted
+    table = class_reliance(pd.DataFrame(rows), methods=("gradcam",))
+    assert list(table["class_name"]) == ["boat", "disc"]
+    assert table["reliance"].tolist() == pytest.approx([0.4, 0.05])
+    assert table["rank"].tolist() == [1, 2]
+
+
+def test_empty_tables_give_empty_findings():
+    empty_scores = pd.DataFrame(columns=["image_id", "class_id", "class_name", "method", "layer", "target",
+                                         "mask", "mask_pixels", "energy_in_mask", "relevance_rank", "seg_iou",
+                                         "label_quality"])
+    found = find(_images(["a"]), empty_scores, None)
+    assert found.empty and "kind" in found.columns
+
+
+def test_validation_metrics_match_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    y = rng.random(200) < 0.3
+    s = np.round(rng.random(200) + 0.5 * y, 1)  # ties on purpose
+    assert binary_auroc(y, s) == pytest.approx(metrics.roc_auc_score(y, s))
+    assert average_precision(y, s) == pytest.approx(metrics.average_precision_score(y, s))
+
+
+def test_planted_error_metrics_by_kind():
+    images = pd.DataFrame({"file_name": ["JPEGImages/a.jpg", "JPEGImages/b.jpg", "JPEGImages/c.jpg",
+                                         "JPEGImages/d.jpg"]})
+    manifest = [{"file_name": "a.jpg", "kind": "shift"}, {"file_name": "b.jpg", "kind": "delete"}]
+    m = planted_error_metrics(images, np.array([0.9, 0.1, 0.8, 0.0]), manifest)
+    assert m["auroc"] == pytest.approx(0.75)  # pairs (pos, neg): 0.9>0.8, 0.9>0, 0.1<0.8, 0.1>0
+    assert m["found_in_top_n"] == 1
+    assert m["recall_by_kind"] == {"delete": 0.0, "shift": 1.0}

@@ -1,0 +1,46 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segaudit.label_quality import pixel_label_quality, softmin_pool
+
+
+def test_pixel_quality_is_label_probability_and_void_is_nan():
+    logits = torch.log(torch.tensor([[0.7, 0.2], [0.1, 0.6]])).T.reshape(1, 2, 1, 2)  # probs per pixel
+    labels = torch.tensor([[[0, 255]]])
+    q = pixel_label_quality(logits, labels)
+    assert q[0, 0, 0].item() == pytest.approx(0.7 / 0.9)
+    assert math.isnan(q[0, 0, 1].item())
+
+
+def test_softmin_hand_computed():
+    q = torch.tensor([[[1.0, 0.5]]])
+    weights = np.exp(np.array([0.0, 0.5]) / 0.1)
+    expected = (weights * np.array([1.0, 0.5])).sum() / weights.sum()
+    assert softmin_pool(q).item() == pytest.approx(expected)
+    # lower temperature: closer to the minimum; higher: closer to the mean
+    assert softmin_pool(q, temperature=0.01).item() == pytest.approx(0.5, abs=1e-6)
+    assert softmin_pool(q, temperature=100.0).item() == pytest.approx(0.75, abs=1e-3)
+
+
+def test_region_and_empty_region():
+    q = torch.tensor([[[0.9, 0.1], [float("nan"), 0.8]]])
+    assert softmin_pool(q, torch.tensor([[[True, False], [True, True]]])).item() == pytest.approx(
+        softmin_pool(torch.tensor([[[0.9, 0.8]]])).item()
+    )
+    assert math.isnan(softmin_pool(q, torch.zeros(1, 2, 2, dtype=torch.bool)).item())
+    assert math.isnan(softmin_pool(torch.full((1, 2, 2), float("nan"))).item())
+
+
+def test_equals_cleanlab_without_void():
+    rank = pytest.importorskip("cleanlab.segmentation.rank")
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 8, 9, generator=gen) * 3
+    labels = torch.randint(0, 3, (4, 8, 9), generator=gen)
+    ours = softmin_pool(pixel_label_quality(logits, labels)).numpy()
+    probs = logits.softmax(1).numpy()
+    theirs, pixels = rank.get_label_quality_scores(labels.numpy(), probs, verbose=False)
+    np.testing.assert_allclose(pixel_label_quality(logits, labels).numpy(), pixels, atol=1e-6)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
