@@ -14,6 +14,16 @@ Target kinds (``kind``), for every class present in an image's prediction or lab
 
 The fallback in ``pred`` and ``gt`` keeps a map for every class an audit scores; the ``source`` code of
 each (image, class) records which set was used.
+
+**Classifiers** (per-image presence log-odds ``s`` of shape ``(B, K)``, see :mod:`segaudit.classifier`)
+have no pixels to choose: the target of class ``c`` is its class score, ``y^c = s^c`` (``logits``) or the
+class probability ``y^c = sigmoid(s^c)`` (``softmax``; for an ImageNet classifier read over dataset
+classes, exactly the summed ImageNet softmax of the mapped classes; a softmax over the ``K`` presence
+scores would make classes compete, which multi-label presence does not). The kinds then only choose
+*which* classes are explained and the code recorded (:func:`classifier_targets`): ``pred`` and ``gt``
+both explain every class predicted present (``s^c > 0``) or labelled, coded by the first set that has it
+as above; ``all`` explains the same classes coded ``all`` (a class score already is the whole image's);
+``roi`` raises ValueError (a whole-image score cannot be restricted to a box).
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ __all__ = [
     "seg_grad_cam_targets",
     "model_logits",
     "target_scores",
+    "classifier_presence",
+    "classifier_targets",
+    "classifier_scores",
 ]
 
 TARGET_KINDS = ("pred", "gt", "all", "roi")
@@ -130,3 +143,77 @@ def target_scores(logits: torch.Tensor, score: str = "logits") -> torch.Tensor:
     if score not in SCORE_KINDS:
         raise ValueError(f"unknown score {score!r}; available: {', '.join(SCORE_KINDS)}")
     return logits if score == "logits" else logits.softmax(1)
+
+
+def classifier_presence(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` bool: the classes a classifier predicts present, ``s^c > 0`` (probability above 1/2)."""
+    if logits.ndim != 2:
+        raise ValueError(f"classifier scores must be (B, K), got {tuple(logits.shape)}")
+    return logits > 0
+
+
+def classifier_targets(
+    present: torch.Tensor,
+    gt: torch.Tensor | None,
+    kind: str = "pred",
+    skip_background: bool = True,
+) -> torch.Tensor:
+    """Which classes of each image a classifier CAM explains, and why (module docstring).
+
+    Parameters
+    ----------
+    present : torch.Tensor
+        ``(B, K)`` bool classes predicted present (:func:`classifier_presence`).
+    gt : torch.Tensor or None
+        ``(B, H, W)`` int64 labels, 255 = void; ``None``: predictions only.
+    kind : str
+        One of :data:`TARGET_KINDS` except ``"roi"``.
+    skip_background : bool
+        Class 0 gets no target (default).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, K)`` int8 source code (:data:`TARGET_NAMES`): ``pred``/``gt`` for the first set (of the
+        kind's order) that has the class, ``all`` for every class present in either with ``kind="all"``,
+        :data:`TARGET_NONE` for classes neither predicted nor labelled.
+    """
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"unknown target kind {kind!r}; available: {', '.join(TARGET_KINDS)}")
+    if kind == "roi":
+        raise ValueError("target kind 'roi' needs per-pixel scores; a classifier scores whole images "
+                         "(use 'pred', 'gt' or 'all')")
+    if kind == "gt" and gt is None:
+        raise ValueError("target kind 'gt' needs labels")
+    if present.dtype != torch.bool or present.ndim != 2:
+        raise ValueError(f"present must be (B, K) bool, got {present.dtype} {tuple(present.shape)}")
+    batch, num_classes = present.shape
+    if gt is None:
+        labelled = torch.zeros_like(present)
+    else:
+        if gt.ndim != 3 or gt.shape[0] != batch:
+            raise ValueError(f"labels must be (B, H, W) with B = {batch}, got {tuple(gt.shape)}")
+        classes = torch.arange(num_classes, device=gt.device)
+        labelled = (gt.flatten(1).unsqueeze(-1) == classes).any(1).to(present.device)
+
+    def code(value: int) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.int8, device=present.device)
+
+    none = code(TARGET_NONE)
+    if kind == "all":
+        source = torch.where(present | labelled, code(TARGET_ALL), none)
+    else:
+        first, second = (present, labelled) if kind == "pred" else (labelled, present)
+        first_code, second_code = (TARGET_PRED, TARGET_GT) if kind == "pred" else (TARGET_GT, TARGET_PRED)
+        source = torch.where(first, code(first_code), torch.where(second, code(second_code), none))
+    if skip_background:
+        source[:, 0] = TARGET_NONE
+    return source
+
+
+def classifier_scores(logits: torch.Tensor, score: str = "logits") -> torch.Tensor:
+    """A classifier's per-image class scores a target takes: the log-odds, or the probability
+    ``sigmoid(s)`` (``"softmax"``, see the module docstring)."""
+    if score not in SCORE_KINDS:
+        raise ValueError(f"unknown score {score!r}; available: {', '.join(SCORE_KINDS)}")
+    return logits if score == "logits" else logits.sigmoid()
