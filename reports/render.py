@@ -1,12 +1,25 @@
-"""Render a run's self-contained HTML audit report from its Parquet tables alone.
+"""Render a run's HTML audit report from its Parquet tables alone.
 
-The report never reads the dataset and never recomputes a CAM or a score: everything it shows comes from
-the tables of :mod:`segaudit.tables` (the pictures from ``thumbnails`` and ``maps``). The page is one
-file with its CSS, a few lines of JavaScript (table sorting) and every picture inline as ``data:`` URIs,
-so it opens offline from a ``file://`` URL.
+The report never reads the dataset and never recomputes a CAM: everything comes from the tables of
+:mod:`segaudit.tables`, read with :func:`segaudit.tables.load_run` (missing or empty tables give empty
+sections). Sections, in order:
 
-Sections: run summary, per-class mean scores per method, a gallery of the least consistent images
-(image, GT and prediction overlays, the CAM of every method for the image's worst class) and the errors.
+1. **header**: dataset, split, image count, model and weights hash, layers, methods, targets, library
+   versions, when and how long, the errors count linking to the error list;
+2. **findings**: the ranked review list of the ``findings`` table, filterable by kind and class, each row
+   linking to its image card;
+3. **per-class table**: segmentation IoU, label quality, findings and each CAM metric for one method and
+   layer at a time (or one metric for every method), sortable, with histograms of the key scores;
+4. **image cards**: every image in review order, paginated; image, GT, prediction and each map as
+   overlays with toggles and an opacity control, the methods side by side, the layer sweep, the point
+   prompts with the GT outline, instance coverage per instance (:mod:`reports.cards`);
+5. **errors**.
+
+Offline and safe: one HTML file with its CSS and script inline and pictures as ``data:`` URIs; no URL is
+ever fetched. Up to ``inline_limit`` images the cards are inside the HTML file too; beyond, each page of
+cards is a small script in ``<name>_files/`` next to it, loaded on demand with ``<script src>`` (which
+works from ``file://``), so a 5k-image report opens as fast as a small one. Every string from the run
+travels as inert JSON (:mod:`reports.embed`) and is put into the page as text, never as markup.
 
 Examples
 --------
@@ -19,166 +32,206 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+from markupsafe import Markup
 
-from reports.overlay import (
-    blend,
-    colorize_cam,
-    colorize_labels,
-    decode_image,
-    decode_labels,
-    label_colors,
-    normalize_map,
-    resize_labels,
-    resize_rgb,
-    to_data_uri,
-    upsample_map,
+from reports.cards import CardTables, build_cards
+from reports.embed import page_script, script_json
+from reports.summary import (
+    CLASS_METRICS,
+    HISTOGRAM_BINS,
+    HISTOGRAM_METRICS,
+    class_facts,
+    class_scores,
+    histograms,
+    layer_order,
 )
-from segaudit.tables import COLUMN_DOCS, empty_frame, load_run
+from segaudit.findings import FINDING_KINDS
+from segaudit.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
 
-__all__ = ["render_report", "class_summary", "CLASS_METRICS", "DISPLAY_SIZE"]
+__all__ = ["render_report", "PAGE_SIZE", "INLINE_LIMIT", "METRIC_LABELS", "assets_dir"]
 
-#: Metrics of the per-class table, scored against the GT mask, averaged per class and method.
-CLASS_METRICS: tuple[str, ...] = ("energy_in_mask", "pointing_hit", "iou_at_0_5", "centroid_hit")
+#: Image cards per page of the gallery.
+PAGE_SIZE = 12
 
-#: Longest side, in pixels, of the pictures embedded in the gallery (thumbnails are shrunk to it).
-DISPLAY_SIZE = 224
+#: Up to this many images the cards live inside the HTML file; beyond, in ``<name>_files/page-*.js``.
+INLINE_LIMIT = 300
 
-_METRIC_LABELS = {
+#: Images whose maps and thumbnails are read at once (bounds memory on large runs).
+HEAVY_BATCH = 1000
+
+#: The tables read whole; maps and thumbnails are read in batches of images.
+_LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations")
+
+#: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.tables.COLUMN_DOCS`).
+METRIC_LABELS: dict[str, str] = {
+    "consistency": "consistency",
     "energy_in_mask": "energy in GT",
     "pointing_hit": "pointing hit",
+    "relevance_rank": "rank accuracy",
+    "auroc": "AUROC",
     "iou_at_0_5": "IoU@0.5",
+    "dice_at_0_5": "Dice@0.5",
+    "max_point_hit": "max-point hit",
     "centroid_hit": "centroid hit",
+    "background_point_hit": "bg-point hit",
+    "instance_coverage": "instance coverage",
+    "seg_iou": "seg IoU",
+    "label_quality": "label quality",
+    "recall": "recall",
+    "energy_in_gt": "energy in GT",
+    "energy_in_pred": "energy in pred",
+    "outside_share": "outside share",
 }
-_LABEL_ALPHA = 0.55
-_CAM_ALPHA = 0.5
-_JPEG_QUALITY = 85
+
+#: Default weighted-centroid cutoff, :data:`segaudit.scores.CENTROID_CUTOFF` (not imported: that pulls in
+#: torch; a test checks they agree); a run's ``centroid_cutoff`` setting wins.
+DEFAULT_CENTROID_CUTOFF = 0.6
+
 _TEMPLATE = "report.html.j2"
+_MARKER = ".segaudit-report"  # marks a page folder as ours, so a re-render may replace it
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
+             "instance_coverage")
 _DASH = "\u2013"
 
 
-def render_report(run_dir: str | Path, out_path: str | Path | None = None, gallery_size: int = 12) -> Path:
+def assets_dir(out: Path) -> Path:
+    """The folder of a report's page scripts: ``report.html`` -> ``report_files/``."""
+    return out.with_name(f"{out.stem}_files")
+
+
+def render_report(
+    run_dir: str | Path,
+    out_path: str | Path | None = None,
+    gallery_size: int | None = None,
+    page_size: int = PAGE_SIZE,
+    inline_limit: int = INLINE_LIMIT,
+) -> Path | str:
     """Write the run's HTML audit report.
 
     Parameters
     ----------
-    run_dir : path
-        ``runs/<run_id>/``, holding at least ``run.parquet``.
-    out_path : path, optional
+    run_dir : path or URL
+        ``runs/<run_id>/`` (a local folder or an fsspec URL, see :func:`segaudit.tables.load_run`).
+    out_path : path or URL, optional
         Where to write; ``<run_dir>/report.html`` by default.
-    gallery_size : int
-        How many of the least consistent images (by ``review_rank``) the gallery shows.
+    gallery_size : int, optional
+        Only the ``gallery_size`` most suspicious images (by ``review_rank``) get a card; all by default.
+    page_size : int
+        Cards per page.
+    inline_limit : int
+        Up to this many cards the report is one file; beyond, the pages of cards are written to
+        ``<name>_files/`` beside it (see :func:`assets_dir`).
 
     Returns
     -------
-    Path
-        The written file.
+    Path or str
+        The written HTML file (its URL, a ``str``, for a run on object storage: the report is rendered
+        locally and uploaded beside the run's tables).
 
     Raises
     ------
     FileNotFoundError
-        If ``run_dir`` has no ``run.parquet``.
+        If ``run_dir`` is not a finished run.
     """
-    run_dir = Path(run_dir)
-    out = Path(out_path) if out_path is not None else run_dir / "report.html"
-    tables = load_run(run_dir, tables=("images", "scores", "errors"))
+    target = str(out_path) if out_path is not None else join(run_dir, "report.html")
+    page_size = max(int(page_size), 1)
+    tables = load_run(run_dir, tables=_LIGHT_TABLES)
+    if is_url(target):  # a run on object storage: render locally, then upload the report beside its tables
+        with tempfile.TemporaryDirectory(prefix="segaudit-report-") as tmp:
+            local = _render(run_dir, tables, Path(tmp) / _url_name(target), gallery_size, page_size, inline_limit)
+            _upload(local, target)
+        return target
+    return _render(run_dir, tables, Path(target.removeprefix("file://")), gallery_size, page_size, inline_limit)
+
+
+def _render(
+    run_dir: str | Path, tables: Any, out: Path, gallery_size: int | None, page_size: int, inline_limit: int
+) -> Path:
+    """Render the report to the local file ``out`` (and its page folder); ``tables`` hold the light tables,
+    the heavy ones are read from ``run_dir`` batch by batch."""
     run = tables.run
     class_names = [str(n) for n in (run.get("class_names") or [])]
-    scores = tables.scores
-    methods = _methods(run, scores)
+    config = _config(run)
+    order = _review_order(tables.images)
+    if gallery_size is not None:
+        order = order.head(max(int(gallery_size), 0))
+    n_cards = len(order)
+    inline = n_cards <= inline_limit
+    card_of = {str(i): k for k, i in enumerate(order["image_id"])}
 
-    summary = class_summary(scores, methods)
-    gallery_images = _gallery_order(tables.images).head(max(int(gallery_size), 0))
-    ids = [str(i) for i in gallery_images["image_id"]]
-    thumbs = _read_subset(run_dir, "thumbnails", ids)
-    maps = _read_subset(run_dir, "maps", ids)
-    if not maps.empty:
-        extra = [m for m in pd.unique(maps["method"]) if isinstance(m, str) and m not in methods]
-        methods = methods + sorted(extra)
-
+    methods = _methods(run, tables.scores)
+    layers = _layers(run, tables.scores)
+    data = {
+        "meta": {
+            "page_size": page_size,
+            "n_pages": max(math.ceil(n_cards / page_size), 1) if n_cards else 0,
+            "n_cards": n_cards,
+            "inline": inline,
+            "files": assets_dir(out).name,
+            "methods": methods,
+            "layers": layers,
+            "primary_layer": (_text(run.get("layer")).split(",")[0] or (layers[0] if layers else "")),
+            "primary_method": methods[0] if methods else "",
+            "class_names": class_names,
+            "kinds": list(FINDING_KINDS),
+            "metrics": list(CLASS_METRICS),
+            "hist_metrics": list(HISTOGRAM_METRICS),
+            "hist_bins": HISTOGRAM_BINS,
+            "labels": METRIC_LABELS,
+            "docs": {k: COLUMN_DOCS[k] for k in (*METRIC_LABELS, "kind", "score", "review_rank", "suspicion")
+                     if k in COLUMN_DOCS},
+            "cutoff": float(config.get("centroid_cutoff") or DEFAULT_CENTROID_CUTOFF),
+        },
+        "index": _index(order, tables.findings),
+        "findings": _findings(tables.findings, card_of),
+        "classes": _classes(tables, class_names),
+    }
+    pages = _pages(run_dir, tables, order, class_names, page_size)
     context = {
         "title": f"segaudit report {_text(run.get('run_id'))}".strip(),
-        "header": _header(run, tables.images, tables.errors),
+        "header": _header(run, config, tables, methods, layers),
         "versions": _versions(run),
         "config_json": _pretty_json(run.get("config_json")),
-        "class_table": _class_table(summary, methods, class_names),
-        # with a layer sweep ("a,b,c") the gallery shows the primary (first) layer's maps
-        "gallery": _gallery(gallery_images, thumbs, maps, scores, class_names, methods,
-                            (_text(run.get("layer")) or "").split(",")[0] or None),
-        "gallery_size": int(gallery_size),
-        "n_ranked": len(tables.images),
-        "errors": _errors(tables.errors),
-        "column_docs": COLUMN_DOCS,
+        "errors": _errors(tables.errors, card_of),
+        "data_json": Markup(script_json(data)),
+        "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
+        "css": Markup(_static("report.css")),
+        "script": Markup(_static("sortable.js") + "\n" + _static("report.js")),
     }
     html = _environment().get_template(_TEMPLATE).render(**context)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _write_pages(assets_dir(out), [] if inline else pages)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out)
     return out
 
 
-def class_summary(scores: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean scores per class: the data of the report's per-class table.
-
-    Parameters
-    ----------
-    scores : pd.DataFrame
-        The ``scores`` table.
-    methods : sequence of str, optional
-        Methods to report, in this order; by default those found in ``scores``.
-
-    Returns
-    -------
-    pd.DataFrame
-        One row per class present in ``scores`` except background (``class_id`` 0), sorted by
-        ``class_id``, with columns ``class_id``, ``class_name``, ``n_images`` (images scored for the
-        class), ``seg_iou`` (mean over those images) and ``"<method>/<metric>"`` for every method and
-        every metric of :data:`CLASS_METRICS`: the mean against the GT mask, NaN where never defined.
-    """
-    if methods is None:
-        methods = sorted(m for m in pd.unique(scores["method"]) if isinstance(m, str)) if len(scores) else []
-    metric_cols = [f"{m}/{metric}" for m in methods for metric in CLASS_METRICS]
-    columns = ["class_id", "class_name", "n_images", "seg_iou", *metric_cols]
-    if scores.empty:
-        return pd.DataFrame(columns=columns)
-    frame = scores[scores["class_id"] != 0]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    per_class = frame.groupby("class_id", sort=True)
-    out = pd.DataFrame(
-        {
-            "class_name": per_class["class_name"].first(),
-            "n_images": per_class["image_id"].nunique(),
-        }
-    )
-    seg = frame.groupby(["class_id", "image_id"])["seg_iou"].mean().groupby(level="class_id").mean()
-    out["seg_iou"] = seg.reindex(out.index)
-    gt = frame[frame["mask"] == "gt"]
-    for method in methods:
-        means = gt[gt["method"] == method].groupby("class_id")[list(CLASS_METRICS)].mean()
-        for metric in CLASS_METRICS:
-            out[f"{method}/{metric}"] = means[metric].reindex(out.index) if metric in means else np.nan
-    out = out.reset_index()
-    return out[columns]
-
-
 # --------------------------------------------------------------------------------------------- sections
 
 
-def _header(run: dict[str, Any], images: pd.DataFrame, errors: pd.DataFrame) -> dict[str, Any]:
+def _header(
+    run: dict[str, Any], config: dict[str, Any], tables: Any, methods: Sequence[str], layers: Sequence[str]
+) -> dict[str, Any]:
     sha = _text(run.get("model_sha256"))
     fingerprint = _text(run.get("dataset_fingerprint"))
-    n_errors = run.get("n_errors")
-    consistency = pd.to_numeric(images["consistency"], errors="coerce") if len(images) else pd.Series([])
-    mean_consistency = float(consistency.mean()) if consistency.notna().any() else math.nan
+    images, errors = tables.images, tables.errors
+    n_errors = _int_or_none(run.get("n_errors"))
+    consistency = pd.to_numeric(images["consistency"], errors="coerce") if len(images) else pd.Series([], dtype=float)
+    targets = [_text(config.get("target"))] if config.get("target") else []
+    if len(tables.scores):
+        targets += [t for t in pd.unique(tables.scores["target"].dropna().astype(str)) if t and t not in targets]
+    primary = _text(run.get("layer")).split(",")[0]
     return {
         "run_id": _text(run.get("run_id")),
         "created_at": _text(run.get("created_at")),
@@ -190,17 +243,22 @@ def _header(run: dict[str, Any], images: pd.DataFrame, errors: pd.DataFrame) -> 
         "fingerprint_short": fingerprint[:12],
         "n_images": _int_or_none(run.get("n_images")),
         "n_rows": len(images),
-        "n_errors": _int_or_none(n_errors) if _int_or_none(n_errors) is not None else len(errors),
+        "n_errors": n_errors if n_errors is not None else len(errors),
+        "n_findings": len(tables.findings),
         "model_name": _text(run.get("model_name")),
+        "model_arch": _text(config.get("model_arch")),
+        "weights": _text(config.get("weights")),
         "model_sha256": sha,
         "model_sha_short": sha[:12],
         "input_size": _int_or_none(run.get("input_size")),
-        "layer": _text(run.get("layer")),
-        "methods": [_text(m) for m in (run.get("methods") or [])],
+        "layers": [{"name": name, "primary": name == primary} for name in layers] or
+                  [{"name": primary, "primary": True}],
+        "methods": list(methods),
+        "targets": targets,
+        "score": _text(config.get("score")),
         "n_classes": len(run.get("class_names") or []),
         "schema_version": _int_or_none(run.get("schema_version")),
-        "mean_consistency": _fmt(mean_consistency),
-        "mean_consistency_style": _score_style(mean_consistency),
+        "mean_consistency": _fmt(float(consistency.mean()) if consistency.notna().any() else math.nan),
     }
 
 
@@ -217,177 +275,118 @@ def _versions(run: dict[str, Any]) -> list[tuple[str, str]]:
     return [(str(k), _text(v)) for k, v in sorted(data.items())]
 
 
-def _class_table(summary: pd.DataFrame, methods: Sequence[str], class_names: Sequence[str]) -> dict[str, Any]:
-    """Headers, rows and a macro-average footer for the per-class table (sortable by ``data-col``)."""
-    leaf: list[dict[str, Any]] = [
-        {"label": "class", "title": "model class (background excluded)", "numeric": False},
-        {"label": "images", "title": "images scored for the class", "numeric": True},
-        {"label": "seg IoU", "title": COLUMN_DOCS["seg_iou"], "numeric": True},
-    ]
-    for method in methods:
-        for metric in CLASS_METRICS:
-            leaf.append(
-                {
-                    "label": _METRIC_LABELS[metric],
-                    "title": f"{method}: mean {COLUMN_DOCS[metric]} (GT mask)",
-                    "numeric": True,
-                    "method_start": metric == CLASS_METRICS[0],
-                }
-            )
-    for i, cell in enumerate(leaf):
-        cell["col"] = i
-    rows = []
-    for rec in summary.to_dict("records"):
-        class_id = int(rec["class_id"])
-        name = _text(rec.get("class_name")) or _class_name(class_id, class_names)
-        color = label_colors(256)[class_id % 256]
-        cells: list[dict[str, Any]] = [
-            {"text": name, "sort": name.lower(), "swatch": _css_rgb(color), "title": f"class id {class_id}"},
-            {"text": str(int(rec["n_images"])), "sort": int(rec["n_images"])},
-            _metric_cell(rec["seg_iou"]),
-        ]
-        for method in methods:
-            for i, metric in enumerate(CLASS_METRICS):
-                cell = _metric_cell(rec[f"{method}/{metric}"])
-                cell["method_start"] = i == 0
-                cells.append(cell)
-        rows.append(cells)
-    footer: list[dict[str, Any]] = []
-    if rows:
-        footer = [{"text": "mean over classes"}, {"text": ""}, _metric_cell(_nanmean(summary["seg_iou"]))]
-        for method in methods:
-            for i, metric in enumerate(CLASS_METRICS):
-                cell = _metric_cell(_nanmean(summary[f"{method}/{metric}"]))
-                cell["method_start"] = i == 0
-                footer.append(cell)
-    return {
-        "methods": list(methods),
-        "n_metrics": len(CLASS_METRICS),
-        "leaf": leaf,
-        "rows": rows,
-        "footer": footer,
-    }
-
-
-def _gallery(
-    images: pd.DataFrame,
-    thumbs: pd.DataFrame,
-    maps: pd.DataFrame,
-    scores: pd.DataFrame,
-    class_names: Sequence[str],
-    methods: Sequence[str],
-    layer: str | None,
-) -> list[dict[str, Any]]:
-    """One dict per gallery row: text fields and the pictures (data URIs or placeholders)."""
-    thumb_by_id = {str(r["image_id"]): r for r in thumbs.to_dict("records")}
-    map_index = _index_maps(maps, layer)
-    energy = _energy_index(scores)
-    rows = []
-    for rec in images.to_dict("records"):
+def _index(order: pd.DataFrame, findings: pd.DataFrame) -> list[list[Any]]:
+    """Per card, in review order: file name, review rank, suspicion, label quality, consistency, findings."""
+    counts = findings.groupby(findings["image_id"].astype(str)).size() if len(findings) else pd.Series(dtype=int)
+    out = []
+    for rec in order.to_dict("records"):
         image_id = str(rec["image_id"])
-        worst = _int_or_none(rec.get("worst_class_id"))
-        worst = worst if worst is not None and worst >= 0 else None
-        consistency = _float(rec.get("consistency"))
-        row: dict[str, Any] = {
-            "image_id": image_id,
-            "file_name": _text(rec.get("file_name")) or image_id,
-            "rank": _int_or_none(rec.get("review_rank")),
-            "consistency": _fmt(consistency),
-            "consistency_style": _score_style(consistency),
-            "worst_class": _class_name(worst, class_names) if worst is not None else None,
-            "worst_class_id": worst,
-            "size": f"{_int_or_none(rec.get('width'))}\u00d7{_int_or_none(rec.get('height'))}",
-            "gt_classes": _str_list(rec.get("gt_classes")),
-            "pred_classes": _str_list(rec.get("pred_classes")),
-            "pictures": [],
+        out.append([
+            _text(rec.get("file_name")) or image_id,
+            _int_or_none(rec.get("review_rank")),
+            _nan_none(rec.get("suspicion")),
+            _nan_none(rec.get("label_quality")),
+            _nan_none(rec.get("consistency")),
+            int(counts.get(image_id, 0)),
+        ])
+    return out
+
+
+def _findings(findings: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str, Any]]:
+    """The review list: every finding, strongest first (by score, then kind order, then rank)."""
+    if findings.empty:
+        return []
+    kind_order = {k: i for i, k in enumerate(FINDING_KINDS)}
+    frame = findings.assign(
+        _score=pd.to_numeric(findings["score"], errors="coerce").fillna(-1.0),
+        _kind=findings["kind"].map(kind_order).fillna(len(kind_order)),
+    ).sort_values(["_score", "_kind", "rank"], ascending=[False, True, True], kind="stable")
+    out = []
+    for rec in frame.to_dict("records"):
+        evidence = {k: _nan_none(rec.get(k)) for k in _EVIDENCE if _nan_none(rec.get(k)) is not None}
+        out.append({
+            "k": _text(rec.get("kind")),
+            "s": _nan_none(rec.get("score")),
+            "r": _int_or_none(rec.get("rank")),
+            "c": _int_or_none(rec.get("class_id")),
+            "n": _text(rec.get("class_name")),
+            "f": _text(rec.get("file_name")) or _text(rec.get("image_id")),
+            "i": card_of.get(str(rec.get("image_id"))),
+            "m": _text(rec.get("method")),
+            "l": _text(rec.get("layer")),
+            "e": evidence,
+        })
+    return out
+
+
+def _classes(tables: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class facts, the metric means per (method, layer) and the histograms, as lists per class."""
+    facts = class_facts(tables.scores, class_names, tables.findings, FINDING_KINDS)
+    rows = [
+        {
+            "c": int(r["class_id"]),
+            "n": _text(r["class_name"]),
+            "images": int(r["n_images"]),
+            "seg_iou": _nan_none(r["seg_iou"]),
+            "label_quality": _nan_none(r["label_quality"]),
+            "findings": {k: int(r[f"findings/{k}"]) for k in FINDING_KINDS},
         }
-        thumb = thumb_by_id.get(image_id)
-        rgb = _decode_or_none(thumb.get("image_jpeg") if thumb else None, decode_image)
-        pictures: list[dict[str, Any]] = row["pictures"]
-        if rgb is None:
-            pictures.append(_placeholder("image", "no thumbnail"))
-        else:
-            rgb = resize_rgb(rgb, _display_size(rgb.shape[:2]))
-            pictures.append(
-                {"title": "image", "uri": to_data_uri(rgb, "JPEG", _JPEG_QUALITY), "caption": "input view"}
-            )
-        for kind, column in (("ground truth", "gt_png"), ("prediction", "pred_png")):
-            labels = _decode_or_none(thumb.get(column) if thumb else None, decode_labels)
-            if labels is None or rgb is None:
-                pictures.append(_placeholder(kind, "no mask"))
-                continue
-            pictures.append(_label_picture(kind, rgb, labels, class_names))
-        if worst is not None:
-            for method in methods:
-                pictures.append(
-                    _cam_picture(
-                        method,
-                        map_index.get((image_id, worst, method)),
-                        rgb,
-                        energy.get((image_id, worst, method)),
-                    )
-                )
-        rows.append(row)
-    return rows
-
-
-def _label_picture(
-    kind: str, rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
-) -> dict[str, Any]:
-    labels = resize_labels(labels, rgb.shape[:2])
-    overlay = blend(rgb, colorize_labels(labels), _LABEL_ALPHA, mask=labels != 0)
-    lut = label_colors(256)
-    legend = [
-        {"name": _class_name(int(k), class_names), "color": _css_rgb(lut[int(k)])}
-        for k in np.unique(labels)
-        if int(k) != 0
+        for r in facts.to_dict("records")
     ]
-    caption = "background only" if not legend else None
-    return {
-        "title": kind,
-        "uri": to_data_uri(overlay, "JPEG", _JPEG_QUALITY),
-        "caption": caption,
-        "legend": legend,
-    }
+    position = {(row["c"], row["n"] if row["c"] < 0 else ""): i for i, row in enumerate(rows)}
+    means = class_scores(tables.scores, tables.instances)
+    combos = []
+    for (method, layer), frame in means.groupby(["method", "layer"], sort=False):
+        values = {m: [None] * len(rows) for m in CLASS_METRICS}
+        counts = [0] * len(rows)
+        for r in frame.to_dict("records"):
+            i = position.get((int(r["class_id"]), ""))
+            if i is None:
+                continue
+            counts[i] = int(r["n_images"])
+            for m in CLASS_METRICS:
+                values[m][i] = _nan_none(r[m])
+        combos.append({"m": str(method), "l": str(layer), "images": counts, "v": values})
+    hist = []
+    for (metric, method, layer), table in histograms(tables.scores).items():
+        per_class = [None] * len(rows)
+        for class_id, counts in table.items():
+            i = position.get((int(class_id), ""))
+            if i is not None:
+                per_class[i] = counts
+        hist.append({"metric": metric, "m": method, "l": layer, "all": table.get(0), "classes": per_class})
+    return {"rows": rows, "combos": combos, "hist": hist}
 
 
-def _cam_picture(
-    method: str, rec: dict[str, Any] | None, rgb: np.ndarray | None, energy: float | None
-) -> dict[str, Any]:
-    title = f"CAM \u00b7 {method}"
-    if rec is None:
-        return _placeholder(title, "no map")
-    h, w = _int_or_none(rec.get("height")), _int_or_none(rec.get("width"))
-    values = np.asarray(rec.get("values") if rec.get("values") is not None else [], dtype=np.float32)
-    if not h or not w or values.size != h * w:
-        return _placeholder(title, f"bad map ({values.size} values for {h}\u00d7{w})")
-    cam = values.reshape(h, w)
-    raw_max = float(np.nanmax(cam)) if np.isfinite(cam).any() else math.nan
-    size = rgb.shape[:2] if rgb is not None else (DISPLAY_SIZE, DISPLAY_SIZE)
-    heat = colorize_cam(normalize_map(upsample_map(cam, size)))
-    picture = blend(rgb, heat, _CAM_ALPHA) if rgb is not None else heat
-    caption = f"max {_fmt_g(raw_max)}"
-    detail = []
-    target = _text(rec.get("target"))
-    if target:
-        detail.append(f"target {target}")
-    if energy is not None and not math.isnan(energy):
-        detail.append(f"energy in GT {energy:.2f}")
-    return {
-        "title": title,
-        "uri": to_data_uri(picture, "JPEG", _JPEG_QUALITY),
-        "caption": caption,
-        "detail": ", ".join(detail),
-    }
+def _pages(
+    run_dir: str | Path, tables: Any, order: pd.DataFrame, class_names: Sequence[str], page_size: int
+) -> list[dict[str, Any]]:
+    """The pages of cards; the heavy tables (maps, thumbnails) are read for ``HEAVY_BATCH`` images at a time."""
+    card_tables = CardTables(
+        images=tables.images, thumbnails=empty_frame("thumbnails"), maps=empty_frame("maps"), scores=tables.scores,
+        instances=tables.instances, findings=tables.findings, prompts=tables.prompts,
+        fixations=getattr(tables, "fixations", None),
+    )
+    pages = []
+    per_batch = max(HEAVY_BATCH // page_size, 1) * page_size
+    for batch in range(0, len(order), per_batch):
+        ids = [str(i) for i in order["image_id"].iloc[batch : batch + per_batch]]
+        card_tables.set_heavy(read_table(run_dir, "maps", image_ids=ids),
+                              read_table(run_dir, "thumbnails", image_ids=ids))
+        for start in range(batch, min(batch + per_batch, len(order)), page_size):
+            cards = build_cards(card_tables, order.iloc[start : start + page_size], start, class_names)
+            pages.append({"page": start // page_size, "cards": cards})
+    return pages
 
 
-def _errors(errors: pd.DataFrame) -> list[dict[str, str]]:
+def _errors(errors: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str, Any]]:
     return [
         {
             "stage": _text(r.get("stage")),
             "file_name": _text(r.get("file_name")) or _text(r.get("image_id")),
             "image_id": _text(r.get("image_id")),
             "reason": _text(r.get("reason")),
+            "card": card_of.get(_text(r.get("image_id"))),
         }
         for r in errors.to_dict("records")
     ]
@@ -396,114 +395,101 @@ def _errors(errors: pd.DataFrame) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def _write_pages(folder: Path, pages: list[dict[str, Any]]) -> None:
+    """Replace ``folder`` with the page scripts (or remove it when the cards are inline)."""
+    if folder.exists() and not (folder / _MARKER).is_file() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} exists and was not written by segaudit; not overwriting it")
+    if not pages:
+        if folder.exists():
+            shutil.rmtree(folder)
+        return
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / _MARKER).write_text("page scripts of a segaudit report\n", encoding="utf-8")
+    for page in pages:
+        (tmp / _page_file(page["page"])).write_text(page_script(page["page"], page), encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _url_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1] or "report.html"
+
+
+def _upload(local: Path, url: str) -> None:
+    """Copy a locally rendered report (and its page folder, if any) to ``url``, replacing older copies."""
+    fs, path = filesystem(url)
+    folder = path.rsplit("/", 1)[0] + "/" + assets_dir(local).name if "/" in path else assets_dir(local).name
+    if fs.exists(folder):
+        if not fs.exists(f"{folder}/{_MARKER}"):
+            raise FileExistsError(f"{folder} exists and was not written by segaudit; not overwriting it")
+        fs.rm(folder, recursive=True)
+    if assets_dir(local).is_dir():
+        for item in sorted(assets_dir(local).iterdir()):
+            fs.put_file(str(item), f"{folder}/{item.name}")
+    fs.put_file(str(local), path)
+
+
+def _page_file(page: int) -> str:
+    return f"page-{page + 1:05d}.js"
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
 
 
-def _methods(run: dict[str, Any], scores: pd.DataFrame) -> list[str]:
+def _static(name: str) -> str:
+    """The page's own CSS or script (files of this package, never run data)."""
+    text = (_TEMPLATES / name).read_text(encoding="utf-8")
+    if "</script" in text.lower() or "</style" in text.lower():
+        raise ValueError(f"{name} must not contain a closing script or style tag")
+    return text
+
+
+def _config(run: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(run.get("config_json") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _methods(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
     methods = [str(m) for m in (run.get("methods") or [])]
-    if len(scores):
-        methods += sorted(m for m in pd.unique(scores["method"]) if isinstance(m, str) and m not in methods)
+    for frame in frames:
+        if len(frame) and "method" in frame:
+            methods += [m for m in pd.unique(frame["method"].dropna().astype(str)) if m not in methods]
     return methods
 
 
-def _gallery_order(images: pd.DataFrame) -> pd.DataFrame:
-    """Images by ``review_rank`` (missing ranks last, then by consistency, then by file name)."""
+def _layers(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
+    """All layers, early to late (natural order of their names, see :func:`reports.summary.layer_order`)."""
+    names = [x for x in _text(run.get("layer")).split(",") if x]
+    for frame in frames:
+        if len(frame) and "layer" in frame:
+            names += [x for x in pd.unique(frame["layer"].dropna().astype(str)) if x]
+    return layer_order(names)
+
+
+def _review_order(images: pd.DataFrame) -> pd.DataFrame:
+    """Images by ``review_rank`` (missing ranks last, then by suspicion, then by file name)."""
     if images.empty:
         return images
     key = images.assign(
         _rank=pd.to_numeric(images["review_rank"], errors="coerce").fillna(np.inf),
-        _cons=pd.to_numeric(images["consistency"], errors="coerce").fillna(np.inf),
+        _susp=-pd.to_numeric(images.get("suspicion"), errors="coerce").fillna(-np.inf),
         _name=images["file_name"].astype(str),
     )
-    key = key.sort_values(["_rank", "_cons", "_name"], kind="mergesort")
-    return key.drop(columns=["_rank", "_cons", "_name"])
-
-
-def _read_subset(run_dir: Path, table: str, image_ids: Iterable[str]) -> pd.DataFrame:
-    """Read only the rows of ``image_ids`` from a heavy table (maps, thumbnails)."""
-    ids = sorted(set(image_ids))
-    path = run_dir / f"{table}.parquet"
-    if not ids or not path.is_file():
-        return empty_frame(table)
-    return pq.read_table(path, filters=[("image_id", "in", ids)]).to_pandas()
-
-
-def _index_maps(maps: pd.DataFrame, layer: str | None) -> dict[tuple[str, int, str], dict[str, Any]]:
-    """Maps by (image, class, method); the run's layer wins when a key has several rows."""
-    index: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for rec in maps.to_dict("records"):
-        key = (str(rec["image_id"]), int(rec["class_id"]), str(rec["method"]))
-        if key not in index or (layer and rec.get("layer") == layer and index[key].get("layer") != layer):
-            index[key] = rec
-    return index
-
-
-def _energy_index(scores: pd.DataFrame) -> dict[tuple[str, int, str], float]:
-    if scores.empty:
-        return {}
-    gt = scores[scores["mask"] == "gt"]
-    means = gt.groupby(["image_id", "class_id", "method"])["energy_in_mask"].mean()
-    return {(str(i), int(c), str(m)): float(v) for (i, c, m), v in means.items()}
-
-
-def _display_size(shape: tuple[int, int]) -> tuple[int, int]:
-    h, w = int(shape[0]), int(shape[1])
-    longest = max(h, w)
-    if longest <= DISPLAY_SIZE:
-        return h, w
-    scale = DISPLAY_SIZE / longest
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def _decode_or_none(data: Any, decoder: Any) -> np.ndarray | None:
-    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
-        return None
-    try:
-        return decoder(bytes(data))
-    except Exception:  # a broken picture must not break the whole report
-        return None
-
-
-def _placeholder(title: str, caption: str) -> dict[str, Any]:
-    return {"title": title, "uri": None, "caption": caption}
-
-
-def _metric_cell(value: Any) -> dict[str, Any]:
-    v = _float(value)
-    if math.isnan(v):
-        return {"text": _DASH, "sort": "", "title": "undefined (no GT pixels)"}
-    return {
-        "text": f"{v:.3f}",
-        "sort": f"{v:.6g}",
-        "style": f"background-color: rgba(46, 160, 67, {0.05 + 0.35 * min(max(v, 0.0), 1.0):.3f})",
-    }
-
-
-def _score_style(v: float) -> str:
-    if math.isnan(v):
-        return "background-color: #8b949e"
-    hue = 120.0 * min(max(v, 0.0), 1.0)
-    return f"background-color: hsl({hue:.0f}, 65%, 38%)"
-
-
-def _class_name(class_id: int | None, class_names: Sequence[str]) -> str:
-    if class_id is None:
-        return ""
-    if class_id == 255:
-        return "void"
-    if 0 <= class_id < len(class_names):
-        return str(class_names[class_id])
-    return f"class {class_id}"
-
-
-def _css_rgb(color: np.ndarray) -> str:
-    return f"rgb({int(color[0])}, {int(color[1])}, {int(color[2])})"
+    key = key.sort_values(["_rank", "_susp", "_name"], kind="mergesort")
+    return key.drop(columns=["_rank", "_susp", "_name"]).reset_index(drop=True)
 
 
 def _pretty_json(raw: Any) -> str:
@@ -528,16 +514,16 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _nanmean(values: pd.Series) -> float:
-    v = pd.to_numeric(values, errors="coerce")
-    return float(v.mean()) if v.notna().any() else math.nan
-
-
 def _float(value: Any) -> float:
     try:
         return float(value) if value is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
+
+
+def _nan_none(value: Any) -> float | None:
+    v = _float(value)
+    return v if math.isfinite(v) else None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -549,29 +535,11 @@ def _fmt(v: float) -> str:
     return _DASH if math.isnan(v) else f"{v:.3f}"
 
 
-def _fmt_g(v: float) -> str:
-    return "n/a" if math.isnan(v) else f"{v:.3g}"
-
-
 def _text(value: Any) -> str:
-    if _missing(value):
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if value is pd.NA or value is pd.NaT:
         return ""
     return str(value)
-
-
-def _str_list(value: Any) -> list[str]:
-    if value is None or np.isscalar(value) or _missing(value):
-        return []
-    return [_text(v) for v in value]
-
-
-def _missing(value: Any) -> bool:
-    """None, NaN or pandas' NA (a scalar only: lists and arrays are never missing)."""
-    if value is None:
-        return True
-    if np.ndim(value) != 0 or isinstance(value, (str, bytes)):
-        return False
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False

@@ -1,7 +1,8 @@
-"""Tests of the HTML audit report (reports.render) and its picture helpers (reports.overlay).
+"""Tests of the HTML audit report (reports.render, reports.cards, reports.summary, reports.embed), the run
+comparison (reports.compare) and the picture helpers (reports.overlay).
 
-A fake but schema-correct run is written with :func:`segaudit.tables.write_table`; nothing here needs a
-dataset or a model.
+Fake but schema-correct runs (tests/report_runs.py); nothing here needs a dataset, a model or a browser
+(tests/test_report_browser.py opens the pages in Chromium).
 """
 
 from __future__ import annotations
@@ -14,280 +15,254 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
-
-from reports import render_report
-from reports.overlay import (
-    blend,
-    colorize_cam,
-    label_colors,
-    normalize_map,
-    to_data_uri,
-    upsample_map,
+from report_runs import (
+    CLASS_NAMES,
+    EVIL_CLASS,
+    EVIL_FILE,
+    EVIL_REASON,
+    EVIL_UNKNOWN,
+    LAYERS,
+    METHODS,
+    make_run,
 )
-from reports.render import class_summary
+
+from reports import compare_runs, render_report
+from reports.cards import encode_map
+from reports.compare import class_deltas, image_deltas
+from reports.embed import page_script, script_json
+from reports.overlay import blend, colorize_cam, label_colors, normalize_map, to_data_uri, upsample_map
+from reports.render import DEFAULT_CENTROID_CUTOFF, assets_dir
+from reports.summary import CLASS_METRICS, class_facts, class_scores, class_summary, histograms, layer_order
+from segaudit.findings import FINDING_KINDS
 from segaudit.tables import SCHEMAS, load_run, write_table
-
-EVIL_CLASS = "<script>alert(1)</script>"
-EVIL_FILE = "img_<script>.jpg"
-CLASS_NAMES = ["background", "aeroplane", "bicycle", EVIL_CLASS, "dog"]
-METHODS = ["gradcam", "gradcampp"]
-N_IMAGES = 6
-SIZE = 64  # thumbnail side
-FEAT = 8  # map side
-
-
-def _png(labels: np.ndarray, palette: bool) -> bytes:
-    img = Image.fromarray(labels.astype(np.uint8))
-    if palette:
-        img = img.convert("P")
-        img.putpalette(label_colors(256).reshape(-1).tolist())
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpeg(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def _file_name(i: int) -> str:
-    return EVIL_FILE if i == 3 else f"JPEGImages/2007_{i:06d}.jpg"
-
-
-def _run_row(n_errors: int) -> dict[str, Any]:
-    return {
-        "run_id": "test-run",
-        "schema_version": 1,
-        "created_at": "2025-01-01T12:00:00+00:00",
-        "duration_s": 93.5,
-        "dataset_kind": "voc",
-        "dataset_path": "/data/VOC2012",
-        "split": "val",
-        "dataset_fingerprint": "f" * 64,
-        "n_images": N_IMAGES + n_errors,
-        "n_errors": n_errors,
-        "model_name": "deeplabv3_resnet50",
-        "model_sha256": "a1b2c3d4e5f6" + "0" * 52,
-        "input_size": SIZE,
-        "layer": "backbone.layer4",
-        "methods": METHODS,
-        "class_names": CLASS_NAMES,
-        "config_json": json.dumps({"batch_size": 4, "methods": METHODS}),
-        "versions_json": json.dumps({"torch": "2.5.0", "numpy": "2.1.0", "segaudit": "0.1.0"}),
-    }
-
-
-def _make_run(run_dir: Path, n_errors: int = 2, with_scores: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Write a complete fake run; return facts the tests check against."""
-    rng = np.random.default_rng(seed)
-    images, scores, maps, thumbs = [], [], [], []
-    consistency = rng.uniform(0.05, 0.95, N_IMAGES)
-    ranks = np.argsort(np.argsort(consistency)) + 1  # 1 = least consistent
-    for i in range(N_IMAGES):
-        image_id = f"img{i}"
-        classes = sorted(rng.choice([1, 2, 3, 4], size=2, replace=False).tolist())
-        gt = np.zeros((SIZE, SIZE), np.uint8)
-        gt[8:30, 8:30] = classes[0]
-        gt[34:60, 30:60] = classes[1]
-        gt[0:3, :] = 255  # void border
-        pred = np.zeros_like(gt)
-        pred[10:32, 6:28] = classes[0]
-        worst = classes[1]
-        images.append(
-            {
-                "image_id": image_id,
-                "file_name": _file_name(i),
-                "width": 500,
-                "height": 375,
-                "n_instances": 2,
-                "gt_classes": [CLASS_NAMES[c] for c in classes],
-                "pred_classes": [CLASS_NAMES[classes[0]]],
-                "consistency": float(consistency[i]),
-                "review_rank": int(ranks[i]),
-                "worst_class_id": worst,
-            }
-        )
-        rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-        thumbs.append(
-            {
-                "image_id": image_id,
-                "image_jpeg": _jpeg(rgb),
-                "gt_png": _png(gt, palette=i % 2 == 0),
-                "pred_png": _png(pred, palette=False),
-            }
-        )
-        for c in classes:
-            for method in METHODS:
-                maps.append(
-                    {
-                        "image_id": image_id,
-                        "class_id": c,
-                        "method": method,
-                        "layer": "backbone.layer4",
-                        "target": "gt" if c == worst else "pred",
-                        "height": FEAT,
-                        "width": FEAT,
-                        "values": rng.random(FEAT * FEAT, dtype=np.float32).tolist(),
-                    }
-                )
-                for mask in ("gt", "pred"):
-                    empty = mask == "pred" and c == worst
-                    nan = float("nan")
-                    scores.append(
-                        {
-                            "image_id": image_id,
-                            "class_id": c,
-                            "class_name": CLASS_NAMES[c],
-                            "method": method,
-                            "layer": "backbone.layer4",
-                            "target": "pred",
-                            "mask": mask,
-                            "mask_pixels": 0 if empty else 400,
-                            "energy_in_mask": nan if empty else float(rng.random()),
-                            "pointing_hit": nan if empty else float(rng.integers(0, 2)),
-                            "iou_at_0_5": nan if empty else float(rng.random()),
-                            "max_point_hit": nan if empty else float(rng.integers(0, 2)),
-                            "max_point_distance": nan if empty else float(rng.random() * 10),
-                            "centroid_hit": nan if empty else float(rng.integers(0, 2)),
-                            "centroid_distance": nan if empty else float(rng.random() * 10),
-                            "seg_iou": 0.0 if c == worst else 0.7,
-                            "cam_max": float(rng.random()),
-                            "consistency": float(rng.random()),
-                        }
-                    )
-        # background rows must not appear in the class table
-        scores.append({**scores[-1], "class_id": 0, "class_name": "background"})
-    errors = [
-        {
-            "image_id": f"bad{k}",
-            "file_name": f"JPEGImages/broken_{k}.jpg",
-            "stage": "read",
-            "reason": f"cannot identify image file (case {k})",
-        }
-        for k in range(n_errors)
-    ]
-    write_table([_run_row(n_errors)], run_dir / "run.parquet", "run")
-    write_table(images, run_dir / "images.parquet", "images")
-    write_table(scores if with_scores else [], run_dir / "scores.parquet", "scores")
-    write_table(maps, run_dir / "maps.parquet", "maps")
-    write_table(thumbs, run_dir / "thumbnails.parquet", "thumbnails")
-    write_table(errors, run_dir / "errors.parquet", "errors")
-    order = sorted(images, key=lambda r: r["review_rank"])
-    return {
-        "images": order,
-        "classes": sorted({c for r in images for c in r["gt_classes"]}),
-        "errors": errors,
-    }
 
 
 @pytest.fixture
 def fake_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     run_dir = tmp_path / "runs" / "test-run"
-    facts = _make_run(run_dir)
-    return run_dir, facts
+    return run_dir, make_run(run_dir)
 
 
-def _n_img(html: str) -> int:
-    return len(re.findall(r'<img src="data:image/', html))
+def _script(html: str, element_id: str) -> str:
+    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
+    assert match, element_id
+    return match.group(1)
+
+
+def _data(html: str) -> dict[str, Any]:
+    return json.loads(_script(html, "sa-data"))
+
+
+def _inline_pages(html: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in re.findall(r'<script type="application/json" id="sa-page-\d+">(.*?)</script>',
+                                              html, re.S)]
+
+
+def _file_page(path: Path) -> tuple[int, dict[str, Any]]:
+    match = re.fullmatch(r"window\.segauditPage\((\d+),(.*)\);\n", path.read_text(encoding="utf-8"), re.S)
+    assert match, path
+    return int(match.group(1)), json.loads(match.group(2))
+
+
+def _decode_map(entry: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(entry["v"]), dtype="<f4").reshape(entry["h"], entry["w"])
 
 
 # ----------------------------------------------------------------------------------------------- report
 
 
-def test_report_contents(fake_run: tuple[Path, dict[str, Any]]) -> None:
+def test_report_header_and_sections(fake_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, facts = fake_run
-    path = render_report(run_dir, gallery_size=4)
-    assert path == run_dir / "report.html"
-    assert path.is_file()
+    path = render_report(run_dir)
+    assert path == run_dir / "report.html" and path.is_file()
+    assert not assets_dir(path).exists()  # small run: one self-contained file
     html = path.read_text(encoding="utf-8")
-
-    # summary header
-    for text in (
-        "deeplabv3_resnet50",
-        "a1b2c3d4e5f6",
-        "backbone.layer4",
-        "/data/VOC2012",
-        "gradcampp",
-        "2.5.0",
-    ):
-        assert text in html
-    assert 'href="#errors"' in html and 'id="errors"' in html
-
-    # class table: the classes present in scores, escaped, background excluded
-    table = html.split('id="class-table"')[1].split("</table>")[0]
-    for name in facts["classes"]:
-        expected = name.replace("<", "&lt;").replace(">", "&gt;")
-        assert expected in table
-    body = table.split("<tbody>")[1].split("</tbody>")[0]
-    assert ">background<" not in body and "class id 0" not in body
-    assert body.count("<tr>") == len(facts["classes"])
-
-    # gallery: gallery_size rows in review-rank order, rank 1 first
-    assert html.count('class="gallery-row"') == 4
-    rank1 = facts["images"][0]["file_name"].replace("<", "&lt;").replace(">", "&gt;")
-    gallery = html.split('id="gallery"')[1].split('id="errors"')[0]
-    first_row = gallery.split('class="gallery-row"')[1]
-    assert rank1 in first_row and 'data-rank="1"' in first_row
-    ranks = [int(r) for r in re.findall(r'data-rank="(\d+)"', gallery)]
-    assert ranks == [1, 2, 3, 4]
-    # per row: image, GT overlay, prediction overlay and one CAM per method
-    assert _n_img(html) == 4 * (3 + len(METHODS))
-    assert "max " in gallery and "energy in GT" in gallery
-
-    # errors
+    for text in ("deeplabv3_resnet50", "a1b2c3d4e5f6", "backbone.layer4", "backbone.layer2", "/data/VOC2012",
+                 "gradcampp", "2.5.0", "1 min 34 s", "pred, gt", "weights DEFAULT"):
+        assert text in html, text
+    assert 'href="#errors"' in html and 'id="errors"' in html and 'href="#findings"' in html
+    # findings come before the classes, the gallery and the errors
+    order = [html.index(f'<section id="{s}">') for s in ("findings", "classes", "gallery", "errors")]
+    assert order == sorted(order)
     assert html.count('class="error-row"') == len(facts["errors"])
-    for err in facts["errors"]:
-        assert err["file_name"] in html and err["reason"] in html
+
+    data = _data(html)
+    meta = data["meta"]
+    assert meta["methods"] == METHODS and meta["layers"] == ["backbone.layer2", "backbone.layer4"]
+    assert meta["primary_layer"] == LAYERS[0] and meta["primary_method"] == METHODS[0]
+    assert meta["n_cards"] == len(facts["images"]) and meta["inline"] is True
+    assert meta["kinds"] == list(FINDING_KINDS)
+    # the image index is in review order
+    assert [row[0] for row in data["index"]] == [r["file_name"] for r in facts["images"]]
+    assert [row[1] for row in data["index"]] == sorted(row[1] for row in data["index"])
+    # findings: strongest first, each pointing to its image's card
+    scores = [f["s"] for f in data["findings"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == len(facts["findings"])
+    for f in data["findings"]:
+        assert data["index"][f["i"]][0] == f["f"]
+    assert {f["k"] for f in data["findings"]} == {"label_error", "neglected_instances", "out_of_label_space"}
+    # per-class rows: model classes with scores (no background) plus the unknown dataset class
+    names = [r["n"] for r in data["classes"]["rows"]]
+    assert sorted(n for n in names if n != EVIL_UNKNOWN) == sorted(facts["classes"])
+    assert names[-1] == EVIL_UNKNOWN and data["classes"]["rows"][-1]["c"] == -1
+    assert {(c["m"], c["l"]) for c in data["classes"]["combos"]} == {(m, lay) for m in METHODS for lay in LAYERS}
 
 
-def test_report_is_self_contained_and_escaped(fake_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_cards_carry_the_tables(fake_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, facts = fake_run
+    html = render_report(run_dir, page_size=4).read_text(encoding="utf-8")
+    pages = _inline_pages(html)
+    assert [p["page"] for p in pages] == [0, 1]
+    cards = [c for p in pages for c in p["cards"]]
+    assert [c["file"] for c in cards] == [r["file_name"] for r in facts["images"]]
+    assert [c["i"] for c in cards] == list(range(len(cards)))
+    run = load_run(run_dir)
+    card = cards[0]
+    image_id = card["id"]
+    thumb = run.thumbnails.set_index("image_id").loc[image_id]
+    assert base64.b64decode(card["img"].split(",", 1)[1]) == thumb["image_jpeg"]
+    assert base64.b64decode(card["gt"].split(",", 1)[1]) == thumb["gt_png"]
+    assert (card["th"], card["tw"]) == (64, 64)
+    maps = run.maps[run.maps["image_id"] == image_id]
+    assert len(card["maps"]) == len(maps) == 2 * len(METHODS) * len(LAYERS)
+    gt = run.scores[(run.scores["image_id"] == image_id) & (run.scores["mask"] == "gt")]
+    for entry in card["maps"]:
+        subject = card["subjects"][entry["s"]]
+        row = maps[(maps["class_id"] == subject["c"]) & (maps["method"] == entry["m"]) & (maps["layer"] == entry["l"])]
+        values = np.asarray(row["values"].iloc[0], dtype=np.float32).reshape(8, 8)
+        np.testing.assert_array_equal(_decode_map(entry), values)
+        assert entry["lo"] == pytest.approx(values.min()) and entry["hi"] == pytest.approx(values.max())
+        score = gt[(gt["class_id"] == subject["c"]) & (gt["method"] == entry["m"]) & (gt["layer"] == entry["l"])]
+        for key in ("energy_in_mask", "pointing_hit", "relevance_rank", "auroc"):
+            expected = score[key].iloc[0]
+            assert (entry["sc"][key] is None and np.isnan(expected)) or entry["sc"][key] == pytest.approx(expected)
+    # instance coverage per instance, findings and prompts of the image
+    inst = run.instances[run.instances["image_id"] == image_id]
+    assert sum(len(g["rows"]) for g in card["inst"]) == len(inst)
+    assert {g["cov"] for g in card["inst"]} == set(inst["instance_coverage"])
+    assert [r["a"] for r in card["inst"][0]["rows"]] == sorted(inst["annotation_id"].unique())[:2]
+    assert {f["kind"] for f in card["find"]} == set(run.findings.loc[run.findings["image_id"] == image_id, "kind"])
+    assert len(card["prompts"]) == 2 and {p["pt"] for p in card["prompts"]} == {"centroid", "max"}
+
+
+def test_report_is_offline_and_escaped(fake_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     run_dir, _ = fake_run
-    out = render_report(run_dir, out_path=tmp_path / "elsewhere" / "r.html", gallery_size=12)
+    out = render_report(run_dir, out_path=tmp_path / "elsewhere" / "r.html", page_size=2)
     assert out == tmp_path / "elsewhere" / "r.html"
     html = out.read_text(encoding="utf-8")
-    assert html.count('class="gallery-row"') == N_IMAGES
-    assert _n_img(html) == N_IMAGES * (3 + len(METHODS))
-    # no external resource at all
+    # no external resource at all; a CSP forbids fetching one
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', html, re.IGNORECASE)
-    assert "http://" not in html and "https://" not in html
-    assert "<link" not in html and "@import" not in html
-    # dataset strings are escaped
-    assert EVIL_CLASS not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert EVIL_FILE not in html
-    assert "img_&lt;script&gt;.jpg" in html
-    # the only <script> tag is the page's own sorting code
-    assert html.count("<script>") == 1
+    # (the one http:// string is the SVG namespace name, an identifier that is never fetched)
+    rest = html.replace('"http://www.w3.org/2000/svg"', "")
+    assert "http://" not in rest and "https://" not in rest
+    assert "<link" not in html and "@import" not in html and "connect-src 'none'" in html
+    # hostile run strings never appear as markup: only the page's own script elements exist
+    for evil in (EVIL_CLASS, EVIL_FILE, EVIL_REASON, EVIL_UNKNOWN):
+        assert evil not in html
+    n_pages = len(_inline_pages(html))
+    assert n_pages == 3
+    assert html.count("<script") == html.count("</script>") == 2 + n_pages
+    assert "&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in html  # the error reason, escaped
+    # ... and travel intact as data
+    data = _data(html)
+    assert EVIL_CLASS in [r["n"] for r in data["classes"]["rows"]]
+    assert EVIL_FILE in [row[0] for row in data["index"]]
+    assert EVIL_UNKNOWN in [f["n"] for f in data["findings"]]
 
 
-def test_report_without_errors(tmp_path: Path) -> None:
+def test_script_json_is_inert() -> None:
+    text = script_json({"a": "</script><!-- & \u2028", "b": float("nan"), "c": np.float32(0.5), "d": np.arange(2)})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"a": "</script><!-- & \u2028", "b": None, "c": 0.5, "d": [0, 1]}
+    assert page_script(3, {"x": "</script>"}) == 'window.segauditPage(3,{"x":"\\u003c/script\\u003e"});\n'
+
+
+def test_large_reports_put_pages_beside_the_file(fake_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    run_dir, facts = fake_run
+    inline = _inline_pages(render_report(run_dir, tmp_path / "a.html", page_size=4).read_text(encoding="utf-8"))
+    out = render_report(run_dir, tmp_path / "b.html", page_size=4, inline_limit=3)
+    html = out.read_text(encoding="utf-8")
+    folder = tmp_path / "b_files"
+    assert assets_dir(out) == folder and _data(html)["meta"]["inline"] is False
+    assert _data(html)["meta"]["files"] == "b_files" and _inline_pages(html) == []
+    files = sorted(folder.glob("page-*.js"))
+    assert [f.name for f in files] == ["page-00001.js", "page-00002.js"]
+    assert [_file_page(f) for f in files] == [(p["page"], p) for p in inline]
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert EVIL_FILE not in text and "</script" not in text
+    # a re-render replaces the pages; an inline re-render removes them
+    render_report(run_dir, out, gallery_size=2, page_size=1, inline_limit=0)
+    assert sorted(p.name for p in folder.glob("page-*.js")) == ["page-00001.js", "page-00002.js"]
+    assert _file_page(folder / "page-00002.js")[1]["cards"][0]["file"] == facts["images"][1]["file_name"]
+    render_report(run_dir, out)
+    assert not folder.exists()
+    # a folder that is not ours is never deleted
+    (tmp_path / "c_files").mkdir()
+    (tmp_path / "c_files" / "precious.txt").write_text("keep")
+    with pytest.raises(FileExistsError):
+        render_report(run_dir, tmp_path / "c.html", inline_limit=0)
+    assert (tmp_path / "c_files" / "precious.txt").read_text() == "keep"
+
+
+def test_gallery_size_limits_cards(fake_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, facts = fake_run
+    data = _data(render_report(run_dir, gallery_size=2).read_text(encoding="utf-8"))
+    assert data["meta"]["n_cards"] == 2 and len(data["index"]) == 2
+    assert [f["i"] for f in data["findings"] if f["f"] not in {r[0] for r in data["index"]}] == \
+        [None] * sum(f["f"] not in {r[0] for r in data["index"]} for f in data["findings"])
+
+
+def test_report_without_errors_scores_or_findings(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    _make_run(run_dir, n_errors=0)
+    make_run(run_dir, n_errors=0, with_scores=False)
     html = render_report(run_dir).read_text(encoding="utf-8")
-    assert 'class="error-row"' not in html
-    assert "No errors" in html
-
-
-def test_report_with_empty_scores(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    _make_run(run_dir, with_scores=False)
-    html = render_report(run_dir, gallery_size=3).read_text(encoding="utf-8")
-    assert "No scores in this run" in html
-    assert html.count('class="gallery-row"') == 3
-    # CAMs come from the maps table, not from scores
-    assert _n_img(html) == 3 * (3 + len(METHODS))
+    assert 'class="error-row"' not in html and "No errors" in html
+    data = _data(html)
+    assert data["findings"] == [] and data["classes"]["rows"] == [] and data["classes"]["combos"] == []
+    cards = [c for p in _inline_pages(html) for c in p["cards"]]
+    assert len(cards) == 6 and all(len(c["maps"]) == 2 * len(METHODS) * len(LAYERS) for c in cards)  # from maps
 
 
 def test_report_with_only_run_table(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    write_table([_run_row(0)], run_dir / "run.parquet", "run")
+    make_run(run_dir)
+    for name in SCHEMAS:
+        if name != "run":
+            (run_dir / f"{name}.parquet").unlink(missing_ok=True)
     html = render_report(run_dir).read_text(encoding="utf-8")
-    assert "No images in this run" in html and "No scores in this run" in html and "No errors" in html
-    assert _n_img(html) == 0
+    data = _data(html)
+    assert data["meta"]["n_cards"] == 0 and data["index"] == [] and _inline_pages(html) == []
+
+
+def test_report_of_detector_and_classifier_rows(tmp_path: Path) -> None:
+    """A detector's per-detection maps and scores (``detection`` set, ``target`` "detection") and a
+    classifier's run (GT-mask rows only, no prediction picture) render, one subject per detection."""
+    run_dir = tmp_path / "run"
+    make_run(run_dir, n_images=2)
+    run = load_run(run_dir)
+    scores = run.scores[run.scores["mask"] == "gt"].assign(seg_iou=np.nan)
+    detections = [scores.assign(detection=d, target="detection") for d in (0, 1)]
+    maps = [run.maps.assign(detection=d, target="detection") for d in (0, 1)]
+    write_table(pd.concat(detections, ignore_index=True), run_dir / "scores.parquet", "scores")
+    write_table(pd.concat(maps, ignore_index=True), run_dir / "maps.parquet", "maps")
+    write_table(run.thumbnails.assign(pred_png=[b""] * len(run.thumbnails)), run_dir / "thumbnails.parquet",
+                "thumbnails")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    cards = [c for p in _inline_pages(html) for c in p["cards"]]
+    assert all(c["pred"] is None for c in cards)
+    for card in cards:
+        assert sorted(s["d"] for s in card["subjects"]) == [0, 0, 1, 1]
+        assert len(card["maps"]) == 2 * 2 * len(METHODS) * len(LAYERS)
+        assert len({(m["s"], m["m"], m["l"]) for m in card["maps"]}) == len(card["maps"])
+        assert card["inst"] and card["prompts"]  # class-level rows go to the class's first detection
+    data = _data(html)
+    combo = data["classes"]["combos"][0]
+    assert max(combo["images"]) <= 2  # two detections of a class in an image count as one image
+    assert all(r["seg_iou"] is None for r in data["classes"]["rows"])
 
 
 def test_report_missing_run(tmp_path: Path) -> None:
@@ -295,30 +270,172 @@ def test_report_missing_run(tmp_path: Path) -> None:
         render_report(tmp_path)
 
 
-def test_class_summary(fake_run: tuple[Path, dict[str, Any]]) -> None:
+def test_report_of_a_run_on_object_storage() -> None:
+    fsspec = pytest.importorskip("fsspec")
+    url = "memory://segaudit-report-test/runs/r1"
+    try:
+        make_run(url, n_images=3)
+        out = render_report(url, inline_limit=1, page_size=2)
+        assert out == f"{url}/report.html"
+        fs = fsspec.filesystem("memory")
+        html = fs.cat_file(f"{url}/report.html").decode("utf-8")
+        assert _data(html)["meta"]["n_cards"] == 3
+        assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{url}/report_files", detail=False)) == [
+            ".segaudit-report", "page-00001.js", "page-00002.js"]
+    finally:
+        fsspec.filesystem("memory").rm("/segaudit-report-test", recursive=True)
+
+
+def test_default_centroid_cutoff_is_the_cores() -> None:
+    from segaudit.scores import CENTROID_CUTOFF
+
+    assert DEFAULT_CENTROID_CUTOFF == CENTROID_CUTOFF
+
+
+def test_encode_map() -> None:
+    values = np.array([[1.5, -2.0], [np.nan, 0.25]], np.float32)
+    text, lo, hi = encode_map(values)
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(text), "<f4"), [1.5, -2.0, 0.0, 0.25])
+    assert (lo, hi) == (-2.0, 1.5)
+    assert encode_map(np.full(3, np.nan))[1:] == (None, None)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def _frames(run_dir: Path):
+    return load_run(run_dir)
+
+
+def test_class_scores_match_pandas(fake_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, _ = fake_run
+    run = _frames(run_dir)
+    means = class_scores(run.scores, run.instances)
+    gt = run.scores[(run.scores["mask"] == "gt") & (run.scores["class_id"] > 0)]
+    assert 0 not in set(means["class_id"])
+    assert len(means) == len(gt.groupby(["class_id", "method", "layer"]))
+    for (c, m, lay), frame in gt.groupby(["class_id", "method", "layer"]):
+        row = means[(means["class_id"] == c) & (means["method"] == m) & (means["layer"] == lay)].iloc[0]
+        assert row["n_images"] == frame["image_id"].nunique()
+        for metric in ("energy_in_mask", "auroc", "consistency"):
+            assert row[metric] == pytest.approx(frame[metric].mean(), nan_ok=True)
+        inst = run.instances[(run.instances["class_id"] == c) & (run.instances["method"] == m)
+                             & (run.instances["layer"] == lay)]
+        per_map = inst.groupby("image_id")["instance_coverage"].first()
+        assert row["instance_coverage"] == pytest.approx(per_map.mean() if len(per_map) else np.nan, nan_ok=True)
+
+
+def test_class_scores_count_each_image_once() -> None:
+    """A detector's several rows for one (image, class) weigh as one image."""
+    rows = pd.DataFrame({
+        "image_id": ["a", "a", "a", "b"], "class_id": [1, 1, 1, 1], "class_name": ["x"] * 4,
+        "method": ["gradcam"] * 4, "layer": ["l"] * 4, "mask": ["gt"] * 4, "detection": [0, 1, 2, None],
+        **{m: [0.0, 0.0, 0.0, 1.0] for m in CLASS_METRICS if m != "instance_coverage"},
+        "seg_iou": [0.0, 0.0, 0.0, 1.0], "label_quality": [0.2, 0.2, 0.2, 0.4],
+    })
+    means = class_scores(rows)
+    assert means["energy_in_mask"].item() == pytest.approx(0.5) and means["n_images"].item() == 2
+    facts = class_facts(rows, ["bg", "x"])
+    assert facts["seg_iou"].item() == pytest.approx(0.5) and facts["label_quality"].item() == pytest.approx(0.3)
+    assert histograms(rows)[("energy_in_mask", "gradcam", "l")][1] == [1] + [0] * 8 + [1]
+
+
+def test_class_facts_and_histograms(fake_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, facts = fake_run
-    scores = load_run(run_dir, tables=("scores",)).scores
-    summary = class_summary(scores, METHODS)
-    assert 0 not in set(summary["class_id"])
-    assert sorted(summary["class_name"]) == sorted(facts["classes"])
-    gt = scores[(scores["mask"] == "gt") & (scores["method"] == "gradcam") & (scores["class_id"] == 1)]
-    row = summary[summary["class_id"] == 1]
-    if len(gt):
-        assert row["gradcam/energy_in_mask"].item() == pytest.approx(gt["energy_in_mask"].mean())
-        assert row["n_images"].item() == gt["image_id"].nunique()
-    assert list(class_summary(scores.iloc[:0], METHODS).columns)[:4] == [
-        "class_id",
-        "class_name",
-        "n_images",
-        "seg_iou",
-    ]
+    run = _frames(run_dir)
+    table = class_facts(run.scores, CLASS_NAMES, run.findings, FINDING_KINDS)
+    assert list(table["class_name"]) == [n for n in CLASS_NAMES[1:] if n in facts["classes"]] + [EVIL_UNKNOWN]
+    assert table["findings/out_of_label_space"].tolist()[-1] == 1
+    label_errors = run.findings[run.findings["kind"] == "label_error"].groupby("class_name").size()
+    for rec in table.to_dict("records")[:-1]:
+        assert rec["findings/label_error"] == label_errors.get(rec["class_name"], 0)
+    hist = histograms(run.scores)
+    gt = run.scores[(run.scores["mask"] == "gt") & (run.scores["class_id"] > 0)]
+    for (metric, method, layer), counts in hist.items():
+        values = gt[(gt["method"] == method) & (gt["layer"] == layer)][metric]
+        assert sum(counts[0]) == values.notna().sum()
+        assert sum(sum(v) for k, v in counts.items() if k != 0) == values.notna().sum()
+
+
+def test_class_summary_is_wide(fake_run: tuple[Path, dict[str, Any]]) -> None:
+    run_dir, _ = fake_run
+    run = _frames(run_dir)
+    wide = class_summary(run.scores, METHODS, layer=LAYERS[0], instances=run.instances)
+    long = class_scores(run.scores, run.instances)
+    row = long[(long["class_id"] == 1) & (long["method"] == "gradcampp") & (long["layer"] == LAYERS[0])]
+    if len(row):
+        assert wide.loc[wide["class_id"] == 1, "gradcampp/auroc"].item() == pytest.approx(row["auroc"].item())
+    assert list(class_summary(run.scores.iloc[:0], METHODS).columns)[:4] == ["class_id", "class_name", "n_images",
+                                                                             "seg_iou"]
+
+
+def test_layer_order() -> None:
+    assert layer_order(["backbone.16", "backbone.2", "classifier", "backbone.4", "backbone.2"]) == [
+        "backbone.2", "backbone.4", "backbone.16", "classifier"]
+    assert layer_order(["backbone.layer4", "backbone.layer1"]) == ["backbone.layer1", "backbone.layer4"]
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def test_compare_runs(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", seed=0, run_id="run-a")
+    make_run(tmp_path / "b", seed=1, run_id="run-b", layers=["backbone.layer2"])
+    a, b = load_run(tmp_path / "a"), load_run(tmp_path / "b")
+    deltas, methods = class_deltas(a, b)
+    assert methods == METHODS
+    # each run at its primary layer: A at layer4, B at layer2
+    ma, mb = class_scores(a.scores, a.instances), class_scores(b.scores, b.instances)
+    for rec in deltas.to_dict("records"):
+        cid_a = CLASS_NAMES.index(rec["class_name"])
+        va = ma[(ma["class_id"] == cid_a) & (ma["method"] == "gradcam") & (ma["layer"] == "backbone.layer4")]
+        vb = mb[(mb["class_id"] == cid_a) & (mb["method"] == "gradcam") & (mb["layer"] == "backbone.layer2")]
+        expected = (vb["energy_in_mask"].item() if len(vb) else np.nan) - (va["energy_in_mask"].item() if len(va) else np.nan)
+        assert rec["gradcam/energy_in_mask_delta"] == pytest.approx(expected, nan_ok=True)
+    changed = image_deltas(a, b, top=4)
+    assert len(changed) == 4 and changed["change"].is_monotonic_decreasing
+    expected = (b.images.set_index("image_id")["suspicion"] - a.images.set_index("image_id")["suspicion"]).abs()
+    assert changed["change"].iloc[0] >= expected.max() - 1e-12
+
+    out = compare_runs(tmp_path / "a", tmp_path / "b", top=3)
+    assert out == tmp_path / "b" / "compare.html"
+    html = out.read_text(encoding="utf-8")
+    assert html.count('class="img-card changed-row"') == 3
+    assert html.count('class="class-row"') == (1 + len(METHODS)) * len(deltas)
+    assert "run-a" in html and "run-b" in html
+    for evil in (EVIL_CLASS, EVIL_FILE):
+        assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<script") == 1
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', html, re.IGNORECASE)
+
+
+def test_compare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import EXIT_USER_ERROR, main
+
+    make_run(tmp_path / "a", n_images=3)
+    make_run(tmp_path / "b", n_images=3, seed=2)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.html")]) == 0
+    assert f"comparison: {tmp_path / 'c.html'}" in capsys.readouterr().out
+    assert (tmp_path / "c.html").is_file()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path)]) == EXIT_USER_ERROR
+    assert "not a segaudit run" in capsys.readouterr().err
+
+
+def test_report_link() -> None:
+    from tasks.report import report_link
+
+    assert report_link("s3://bucket/runs/x/report.html") == "s3://bucket/runs/x/report.html"
+    link = report_link("runs/x/report.html")
+    assert link.startswith("file:///") and link.endswith("/runs/x/report.html")
 
 
 def test_fake_run_matches_schemas(fake_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, _ = fake_run
     tables = load_run(run_dir)
-    for name in ("images", "scores", "maps", "thumbnails", "errors"):
+    for name in ("images", "scores", "maps", "thumbnails", "errors", "instances", "findings", "prompts"):
         assert list(getattr(tables, name).columns) == SCHEMAS[name].names
+    write_table(tables.images, run_dir / "images.parquet", "images")  # round-trips
 
 
 # ---------------------------------------------------------------------------------------------- overlay

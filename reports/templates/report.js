@@ -1,0 +1,836 @@
+/* segaudit report script. Reads the inert JSON of the page (#sa-data, #sa-page-N or page scripts beside the
+   report) and builds the findings list, the per-class table, the histograms and the image cards with DOM
+   calls only: every run string is set with textContent or setAttribute, never parsed as markup. */
+(function () {
+  "use strict";
+  var DATA = JSON.parse(document.getElementById("sa-data").textContent);
+  var META = DATA.meta;
+  var DASH = "\u2013";
+
+  // ------------------------------------------------------------------------------------------ helpers
+  function el(tag, attrs, kids) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (k) {
+        var v = attrs[k];
+        if (v === null || v === undefined || v === false) { return; }
+        if (k === "text") { node.textContent = String(v); }
+        else if (k === "on") { Object.keys(v).forEach(function (e) { node.addEventListener(e, v[e]); }); }
+        else if (k === "style") { Object.keys(v).forEach(function (p) { node.style[p] = v[p]; }); }
+        else { node.setAttribute(k, v === true ? "" : String(v)); }
+      });
+    }
+    (kids || []).forEach(function (kid) {
+      if (kid === null || kid === undefined) { return; }
+      node.appendChild(typeof kid === "string" ? document.createTextNode(kid) : kid);
+    });
+    return node;
+  }
+  function svg(tag, attrs) {
+    var node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    return node;
+  }
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } return node; }
+  function num(v) { return v === null || v === undefined || (typeof v === "number" && isNaN(v)); }
+  function fmt(v, d) { return num(v) ? DASH : Number(v).toFixed(d === undefined ? 3 : d); }
+  function fmtG(v) { return num(v) ? DASH : Number(v).toPrecision(3); }
+  function label(key) { return META.labels[key] || key; }
+  function doc(key) { return META.docs[key] || ""; }
+  function option(value, text, selected) { return el("option", {value: value, text: text, selected: selected}); }
+  function kindBadge(kind) { return el("span", {"class": "kind k-" + kind, text: kind.replace(/_/g, " ")}); }
+  function scoreStyle(v) {
+    return num(v) ? null : {backgroundColor: "rgba(46, 160, 67, " + (0.05 + 0.35 * Math.min(Math.max(v, 0), 1)).toFixed(3) + ")"};
+  }
+
+  /* Pascal VOC colour map: class k's bits spread over the high bits of R, G, B (as reports/overlay.py). */
+  var PALETTE = (function () {
+    var out = [];
+    for (var i = 0; i < 256; i++) {
+      var r = 0, g = 0, b = 0, c = i;
+      for (var j = 0; j < 8; j++) {
+        r |= ((c >> 0) & 1) << (7 - j); g |= ((c >> 1) & 1) << (7 - j); b |= ((c >> 2) & 1) << (7 - j);
+        c >>= 3;
+      }
+      out.push([r, g, b]);
+    }
+    return out;
+  })();
+  function cssColor(k) { var c = PALETTE[((k % 256) + 256) % 256]; return "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")"; }
+
+  /* Jet colour of x in [0, 1], as reports.overlay.colorize_cam. */
+  function jet(x) {
+    function f(v) { return Math.round(Math.min(Math.max(v, 0), 1) * 255); }
+    return [f(1.5 - Math.abs(4 * x - 3)), f(1.5 - Math.abs(4 * x - 2)), f(1.5 - Math.abs(4 * x - 1))];
+  }
+  var JET = (function () { var t = []; for (var i = 0; i < 256; i++) { t.push(jet(i / 255)); } return t; })();
+
+  /* Bilinear resampling with half-pixel centres (torch's align_corners=False), as reports.overlay.upsample_map. */
+  function axis(outSize, inSize) {
+    var i0 = new Int32Array(outSize), i1 = new Int32Array(outSize), w = new Float32Array(outSize);
+    var scale = inSize / outSize;
+    for (var o = 0; o < outSize; o++) {
+      var src = Math.max((o + 0.5) * scale - 0.5, 0);
+      var a = Math.min(Math.floor(src), inSize - 1);
+      i0[o] = a; i1[o] = Math.min(a + 1, inSize - 1); w[o] = src - a;
+    }
+    return {i0: i0, i1: i1, w: w};
+  }
+  function upsample(values, h, w, outH, outW) {
+    var ys = axis(outH, h), xs = axis(outW, w), out = new Float32Array(outH * outW);
+    for (var y = 0; y < outH; y++) {
+      var r0 = ys.i0[y] * w, r1 = ys.i1[y] * w, wy = ys.w[y];
+      for (var x = 0; x < outW; x++) {
+        var a = values[r0 + xs.i0[x]] * (1 - wy) + values[r1 + xs.i0[x]] * wy;
+        var b = values[r0 + xs.i1[x]] * (1 - wy) + values[r1 + xs.i1[x]] * wy;
+        out[y * outW + x] = a * (1 - xs.w[x]) + b * xs.w[x];
+      }
+    }
+    return out;
+  }
+  /* A map's raw values: base64 of little-endian float32, row-major. */
+  function decodeMap(entry) {
+    var raw = atob(entry.v), view = new DataView(new ArrayBuffer(raw.length)), n = raw.length / 4;
+    for (var i = 0; i < raw.length; i++) { view.setUint8(i, raw.charCodeAt(i)); }
+    var values = new Float32Array(n);
+    for (var k = 0; k < n; k++) { values[k] = view.getFloat32(4 * k, true); }
+    return values;
+  }
+
+  /* The point prompts of segaudit.scores on an upsampled map: max_point, weighted_centroid (cutoff x max
+     of the positive part) and background_point, over valid pixels (valid: Uint8Array or null = all).
+     Returns [[row, col] | null] x 3, null where segaudit.scores says undefined. */
+  function mapPoints(up, H, W, valid, cutoff) {
+    var best = -Infinity, bestAt = -1, low = Infinity, lowAt = -1, peak = 0, i;
+    for (i = 0; i < up.length; i++) {
+      if (valid && !valid[i]) { continue; }
+      var v = up[i];
+      if (v > best) { best = v; bestAt = i; }
+      if (v < low) { low = v; lowAt = i; }
+      if (v > peak) { peak = v; }
+    }
+    var out = [null, null, null];
+    if (bestAt >= 0 && best > 0) { out[0] = [Math.floor(bestAt / W), bestAt % W]; }
+    if (peak > 0) {
+      var sw = 0, sr = 0, sc = 0, cut = cutoff * peak;
+      for (i = 0; i < up.length; i++) {
+        if (valid && !valid[i]) { continue; }
+        var p = up[i];
+        if (p > 0 && p >= cut) { sw += p; sr += p * Math.floor(i / W); sc += p * (i % W); }
+      }
+      sw = Math.max(sw, 1e-30);
+      out[1] = [sr / sw, sc / sw];
+    }
+    if (lowAt >= 0 && best > low && best > 0) { out[2] = [Math.floor(lowAt / W), lowAt % W]; }
+    return out;
+  }
+
+  /* Generic sortable table. columns: [{key, label, title, numeric, cell(row) -> node|string, value(row)}]. */
+  function renderTable(table, columns, rows, state, onSort, rowAttrs, footer) {
+    clear(table);
+    var head = el("tr");
+    columns.forEach(function (col) {
+      var th = el("th", {"data-col": col.key, "data-key": col.key, title: col.title || null,
+                         "class": col.numeric ? "num" : "text"}, [col.label]);
+      if (state.col === col.key) { th.setAttribute("data-dir", state.dir); }
+      th.addEventListener("click", function () {
+        var dir = state.col === col.key && state.dir === "desc" ? "asc" : (state.col === col.key ? "desc" : (col.numeric ? "desc" : "asc"));
+        state.col = col.key; state.dir = dir;
+        onSort();
+      });
+      head.appendChild(th);
+    });
+    table.appendChild(el("thead", null, [head]));
+    var body = el("tbody");
+    rows.forEach(function (row) {
+      var tr = el("tr", rowAttrs ? rowAttrs(row) : null);
+      columns.forEach(function (col) {
+        var content = col.cell(row);
+        var td = el("td", {"class": col.numeric ? "num" : (col.wrap ? "text wrap" : "text")});
+        if (col.numeric) {
+          var v = col.value(row);
+          var style = col.shade ? scoreStyle(v) : null;
+          if (style) { td.style.backgroundColor = style.backgroundColor; }
+        }
+        td.appendChild(typeof content === "string" ? document.createTextNode(content) : content);
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.appendChild(body);
+    if (footer) {
+      var tr = el("tr");
+      columns.forEach(function (col, i) { tr.appendChild(el("td", {"class": col.numeric ? "num" : "text", text: footer(col, i)})); });
+      table.appendChild(el("tfoot", null, [tr]));
+    }
+  }
+  function sortRows(rows, columns, state) {
+    var col = columns.filter(function (c) { return c.key === state.col; })[0];
+    if (!col) { return rows; }
+    var sign = state.dir === "asc" ? 1 : -1;
+    return rows.map(function (r, i) { return [r, i]; }).sort(function (a, b) {
+      var x = col.value(a[0]), y = col.value(b[0]);
+      var nx = num(x) || x === "", ny = num(y) || y === "";
+      if (nx || ny) { return (nx - ny) || a[1] - b[1]; }  // undefined last, either direction
+      var d = typeof x === "string" ? x.localeCompare(y) : x - y;
+      return d * sign || a[1] - b[1];
+    }).map(function (p) { return p[0]; });
+  }
+  function pager(node, page, pages, go, extra) {
+    clear(node);
+    node.appendChild(el("button", {type: "button", "class": "prev", disabled: page <= 0, text: "\u25C0 previous",
+                                   on: {click: function () { go(page - 1); }}}));
+    var input = el("input", {type: "number", min: 1, max: Math.max(pages, 1), value: page + 1, "class": "page-no",
+                             style: {width: "5em"}, "aria-label": "page"});
+    input.addEventListener("change", function () {
+      var p = Math.min(Math.max(parseInt(input.value, 10) || 1, 1), Math.max(pages, 1)) - 1; go(p);
+    });
+    node.appendChild(el("span", null, ["page ", input, " of " + Math.max(pages, 1)]));
+    node.appendChild(el("button", {type: "button", "class": "next", disabled: page >= pages - 1, text: "next \u25B6",
+                                   on: {click: function () { go(page + 1); }}}));
+    if (extra) { node.appendChild(extra); }
+  }
+
+  // ----------------------------------------------------------------------------------------- findings
+  var FIND_PAGE = 50;
+  var findState = {kinds: {}, cls: "", col: "s", dir: "desc", page: 0};
+  META.kinds.forEach(function (k) { findState.kinds[k] = true; });
+  function classKey(f) { return f.c !== null && f.c > 0 ? "c" + f.c : "n" + f.n; }
+
+  function findingColumns() {
+    return [
+      {key: "k", label: "kind", title: doc("kind"), cell: function (f) { return kindBadge(f.k); }, value: function (f) { return META.kinds.indexOf(f.k); }},
+      {key: "s", label: "score", numeric: true, shade: true, title: doc("score"), cell: function (f) { return fmt(f.s); }, value: function (f) { return f.s; }},
+      {key: "n", label: "class", cell: function (f) {
+        return el("span", null, [f.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(f.c)}}) : null, f.n || DASH]);
+      }, value: function (f) { return (f.n || "").toLowerCase(); }},
+      {key: "f", label: "image", cell: function (f) {
+        return f.i === null ? (f.f || DASH) : el("a", {href: "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c), text: f.f});
+      }, value: function (f) { return (f.f || "").toLowerCase(); }},
+      {key: "i", label: "review rank", numeric: true, title: doc("review_rank"), cell: function (f) {
+        var r = f.i === null ? null : DATA.index[f.i][1]; return r === null ? DASH : String(r);
+      }, value: function (f) { return f.i === null ? null : DATA.index[f.i][1]; }},
+      {key: "e", label: "evidence", wrap: true, cell: function (f) {
+        var span = el("span", {"class": "evidence"});
+        Object.keys(f.e).forEach(function (k, j) {
+          span.appendChild(el("span", {title: doc(k), text: (j ? " \u00b7 " : "") + label(k) + " " + fmt(f.e[k], 2)}));
+        });
+        if (f.m) { span.appendChild(el("span", {"class": "muted", text: " (" + f.m + (f.l ? " @ " + f.l : "") + ")"})); }
+        return span;
+      }, value: function (f) { return ""; }}
+    ];
+  }
+  function filteredFindings() {
+    return DATA.findings.filter(function (f) {
+      return findState.kinds[f.k] !== false && (!findState.cls || classKey(f) === findState.cls);
+    });
+  }
+  function buildFindingControls() {
+    var box = document.getElementById("finding-controls");
+    var counts = {};
+    DATA.findings.forEach(function (f) { counts[f.k] = (counts[f.k] || 0) + 1; });
+    var chips = el("span", {"class": "kinds"});
+    META.kinds.forEach(function (k) {
+      var chip = el("button", {type: "button", "class": "chip", "data-kind": k, "aria-pressed": "true",
+                               title: "show or hide " + k.replace(/_/g, " ")},
+                    [kindBadge(k), " " + (counts[k] || 0)]);
+      chip.addEventListener("click", function () {
+        findState.kinds[k] = !findState.kinds[k];
+        chip.setAttribute("aria-pressed", findState.kinds[k] ? "true" : "false");
+        findState.page = 0; renderFindings();
+      });
+      chips.appendChild(chip);
+    });
+    box.appendChild(chips);
+    var classes = {};
+    DATA.findings.forEach(function (f) {
+      var key = classKey(f);
+      if (!classes[key]) { classes[key] = {name: f.n || DASH, n: 0}; }
+      classes[key].n += 1;
+    });
+    var select = el("select", {id: "finding-class", "aria-label": "class"}, [option("", "all classes", true)]);
+    Object.keys(classes).sort(function (a, b) { return classes[a].name.localeCompare(classes[b].name); }).forEach(function (key) {
+      select.appendChild(option(key, classes[key].name + " (" + classes[key].n + ")"));
+    });
+    select.addEventListener("change", function () { findState.cls = select.value; findState.page = 0; renderFindings(); });
+    box.appendChild(el("label", null, ["class ", select]));
+    box.appendChild(el("span", {id: "finding-count", "class": "muted"}));
+  }
+  function renderFindings() {
+    var table = document.getElementById("finding-table");
+    if (!DATA.findings.length) {
+      clear(table).appendChild(el("tbody", null, [el("tr", null, [el("td", {"class": "text empty", text: "No findings in this run."})])]));
+      clear(document.getElementById("finding-pager"));
+      document.getElementById("finding-count").textContent = "";
+      return;
+    }
+    var cols = findingColumns();
+    var rows = sortRows(filteredFindings(), cols, findState);
+    var pages = Math.max(Math.ceil(rows.length / FIND_PAGE), 1);
+    findState.page = Math.min(findState.page, pages - 1);
+    var shown = rows.slice(findState.page * FIND_PAGE, (findState.page + 1) * FIND_PAGE);
+    renderTable(table, cols, shown, findState, renderFindings, function (f) {
+      return {"class": "finding-row" + (f.i === null ? "" : " link"), "data-kind": f.k, "data-class": f.n,
+              on: {click: function (ev) {
+                if (f.i === null || ev.target.tagName === "A") { return; }
+                var target = "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c);
+                if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+              }}};
+    });
+    document.getElementById("finding-count").textContent = rows.length + " of " + DATA.findings.length + " findings shown";
+    pager(document.getElementById("finding-pager"), findState.page, pages, function (p) { findState.page = p; renderFindings(); });
+  }
+
+  // ------------------------------------------------------------------------------------ class table
+  var classState = {view: "method", m: null, l: null, metric: "energy_in_mask", hist: "consistency", col: "n", dir: "asc"};
+  var CLASSES = DATA.classes;
+  function combosOf(method) { return CLASSES.combos.filter(function (c) { return c.m === method; }); }
+  function combo(method, layer) { return CLASSES.combos.filter(function (c) { return c.m === method && c.l === layer; })[0]; }
+  function comboMethods() {
+    var seen = [];
+    META.methods.concat(CLASSES.combos.map(function (c) { return c.m; })).forEach(function (m) {
+      if (seen.indexOf(m) < 0 && combosOf(m).length) { seen.push(m); }
+    });
+    return seen;
+  }
+  function comboLayers(method) {
+    var mine = combosOf(method).map(function (c) { return c.l; });
+    return META.layers.filter(function (l) { return mine.indexOf(l) >= 0; }).concat(
+      mine.filter(function (l) { return META.layers.indexOf(l) < 0; }));
+  }
+  function classColumns() {
+    var cols = [
+      {key: "n", label: "class", cell: function (r) {
+        return el("span", {title: r.c > 0 ? "class id " + r.c : "a dataset class the model does not know"}, [
+          r.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(r.c)}}) : null, r.n,
+          r.c > 0 ? null : el("span", {"class": "tag", text: "unknown to the model"})]);
+      }, value: function (r) { return r.n.toLowerCase(); }},
+      {key: "images", label: "images", numeric: true, title: "images scored for the class", cell: function (r) { return String(r.images); }, value: function (r) { return r.images; }},
+      {key: "seg_iou", label: label("seg_iou"), numeric: true, shade: true, title: doc("seg_iou"), cell: function (r) { return fmt(r.seg_iou); }, value: function (r) { return r.seg_iou; }},
+      {key: "label_quality", label: label("label_quality"), numeric: true, shade: true, title: doc("label_quality"), cell: function (r) { return fmt(r.label_quality); }, value: function (r) { return r.label_quality; }},
+      {key: "findings", label: "findings", numeric: true, title: "findings of the class, by kind (hover a cell)", cell: function (r) {
+        var total = 0, parts = [];
+        META.kinds.forEach(function (k) { total += r.findings[k]; if (r.findings[k]) { parts.push(k + ": " + r.findings[k]); } });
+        return el("span", {title: parts.join(", ") || "none", text: String(total)});
+      }, value: function (r) { var t = 0; META.kinds.forEach(function (k) { t += r.findings[k]; }); return t; }}
+    ];
+    var rowIndex = function (r) { return CLASSES.rows.indexOf(r); };
+    if (classState.view === "method") {
+      var c = combo(classState.m, classState.l);
+      META.metrics.forEach(function (metric) {
+        cols.push({key: "m:" + metric, label: label(metric), numeric: true, shade: true,
+                   title: classState.m + " @ " + classState.l + ": mean " + doc(metric),
+                   cell: function (r) { return fmt(c ? c.v[metric][rowIndex(r)] : null); },
+                   value: function (r) { return c ? c.v[metric][rowIndex(r)] : null; }});
+      });
+    } else {
+      comboMethods().forEach(function (m) {
+        var c = combo(m, classState.l);
+        if (!c) { return; }
+        cols.push({key: "x:" + m, label: m, numeric: true, shade: true,
+                   title: m + " @ " + classState.l + ": mean " + doc(classState.metric),
+                   cell: function (r) { return fmt(c.v[classState.metric][rowIndex(r)]); },
+                   value: function (r) { return c.v[classState.metric][rowIndex(r)]; }});
+      });
+    }
+    return cols;
+  }
+  function buildClassControls() {
+    var box = document.getElementById("class-controls");
+    var methods = comboMethods();
+    if (!methods.length) { return; }
+    classState.m = methods.indexOf(META.primary_method) >= 0 ? META.primary_method : methods[0];
+    var layers = comboLayers(classState.m);
+    classState.l = layers.indexOf(META.primary_layer) >= 0 ? META.primary_layer : layers[0];
+    var view = el("select", {id: "class-view", "aria-label": "view"}, [
+      option("method", "one method: every metric", true), option("metric", "one metric: every method")]);
+    var method = el("select", {id: "class-method", "aria-label": "method"});
+    methods.forEach(function (m) { method.appendChild(option(m, m, m === classState.m)); });
+    var layer = el("select", {id: "class-layer", "aria-label": "layer"});
+    var metric = el("select", {id: "class-metric", "aria-label": "metric"});
+    META.metrics.forEach(function (m) { metric.appendChild(option(m, label(m), m === classState.metric)); });
+    function fillLayers() {
+      var names = classState.view === "method" ? comboLayers(classState.m) : META.layers.filter(function (l) {
+        return methods.some(function (m) { return combo(m, l); });
+      });
+      if (names.indexOf(classState.l) < 0) { classState.l = names[0]; }
+      clear(layer);
+      names.forEach(function (l) { layer.appendChild(option(l, l + (l === META.primary_layer ? " (primary)" : ""), l === classState.l)); });
+    }
+    var methodLabel = el("label", null, ["method ", method]), metricLabel = el("label", {style: {display: "none"}}, ["metric ", metric]);
+    view.addEventListener("change", function () {
+      classState.view = view.value;
+      methodLabel.style.display = classState.view === "method" ? "" : "none";
+      metricLabel.style.display = classState.view === "metric" ? "" : "none";
+      fillLayers(); renderClasses();
+    });
+    method.addEventListener("change", function () { classState.m = method.value; fillLayers(); renderClasses(); renderHistograms(); });
+    layer.addEventListener("change", function () { classState.l = layer.value; renderClasses(); renderHistograms(); });
+    metric.addEventListener("change", function () { classState.metric = metric.value; renderClasses(); });
+    fillLayers();
+    box.appendChild(el("label", null, ["show ", view]));
+    box.appendChild(methodLabel);
+    box.appendChild(metricLabel);
+    box.appendChild(el("label", null, ["layer ", layer]));
+  }
+  function renderClasses() {
+    var table = document.getElementById("class-table");
+    if (!CLASSES.rows.length) {
+      clear(table).appendChild(el("tbody", null, [el("tr", null, [el("td", {"class": "text empty", text: "No scores in this run."})])]));
+      return;
+    }
+    var cols = classColumns();
+    var rows = sortRows(CLASSES.rows.slice(), cols, classState);
+    renderTable(table, cols, rows, classState, renderClasses, function (r) { return {"class": "class-row", "data-class": r.n}; },
+      function (col, i) {
+        if (i === 0) { return "mean over classes"; }
+        if (!col.numeric || col.key === "images" || col.key === "findings") { return ""; }
+        var s = 0, n = 0;
+        CLASSES.rows.forEach(function (r) { var v = col.value(r); if (!num(v)) { s += v; n += 1; } });
+        return n ? fmt(s / n) : DASH;
+      });
+  }
+
+  // ------------------------------------------------------------------------------------- histograms
+  function buildHistControls() {
+    var box = document.getElementById("hist-controls");
+    var select = el("select", {id: "hist-metric", "aria-label": "histogram metric"});
+    META.hist_metrics.forEach(function (m) { select.appendChild(option(m, label(m), m === classState.hist)); });
+    select.addEventListener("change", function () { classState.hist = select.value; renderHistograms(); });
+    box.appendChild(el("label", null, ["score ", select]));
+    box.appendChild(el("span", {"class": "muted", id: "hist-which"}));
+  }
+  function histogram(title, counts, sub) {
+    var W = 170, H = 64, bins = counts.length, max = Math.max.apply(null, counts.concat([1]));
+    var total = counts.reduce(function (a, b) { return a + b; }, 0);
+    var s = svg("svg", {width: W, height: H + 14, viewBox: "0 0 " + W + " " + (H + 14), role: "img"});
+    var bw = W / bins;
+    counts.forEach(function (c, i) {
+      var h = Math.round(H * c / max);
+      var bar = svg("rect", {"class": "bar", x: (i * bw + 0.5).toFixed(1), y: H - h, width: (bw - 1).toFixed(1), height: h});
+      var tip = svg("title", {}); tip.textContent = (i / bins).toFixed(1) + "\u2013" + ((i + 1) / bins).toFixed(1) + ": " + c;
+      bar.appendChild(tip); s.appendChild(bar);
+    });
+    s.appendChild(svg("line", {x1: 0, x2: W, y1: H + 0.5, y2: H + 0.5, stroke: "currentColor", "stroke-opacity": 0.3}));
+    [["0", 0, "start"], ["0.5", W / 2, "middle"], ["1", W, "end"]].forEach(function (t) {
+      var text = svg("text", {"class": "axis", x: t[1], y: H + 11, "text-anchor": t[2]}); text.textContent = t[0]; s.appendChild(text);
+    });
+    return el("div", {"class": "hist"}, [el("div", {"class": "t", text: title}), el("div", {"class": "muted small", text: "n = " + total + (sub || "")}), s]);
+  }
+  function renderHistograms() {
+    var box = clear(document.getElementById("histograms"));
+    var entry = CLASSES.hist.filter(function (h) { return h.metric === classState.hist && h.m === classState.m && h.l === classState.l; })[0];
+    document.getElementById("hist-which").textContent = classState.m ? classState.m + " @ " + classState.l : "";
+    if (!entry) { box.appendChild(el("p", {"class": "empty", text: "No scores to draw."})); return; }
+    if (entry.all) { box.appendChild(histogram("all classes", entry.all)); }
+    CLASSES.rows.forEach(function (r, i) { if (entry.classes[i]) { box.appendChild(histogram(r.n, entry.classes[i])); } });
+  }
+
+  // ------------------------------------------------------------------------------------------ gallery
+  var pageCache = {}, pageWaiters = {}, current = {page: -1};
+  window.segauditPage = function (page, data) {
+    pageCache[page] = data;
+    (pageWaiters[page] || []).forEach(function (w) { w[0](data); });
+    delete pageWaiters[page];
+  };
+  function loadPage(page) {
+    if (pageCache[page]) { return Promise.resolve(pageCache[page]); }
+    if (META.inline) {
+      var node = document.getElementById("sa-page-" + page);
+      if (!node) { return Promise.reject(new Error("page " + (page + 1) + " is missing from the report")); }
+      pageCache[page] = JSON.parse(node.textContent);
+      return Promise.resolve(pageCache[page]);
+    }
+    return new Promise(function (resolve, reject) {
+      var first = !pageWaiters[page];
+      (pageWaiters[page] = pageWaiters[page] || []).push([resolve, reject]);
+      if (!first) { return; }
+      var name = META.files + "/page-" + String(page + 1).padStart(5, "0") + ".js";
+      var script = el("script", {src: name});
+      script.addEventListener("error", function () {
+        (pageWaiters[page] || []).forEach(function (w) { w[1](new Error("cannot load " + name + " (keep the folder " + META.files + "/ beside the report)")); });
+        delete pageWaiters[page];
+      });
+      document.body.appendChild(script);
+    });
+  }
+  function findBox() {
+    var input = el("input", {type: "search", id: "image-search", placeholder: "file name", "aria-label": "find image", style: {width: "14em"}});
+    var status = el("span", {"class": "muted"});
+    function go() {
+      var q = input.value.trim().toLowerCase();
+      if (!q) { return; }
+      for (var i = 0; i < DATA.index.length; i++) {
+        if (DATA.index[i][0].toLowerCase().indexOf(q) >= 0) { status.textContent = ""; location.hash = "#card-" + i; return; }
+      }
+      status.textContent = "no image matches";
+    }
+    input.addEventListener("keydown", function (e) { if (e.key === "Enter") { go(); } });
+    return el("span", null, [" \u00b7 find ", input, el("button", {type: "button", text: "go", on: {click: go}}), " ", status]);
+  }
+  function showPage(page) {
+    var cards = document.getElementById("cards");
+    if (!META.n_cards) { clear(cards).appendChild(el("p", {"class": "empty", text: "No images in this run."})); return Promise.resolve(); }
+    page = Math.min(Math.max(page, 0), META.n_pages - 1);
+    var go = function (p) { showPage(p).then(function () { document.getElementById("gallery").scrollIntoView(); }); };
+    var first = page * META.page_size, last = Math.min(first + META.page_size, META.n_cards);
+    var info = el("span", {"class": "muted", text: " images " + (first + 1) + "\u2013" + last + " of " + META.n_cards});
+    pager(document.getElementById("gallery-pager"), page, META.n_pages, go, el("span", null, [info, findBox()]));
+    pager(document.getElementById("gallery-pager-bottom"), page, META.n_pages, go);
+    if (current.page === page) { return Promise.resolve(); }
+    current.page = page;
+    clear(cards).appendChild(el("p", {"class": "muted", text: "loading page " + (page + 1) + "\u2026"}));
+    return loadPage(page).then(function (data) {
+      if (current.page !== page) { return; }
+      clear(cards);
+      data.cards.forEach(function (card) { cards.appendChild(renderCard(card)); });
+    }, function (err) {
+      clear(cards).appendChild(el("p", {"class": "warn", text: String(err.message || err)}));
+    });
+  }
+  function openFromHash() {
+    var m = /^#card-(\d+)(?:-c(-?\d+))?$/.exec(location.hash);
+    if (!m) { return; }
+    var i = parseInt(m[1], 10), c = m[2] === undefined ? null : parseInt(m[2], 10);
+    if (i >= META.n_cards) { return; }
+    showPage(Math.floor(i / META.page_size)).then(function () {
+      var node = document.getElementById("card-" + i);
+      if (!node) { return; }
+      if (c !== null && node.selectClass) { node.selectClass(c); }
+      document.querySelectorAll(".img-card.hl").forEach(function (n) { n.classList.remove("hl"); });
+      node.classList.add("hl");
+      node.scrollIntoView({block: "start"});
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------- one card
+  var labelCache = new WeakMap();
+  function decodeLabels(uri) {
+    return new Promise(function (resolve) {
+      if (!uri) { resolve(null); return; }
+      var img = new Image();
+      img.onload = function () {
+        var c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        var ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+        var rgba = ctx.getImageData(0, 0, c.width, c.height).data, ids = new Uint8Array(c.width * c.height);
+        for (var i = 0; i < ids.length; i++) { ids[i] = rgba[4 * i]; }
+        resolve({w: c.width, h: c.height, ids: ids});
+      };
+      img.onerror = function () { resolve(null); };
+      img.src = uri;
+    });
+  }
+  function drawLabels(canvas, labels) {
+    canvas.width = labels.w; canvas.height = labels.h;
+    var ctx = canvas.getContext("2d"), out = ctx.createImageData(labels.w, labels.h);
+    for (var i = 0; i < labels.ids.length; i++) {
+      var k = labels.ids[i];
+      if (k === 0 || k === 255) { continue; }
+      var c = PALETTE[k];
+      out.data[4 * i] = c[0]; out.data[4 * i + 1] = c[1]; out.data[4 * i + 2] = c[2]; out.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+  function drawOutline(canvas, labels, classId) {
+    canvas.width = labels.w; canvas.height = labels.h;
+    var ctx = canvas.getContext("2d"), out = ctx.createImageData(labels.w, labels.h), w = labels.w, h = labels.h, ids = labels.ids;
+    if (classId === null || classId <= 0) { ctx.putImageData(out, 0, 0); return; }
+    for (var y = 0; y < h; y++) {
+      for (var x = 0; x < w; x++) {
+        var i = y * w + x;
+        if (ids[i] !== classId) { continue; }
+        var edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || ids[i - 1] !== classId || ids[i + 1] !== classId ||
+                   ids[i - w] !== classId || ids[i + w] !== classId;
+        if (edge) { out.data[4 * i] = 255; out.data[4 * i + 1] = 255; out.data[4 * i + 2] = 255; out.data[4 * i + 3] = 255; }
+      }
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+  function drawCam(canvas, up, H, W) {
+    if (!up) { canvas.width = 1; canvas.height = 1; canvas.getContext("2d").clearRect(0, 0, 1, 1); return; }
+    canvas.width = W; canvas.height = H;
+    var lo = Infinity, hi = -Infinity, i;
+    for (i = 0; i < up.length; i++) { if (up[i] < lo) { lo = up[i]; } if (up[i] > hi) { hi = up[i]; } }
+    var span = hi > lo ? hi - lo : 1, ctx = canvas.getContext("2d"), out = ctx.createImageData(W, H);
+    for (i = 0; i < up.length; i++) {
+      var c = JET[Math.round(hi > lo ? (up[i] - lo) / span * 255 : 0)];
+      out.data[4 * i] = c[0]; out.data[4 * i + 1] = c[1]; out.data[4 * i + 2] = c[2]; out.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+  function drawPoints(node, pts, H, W) {
+    while (node.firstChild) { node.removeChild(node.firstChild); }
+    node.setAttribute("viewBox", "0 0 " + W + " " + H);
+    if (!pts) { return; }
+    var r = Math.max(W, H) / 32, sw = Math.max(W, H) / 160;
+    var styles = [["max", "#ff2d55"], ["centroid", "#ffd60a"], ["background", "#30d5ff"]];
+    pts.forEach(function (p, k) {
+      if (!p) { return; }
+      var x = p[1] + 0.5, y = p[0] + 0.5, shape;
+      if (k === 0) { shape = svg("polygon", {points: [x, y - r, x - r * 0.9, y + r * 0.7, x + r * 0.9, y + r * 0.7].join(" ")}); }
+      else if (k === 1) { shape = svg("circle", {cx: x, cy: y, r: r * 0.75}); }
+      else { shape = svg("path", {d: "M" + (x - r * 0.7) + " " + (y - r * 0.7) + "L" + (x + r * 0.7) + " " + (y + r * 0.7) + "M" + (x + r * 0.7) + " " + (y - r * 0.7) + "L" + (x - r * 0.7) + " " + (y + r * 0.7), "stroke-width": sw * 3.2}); }
+      shape.setAttribute("class", "pt pt-" + styles[k][0]);
+      shape.setAttribute("fill", k === 2 ? "none" : styles[k][1]);
+      shape.setAttribute("stroke", k === 2 ? styles[k][1] : "#000");
+      if (k !== 2) { shape.setAttribute("stroke-width", sw); }
+      var tip = svg("title", {}); tip.textContent = styles[k][0] + " point (row " + p[0].toFixed(1) + ", col " + p[1].toFixed(1) + ")";
+      shape.appendChild(tip);
+      node.appendChild(shape);
+    });
+  }
+
+  /* CNN-Fixations points (fixations table, model input frame of side S) as dots sized by weight */
+  function drawFixations(node, fix, subject, S, H) {
+    var mine = (fix || []).filter(function (f) { return f.s === subject; })[0];
+    if (!mine) { return; }
+    var scale = H / S, top = 0;
+    mine.p.forEach(function (q) { top = Math.max(top, q[2]); });
+    mine.p.forEach(function (q) {
+      var dot = svg("circle", {cx: (q[1] + 0.5) * scale, cy: (q[0] + 0.5) * scale,
+                               r: scale * (0.6 + 1.4 * Math.sqrt(top > 0 ? q[2] / top : 0))});
+      dot.setAttribute("class", "pt pt-fixation");
+      dot.setAttribute("fill", "#7CFC00");
+      dot.setAttribute("fill-opacity", "0.8");
+      node.appendChild(dot);
+    });
+  }
+
+  function renderCard(card) {
+    var byKey = {}, computed = {};
+    card.maps.forEach(function (m) { byKey[m.s + "|" + m.m + "|" + m.l] = m; });
+    var methods = META.methods.filter(function (m) { return card.maps.some(function (x) { return x.m === m; }); });
+    card.maps.forEach(function (x) { if (methods.indexOf(x.m) < 0) { methods.push(x.m); } });
+    var layers = META.layers.filter(function (l) { return card.maps.some(function (x) { return x.l === l; }); });
+    card.maps.forEach(function (x) { if (layers.indexOf(x.l) < 0) { layers.push(x.l); } });
+    var state = {s: 0, m: methods.indexOf(META.primary_method) >= 0 ? META.primary_method : methods[0],
+                 l: layers.indexOf(META.primary_layer) >= 0 ? META.primary_layer : layers[0],
+                 opacity: 0.5, show: {gt: false, pred: false, cam: true, outline: true, points: true}};
+    function subjectOf(classId) {
+      for (var i = 0; i < card.subjects.length; i++) { if (card.subjects[i].c === classId) { return i; } }
+      return -1;
+    }
+    // first shown: the class of the image's strongest finding, else its worst class
+    var strongest = card.find.slice().sort(function (a, b) { return (b.score || 0) - (a.score || 0); })[0];
+    var start = strongest && strongest.c !== null ? subjectOf(strongest.c) : -1;
+    if (start < 0) { start = subjectOf(card.worst); }
+    state.s = start >= 0 ? start : 0;
+    var labels = {gt: null, pred: null};
+    /* The shown frame: the thumbnail's size (else the map's); each map upsampled to it once, its points
+       found once the GT (the void mask) is known. */
+    function frameOf(entry) { return [card.th || entry.h, card.tw || entry.w]; }
+    function compute(entry) {
+      if (!entry) { return null; }
+      var key = entry.s + "|" + entry.m + "|" + entry.l, hit = computed[key], f = frameOf(entry);
+      if (!hit) {
+        hit = computed[key] = {H: f[0], W: f[1], up: upsample(decodeMap(entry), entry.h, entry.w, f[0], f[1]), pts: null, ptsValid: undefined};
+      }
+      var valid = null;
+      if (labels.gt && labels.gt.h === hit.H && labels.gt.w === hit.W) {
+        valid = new Uint8Array(labels.gt.ids.length);
+        for (var i = 0; i < valid.length; i++) { valid[i] = labels.gt.ids[i] !== 255 ? 1 : 0; }
+      }
+      if (hit.pts === null || (valid && !hit.ptsValid)) { hit.pts = mapPoints(hit.up, hit.H, hit.W, valid, META.cutoff); hit.ptsValid = !!valid; }
+      return hit;
+    }
+
+    // head
+    var head = el("div", {"class": "card-head"}, [
+      el("span", {"class": "rank", text: "#" + (card.rank === null ? DASH : card.rank)}),
+      el("span", {"class": "file", title: "image id " + card.id, text: card.file}),
+      el("span", {title: doc("suspicion"), text: "suspicion " + fmt(card.susp)}),
+      el("span", {title: doc("label_quality"), text: "label quality " + fmt(card.lq)}),
+      el("span", {title: META.docs.consistency || "", text: "consistency " + fmt(card.cons)}),
+      el("span", {"class": "muted", text: (card.w || "?") + "\u00d7" + (card.h || "?") + " px"})
+    ]);
+    var findings = el("span", {"class": "card-findings"});
+    card.find.forEach(function (f) {
+      var b = el("button", {type: "button", "class": "chip", title: "score " + fmt(f.score)}, [kindBadge(f.kind), " " + (f.name || DASH)]);
+      b.addEventListener("click", function () { if (f.c !== null) { node.selectClass(f.c); } });
+      findings.appendChild(b);
+    });
+    head.appendChild(findings);
+    head.appendChild(el("div", {"class": "classes", text: "GT: " + (card.gtc.join(", ") || DASH) + " \u00b7 predicted: " +
+      (card.prc.join(", ") || DASH) + (card.unk.length ? " \u00b7 unknown to the model: " + card.unk.join(", ") : "")}));
+
+    // viewer
+    var viewer = el("div", {"class": "viewer", "data-role": "viewer"});
+    var base = card.img ? el("img", {src: card.img, alt: "input view of " + card.file}) : el("div", {"class": "placeholder", text: "no thumbnail"});
+    var layerNodes = {
+      gt: el("canvas", {"class": "labels", "data-layer": "gt"}),
+      pred: el("canvas", {"class": "labels", "data-layer": "pred"}),
+      cam: el("canvas", {"class": "cam", "data-layer": "cam"}),
+      outline: el("canvas", {"class": "labels", "data-layer": "outline"}),
+      points: svg("svg", {"data-layer": "points", preserveAspectRatio: "none"})
+    };
+    viewer.appendChild(base);
+    ["gt", "pred", "cam", "outline"].forEach(function (k) { viewer.appendChild(layerNodes[k]); });
+    viewer.appendChild(layerNodes.points);
+    var toggles = el("div", {"class": "toggles"});
+    [["gt", "GT"], ["pred", "prediction"], ["cam", "CAM"], ["outline", "GT outline"], ["points", "points"]].forEach(function (t) {
+      var box = el("input", {type: "checkbox", "data-toggle": t[0], checked: state.show[t[0]]});
+      box.addEventListener("change", function () { state.show[t[0]] = box.checked; applyVisibility(); });
+      toggles.appendChild(el("label", null, [box, t[1]]));
+    });
+    var slider = el("input", {type: "range", min: 0, max: 100, value: 50, "data-role": "opacity", "aria-label": "overlay opacity"});
+    slider.addEventListener("input", function () { state.opacity = slider.value / 100; applyVisibility(); });
+    toggles.appendChild(el("label", null, ["opacity ", slider]));
+    var legend = el("div", {"class": "legend-pts", text: "\u25B2 CAM maximum \u00b7 \u25CF weighted centroid \u00b7 \u2715 background point"});
+    var viewerCaption = el("div", {"class": "muted small", "data-role": "caption"});
+    var viewerCol = el("div", {"class": "viewer-col"}, [viewer, toggles, legend, viewerCaption]);
+
+    // side: selectors, scores, strips, instances, prompts
+    var subjectSel = el("select", {"data-role": "subject", "aria-label": "class"});
+    card.subjects.forEach(function (s, i) {
+      subjectSel.appendChild(option(i, s.name + (s.d !== null ? " \u00b7 detection " + s.d : "") + (s.c === card.worst ? " (worst)" : ""), i === state.s));
+    });
+    var methodSel = el("select", {"data-role": "method", "aria-label": "method"});
+    methods.forEach(function (m) { methodSel.appendChild(option(m, m, m === state.m)); });
+    var layerSel = el("select", {"data-role": "layer", "aria-label": "layer"});
+    layers.forEach(function (l) { layerSel.appendChild(option(l, l, l === state.l)); });
+    subjectSel.addEventListener("change", function () { state.s = parseInt(subjectSel.value, 10); update(); });
+    methodSel.addEventListener("change", function () {
+      state.m = methodSel.value;
+      // a method computed at one layer only (fixations, guided backprop: the input) brings its layer along
+      if (!card.maps.some(function (x) { return x.m === state.m && x.l === state.l; })) {
+        var alt = card.maps.filter(function (x) { return x.m === state.m; })[0];
+        if (alt) { state.l = alt.l; layerSel.value = alt.l; }
+      }
+      update();
+    });
+    layerSel.addEventListener("change", function () { state.l = layerSel.value; update(); });
+    var selectors = el("div", {"class": "controls"}, [el("label", null, ["class ", subjectSel]), el("label", null, ["method ", methodSel]),
+                                                       layers.length > 1 ? el("label", null, ["layer ", layerSel]) : null]);
+    var scores = el("table", {"class": "scores plain"});
+    var methodStrip = el("div", {"class": "strip", "data-role": "methods"});
+    var layerStrip = el("div", {"class": "strip", "data-role": "layers"});
+    var inst = el("div", {"data-role": "instances"});
+    var prompts = el("div", {"data-role": "prompts"});
+    var side = el("div", {"class": "side"}, [selectors, scores,
+      el("h3", {text: "Methods side by side"}), methodStrip,
+      layers.length > 1 ? el("h3", {text: "Layer sweep (early \u2192 late)"}) : null, layers.length > 1 ? layerStrip : null,
+      inst, prompts]);
+    var node = el("article", {"class": "img-card", id: "card-" + card.i, "data-rank": card.rank === null ? "" : card.rank},
+                  [head, el("div", {"class": "card-body"}, [viewerCol, side])]);
+    /* the page's point prompts of the card's k-th map (tests compare them with segaudit.scores) */
+    node.mapPoints = function (k) { var got = compute(card.maps[k]); return got ? got.pts : null; };
+    node.selectClass = function (classId) {
+      var i = subjectOf(classId);
+      if (i >= 0) { state.s = i; subjectSel.value = String(i); update(); }
+    };
+
+    function applyVisibility() {
+      Object.keys(layerNodes).forEach(function (k) {
+        layerNodes[k].classList.toggle("layer-hidden", !state.show[k]);
+        if (k === "gt" || k === "pred" || k === "cam") { layerNodes[k].style.opacity = String(state.opacity); }
+      });
+    }
+    function panel(title, entry, selected, onPick, detail) {
+      var stack = el("div", {"class": "stack"}, [card.img ? el("img", {src: card.img, alt: ""}) : el("div", {"class": "placeholder", text: "no view"})]);
+      var cam = el("canvas", {"class": "cam"}), outline = el("canvas", {"class": "labels"}), pts = svg("svg", {preserveAspectRatio: "none"});
+      cam.style.opacity = "0.55";
+      stack.appendChild(cam); stack.appendChild(outline); stack.appendChild(pts);
+      var got = compute(entry);
+      if (got) { drawCam(cam, got.up, got.H, got.W); drawPoints(pts, got.pts, got.H, got.W); } else { stack.appendChild(el("div", {"class": "placeholder", text: "no map"})); }
+      if (labels.gt) { drawOutline(outline, labels.gt, card.subjects[state.s] ? card.subjects[state.s].c : null); }
+      var p = el("div", {"class": "panel" + (selected ? " sel" : ""), title: "show this map above"}, [stack,
+        el("div", {"class": "cap"}, [el("b", {text: title}), el("div", {"class": "muted", text: detail})])]);
+      p.addEventListener("click", onPick);
+      return p;
+    }
+    function detailOf(entry) {
+      if (!entry) { return "no map"; }
+      var sc = entry.sc || {};
+      return "energy in GT " + fmt(sc.energy_in_mask, 2) + " \u00b7 max " + fmtG(entry.hi);
+    }
+    function update() {
+      var subject = card.subjects[state.s];
+      var entry = subject ? byKey[state.s + "|" + state.m + "|" + state.l] : null;
+      var got = compute(entry);
+      drawCam(layerNodes.cam, got ? got.up : null, got ? got.H : 1, got ? got.W : 1);
+      drawPoints(layerNodes.points, got ? got.pts : null, got ? got.H : 1, got ? got.W : 1);
+      if (got && state.m === "fixations") { drawFixations(layerNodes.points, card.fix, state.s, entry.h, got.H); }
+      if (labels.gt) { drawOutline(layerNodes.outline, labels.gt, subject ? subject.c : null); }
+      viewerCaption.textContent = entry ? (state.m + " @ " + state.l + " \u00b7 target " + (entry.t || DASH) + " \u00b7 raw range " +
+        fmtG(entry.lo) + " \u2026 " + fmtG(entry.hi)) : (subject ? "no map for " + subject.name + " with " + state.m + " @ " + state.l : "no map");
+      // scores of the shown map
+      clear(scores);
+      var sc = entry ? entry.sc || {} : {};
+      var row1 = el("tr"), row2 = el("tr");
+      [["seg_iou", subject ? subject.iou : null], ["label_quality", subject ? subject.lq : null]].concat(
+        Object.keys(sc).map(function (k) { return [k, sc[k]]; })).forEach(function (kv) {
+        row1.appendChild(el("th", {title: doc(kv[0]), text: label(kv[0])}));
+        var td = el("td", {text: fmt(kv[1], 2)}); var st = scoreStyle(kv[1]); if (st) { td.style.backgroundColor = st.backgroundColor; }
+        row2.appendChild(td);
+      });
+      scores.appendChild(el("thead", null, [row1])); scores.appendChild(el("tbody", null, [row2]));
+      // methods side by side at the chosen layer
+      clear(methodStrip);
+      methods.forEach(function (m) {
+        var e = byKey[state.s + "|" + m + "|" + state.l];
+        methodStrip.appendChild(panel(m, e, m === state.m, function () { state.m = m; methodSel.value = m; update(); }, detailOf(e)));
+      });
+      // the layer sweep for the chosen method
+      clear(layerStrip);
+      if (layers.length > 1) {
+        layers.forEach(function (l) {
+          var e = byKey[state.s + "|" + state.m + "|" + l];
+          layerStrip.appendChild(panel(l, e, l === state.l, function () { state.l = l; layerSel.value = l; update(); }, detailOf(e)));
+        });
+      }
+      // instance coverage
+      clear(inst);
+      var rows = card.inst.filter(function (x) { return x.s === state.s && x.m === state.m && x.l === state.l; })[0];
+      if (rows) {
+        inst.appendChild(el("h3", {title: doc("instance_coverage"), text: "Instance coverage " + fmt(rows.cov, 2) + " (" + rows.rows.length + " instance" + (rows.rows.length === 1 ? "" : "s") + ")"}));
+        var chips = el("div", {"class": "inst"});
+        rows.rows.forEach(function (r) {
+          var yes = r.cov === 1, undef = num(r.cov);
+          chips.appendChild(el("span", {"class": undef ? "" : (yes ? "yes" : "no"), "data-covered": undef ? "" : (yes ? "1" : "0"),
+            title: "mass share " + fmt(r.ms, 2) + ", share of the class's mass " + fmt(r.cms, 2) + ", peak " + fmt(r.pk, 2) + ", " + (r.px === null ? "?" : r.px) + " px",
+            text: "#" + r.k + (r.a ? " (ann " + r.a + ")" : "") + " " + (undef ? "?" : (yes ? "\u2713 covered" : "\u2717 dark")) + " \u00b7 " + fmt(r.cms, 2)}));
+        });
+        inst.appendChild(chips);
+      }
+      // CAM-prompted segments
+      clear(prompts);
+      var mine = card.prompts.filter(function (p) { return p.s === state.s; });
+      if (mine.length) {
+        prompts.appendChild(el("h3", {text: "CAM-prompted segments (" + mine[0].seg + ", " + mine[0].m + " @ " + mine[0].l + ")"}));
+        var t = el("table", {"class": "scores plain"}, [el("thead", null, [el("tr", null, [el("th", {"class": "text", text: "point"}), el("th", {"class": "text", text: "prompts"}),
+          el("th", {text: "point hit"}), el("th", {text: "IoU with GT"}), el("th", {text: "Dice"})])])]);
+        var body = el("tbody");
+        mine.forEach(function (p) {
+          body.appendChild(el("tr", null, [el("td", {"class": "text", text: p.pt}), el("td", {"class": "text", text: p.pr}),
+            el("td", {text: fmt(p.hit, 0)}), el("td", {text: fmt(p.iou, 2)}), el("td", {text: fmt(p.dice, 2)})]));
+        });
+        t.appendChild(body); prompts.appendChild(t);
+      }
+    }
+    applyVisibility();
+    update();
+    Promise.all([decodeLabels(card.gt), decodeLabels(card.pred)]).then(function (res) {
+      labels.gt = res[0]; labels.pred = res[1];
+      if (labels.gt) { drawLabels(layerNodes.gt, labels.gt); }
+      if (labels.pred) { drawLabels(layerNodes.pred, labels.pred); }
+      update();
+      node.setAttribute("data-ready", "1");
+    });
+    return node;
+  }
+
+  // ------------------------------------------------------------------------------------------- start
+  buildFindingControls();
+  renderFindings();
+  buildClassControls();
+  renderClasses();
+  buildHistControls();
+  renderHistograms();
+  window.addEventListener("hashchange", openFromHash);
+  document.addEventListener("click", function (ev) {  // a link to the card already in the URL: open it again
+    var a = ev.target.closest ? ev.target.closest("a[href^='#card-']") : null;
+    if (a && a.getAttribute("href") === location.hash) { openFromHash(); }
+  });
+  if (/^#card-/.test(location.hash)) { openFromHash(); } else { showPage(0); }
+  document.documentElement.setAttribute("data-ready", "1");
+})();
