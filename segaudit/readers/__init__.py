@@ -16,8 +16,20 @@ Error reporting
       unknown category...; VOC: an object with no class pixels): the image is still read without it;
       :meth:`~SegmentationDataset.read_with_issues` returns the sample plus one ErrorRow per skipped
       annotation, and :func:`read_samples` returns those rows too. Their reason starts with
-      ``"annotation "`` (COCO), ``"object "`` or ``"instances skipped"`` (VOC); :func:`is_annotation_issue`
-      tells them apart from rows of lost images.
+      ``"annotation "`` (COCO), ``"object "`` or ``"instances skipped"`` (VOC), or ``"image resized"``
+      (an image over :data:`~segaudit.readers._image.MAX_SIDE`, audited downscaled);
+      :func:`is_annotation_issue` tells them apart from rows of lost images.
+
+Bad and hostile input (``tests/test_bad_inputs.py`` runs a corpus of them through whole audits)
+    * Paths: image paths come only from the dataset's own names, checked lexically (no absolute paths,
+      no ``..``, no NUL) before the file system is touched, so they cannot leave the dataset root.
+    * Content is parsed, never executed: JSON with :mod:`json`, label and image files with Pillow; no
+      pickle, no ``eval``. (Model checkpoints are loaded with ``weights_only=True``, see
+      :mod:`segaudit.models`.)
+    * Every string that reaches a table is valid one-line UTF-8 (:func:`~segaudit.readers._text.display_text`);
+      escaping HTML is the report's job (Jinja2 autoescape).
+    * Size: see :data:`~segaudit.readers._image.MAX_PIXELS` (refused) and
+      :data:`~segaudit.readers._image.MAX_SIDE` (downscaled).
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from segaudit.readers._image import MAX_PIXELS, MAX_SIDE
+from segaudit.readers._text import display_text
 from segaudit.readers.coco import CocoDataset
 from segaudit.readers.voc import VOC_CLASSES, VocDataset
 from segaudit.sample import ErrorRow, ImageRef, Sample, SampleError
@@ -39,11 +53,14 @@ __all__ = [
     "read_samples",
     "open_dataset",
     "is_annotation_issue",
+    "count_image_files",
+    "MAX_PIXELS",
+    "MAX_SIDE",
 ]
 
 log = logging.getLogger("segaudit.readers")
 
-_ISSUE_PREFIXES = ("annotation ", "object ", "instances skipped")
+_ISSUE_PREFIXES = ("annotation ", "object ", "instances skipped", "image resized")
 
 
 @runtime_checkable
@@ -128,17 +145,53 @@ def read_samples(
             else:
                 sample, issues = dataset.read(ref), []
         except SampleError as exc:
-            errors.append(ErrorRow(ref.image_id, ref.file_name, "read", str(exc) or "unreadable sample"))
+            errors.append(_safe_row(ErrorRow(ref.image_id, ref.file_name, "read", str(exc) or "unreadable sample")))
             continue
         except Exception as exc:  # a reader bug or an odd file must not stop the batch
-            log.exception("unexpected error reading %s", ref.file_name)
+            log.exception("unexpected error reading %s", display_text(ref.file_name))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             errors.append(
-                ErrorRow(ref.image_id, ref.file_name, "read", f"unexpected {type(exc).__name__}: {exc}")
+                _safe_row(ErrorRow(ref.image_id, ref.file_name, "read", f"unexpected {type(exc).__name__}: {first}"))
             )
             continue
         samples.append(sample)
-        errors.extend(issues)
+        errors.extend(_safe_row(row) for row in issues)
     return samples, errors
+
+
+def _safe_row(row: ErrorRow) -> ErrorRow:
+    """The row with every string made storable (:func:`display_text`); a last guard, readers already do it."""
+    return ErrorRow(
+        None if row.image_id is None else display_text(row.image_id),
+        None if row.file_name is None else display_text(row.file_name),
+        row.stage,
+        display_text(row.reason),
+    )
+
+
+def count_image_files(dataset: SegmentationDataset, refs: Sequence[ImageRef]) -> int:
+    """How many of ``refs`` have an image file where the dataset looks for it (nothing is decoded).
+
+    A cheap check for a wrong image root before a long audit: when none of the first refs is found, every
+    image would become a "not found" row.
+
+    Parameters
+    ----------
+    dataset : SegmentationDataset
+    refs : sequence of ImageRef
+
+    Returns
+    -------
+    int
+    """
+    found = 0
+    locate = getattr(dataset, "image_path", None)
+    for ref in refs:
+        try:
+            found += locate is None or locate(ref).is_file()
+        except (SampleError, OSError, ValueError):
+            continue
+    return found
 
 
 def _coco_split_file(ann_dir: Path, split: str | None) -> tuple[Path, str]:

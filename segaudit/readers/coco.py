@@ -26,6 +26,19 @@ Problems
       with the samples. Plain :meth:`CocoDataset.read` logs them at WARNING level.
     * Problems with the *image* (file missing or undecodable, size different from the JSON's,
       a ``file_name`` escaping the image root) raise :class:`~segaudit.sample.SampleError`.
+
+Hostile input
+    * A ``file_name`` that is absolute, climbs out with ``..``, or holds a NUL byte is refused before
+      the file system is touched: image paths cannot escape the image root (symbolic links inside the
+      dataset are followed, as the dataset's owner placed them).
+    * The JSON is only parsed (never evaluated or unpickled). Bytes that are not UTF-8 are kept as
+      they are (``surrogateescape``) so such a file name still opens; ids, file names and category
+      names are shown through :func:`~segaudit.readers._text.display_text`, so what reaches the
+      tables is valid one-line UTF-8.
+    * Polygons with vertices more than :data:`POLYGON_MARGIN` image sizes outside the image are
+      refused (pycocotools would allocate memory in proportion to the coordinates).
+    * Images larger than :data:`~segaudit.readers._image.MAX_SIDE` are audited downscaled, their masks
+      with them; see :mod:`segaudit.readers._image`.
 """
 
 from __future__ import annotations
@@ -43,14 +56,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from segaudit.classmap import is_background_name
-from segaudit.readers._image import load_rgb
+from segaudit.readers._image import MAX_SIDE, load_rgb_capped
+from segaudit.readers._text import display_text
 from segaudit.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
 
-__all__ = ["CocoDataset", "guess_image_root"]
+__all__ = ["CocoDataset", "guess_image_root", "POLYGON_MARGIN"]
 
 log = logging.getLogger("segaudit.readers")
+
+#: Polygon vertices may lie up to this many image sizes (the longer side) outside the image; farther
+#: ones make the annotation unusable ("coordinates far outside the image").
+POLYGON_MARGIN = 4
 
 #: Folder names tried first when guessing where the images of a COCO file are.
 _PREFERRED_IMAGE_DIRS = ("images", "JPEGImages", "imgs", "img", "input_images", "data")
@@ -76,10 +95,10 @@ def _id_key(value: Any) -> tuple[int, Any]:
 
 
 def _id_str(value: Any) -> str:
-    """The string form of a COCO id (``3.0`` and ``3`` are the same id)."""
+    """The string form of a COCO id (``3.0`` and ``3`` are the same id), safe to store and show."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    return display_text(value)
 
 
 def _truthy(value: Any) -> bool:
@@ -135,8 +154,8 @@ def _check_counts(counts: Sequence[int], h: int, w: int) -> None:
         raise _AnnotationProblem(f"RLE run lengths sum to {total}, expected {h}*{w} = {h * w}")
 
 
-def _segmentation_to_mask(segm: Any, h: int, w: int) -> np.ndarray:
-    """Validate a COCO segmentation and decode it at ``(h, w)``.
+def _segmentation_to_mask(segm: Any, h: int, w: int, out_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Validate a COCO segmentation and decode it at ``(h, w)``, or resized to ``out_hw``.
 
     Parameters
     ----------
@@ -144,12 +163,15 @@ def _segmentation_to_mask(segm: Any, h: int, w: int) -> np.ndarray:
         Polygon(s) ``[[x1, y1, x2, y2, ...], ...]`` (a flat list is one polygon), uncompressed RLE
         ``{"size": [h, w], "counts": [int, ...]}`` or compressed RLE (``counts`` a string).
     h, w : int
-        Image size the annotation must be decoded at.
+        Image size the annotation was drawn at (an RLE's ``size`` must equal it).
+    out_hw : (int, int), optional
+        Size to return the mask at (a downscaled image): polygons are scaled before rasterising, RLE
+        masks are decoded at ``(h, w)`` and resized (nearest neighbour). Default ``(h, w)``.
 
     Returns
     -------
     np.ndarray
-        ``(h, w)`` bool mask.
+        ``out_hw`` bool mask.
 
     Raises
     ------
@@ -158,6 +180,7 @@ def _segmentation_to_mask(segm: Any, h: int, w: int) -> np.ndarray:
     """
     from pycocotools import mask as mask_utils
 
+    oh, ow = out_hw if out_hw is not None else (h, w)
     if isinstance(segm, dict):
         if "counts" not in segm or "size" not in segm:
             raise _AnnotationProblem(f"RLE segmentation needs 'counts' and 'size', got keys {sorted(segm)}")
@@ -208,7 +231,18 @@ def _segmentation_to_mask(segm: Any, h: int, w: int) -> np.ndarray:
         if short:
             # Degenerate parts of an otherwise valid polygon cover no area; dropping them changes nothing.
             log.debug("dropping degenerate polygon parts %s", short)
-        rle = mask_utils.merge(mask_utils.frPyObjects(parts, h, w))
+        margin = POLYGON_MARGIN * max(h, w)
+        for i, part in enumerate(parts):
+            xs, ys = part[0::2], part[1::2]
+            if min(xs) < -margin or max(xs) > w + margin or min(ys) < -margin or max(ys) > h + margin:
+                raise _AnnotationProblem(
+                    f"polygon part {i} has coordinates far outside the {w}x{h} image "
+                    f"(x {min(xs):.6g}..{max(xs):.6g}, y {min(ys):.6g}..{max(ys):.6g})"
+                )
+        if (oh, ow) != (h, w):
+            sx, sy = ow / w, oh / h
+            parts = [[v * (sx if j % 2 == 0 else sy) for j, v in enumerate(part)] for part in parts]
+        rle = mask_utils.merge(mask_utils.frPyObjects(parts, oh, ow))
     else:
         raise _AnnotationProblem(
             f"segmentation must be a polygon list or an RLE dict, got {type(segm).__name__}"
@@ -216,21 +250,42 @@ def _segmentation_to_mask(segm: Any, h: int, w: int) -> np.ndarray:
     try:
         mask = mask_utils.decode(rle)
     except Exception as exc:  # pycocotools raises ValueError / TypeError on bad RLE
-        raise _AnnotationProblem(f"cannot decode segmentation: {exc}") from None
+        raise _AnnotationProblem(f"cannot decode segmentation: {display_text(exc)}") from None
     if mask.ndim == 3:
         mask = mask[:, :, 0]
+    if mask.shape != (oh, ow):  # an RLE of a downscaled image
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((ow, oh), Image.NEAREST))
     return np.ascontiguousarray(mask.astype(bool))
 
 
 def _safe_relative(file_name: str) -> PurePosixPath:
-    """Dataset-relative image path; SampleError when it is absolute or climbs out with ``..``."""
+    """Dataset-relative image path; SampleError when it is absolute, climbs out with ``..`` or holds NUL.
+
+    Purely lexical (nothing on disk is looked at), so a hostile name never reaches the file system.
+    """
     norm = file_name.replace("\\", "/")
     rel = PurePosixPath(norm)
+    shown = display_text(file_name)
     if rel.is_absolute() or (len(norm) > 1 and norm[1] == ":") or ".." in rel.parts:
-        raise SampleError(f"image path escapes the image root (absolute or '..'): {file_name}")
+        raise SampleError(f"image path escapes the image root (absolute or '..'): {shown}")
+    if "\x00" in norm:
+        raise SampleError(f"image file name holds a NUL byte, which no file name can: {shown}")
     if not rel.parts or str(rel) in ("", "."):
-        raise SampleError(f"image entry has an empty file_name: {file_name!r}")
+        raise SampleError(f"image entry has an empty file_name: {shown!r}")
     return rel
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False instead of an OSError (e.g. a name too long for the file system)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_empty(segm: Any) -> bool:
+    """None, ``[]`` or ``{}`` (compared by type, so that no odd value is ever compared with ``==``)."""
+    return segm is None or (isinstance(segm, list | dict) and not segm)
 
 
 def guess_image_root(
@@ -277,7 +332,7 @@ def guess_image_root(
         if cand in seen or not cand.is_dir():
             continue
         seen.add(cand)
-        hits = sum((cand / p).is_file() for p in probe)
+        hits = sum(_is_file(cand / p) for p in probe)
         if hits > best_hits:
             best, best_hits = cand, hits
             if hits == len(probe):
@@ -299,6 +354,9 @@ class CocoDataset:
         ``image_root`` is also tried relative to the annotation file's folder.
     image_root_candidates : sequence of str or Path, optional
         Folders to try first when guessing ``image_root`` (used by :func:`segaudit.readers.open_dataset`).
+    max_side : int or None
+        Images whose longer side exceeds this are read downscaled to it, with their masks
+        (:data:`~segaudit.readers._image.MAX_SIDE` by default; None: never).
 
     Attributes
     ----------
@@ -329,9 +387,11 @@ class CocoDataset:
         image_root: str | Path | None = None,
         *,
         image_root_candidates: Sequence[str | Path] = (),
+        max_side: int | None = MAX_SIDE,
     ) -> None:
         from pycocotools.coco import COCO
 
+        self.max_side = max_side
         self.annotation_file = Path(annotation_file)
         path = self.annotation_file
         if not path.exists():
@@ -340,10 +400,8 @@ class CocoDataset:
             raise ValueError(f"expected a COCO annotation .json file, got a folder: {path}")
         raw = path.read_bytes()
         self._fingerprint = hashlib.sha256(raw).hexdigest()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"COCO annotation file {path} is not valid JSON: {exc}") from None
+        self.load_errors: list[ErrorRow] = []
+        data = self._parse_json(raw, path)
         del raw
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise ValueError(
@@ -361,7 +419,6 @@ class CocoDataset:
                 f"{path} is in COCO panoptic format (annotations have 'segments_info'); convert it to "
                 "detection format first (panopticapi's converters/panoptic2detection_coco_format.py)"
             )
-        self.load_errors: list[ErrorRow] = []
 
         # --- images -------------------------------------------------------------------------------
         images: dict[str, dict[str, Any]] = {}
@@ -377,7 +434,9 @@ class CocoDataset:
                 continue
             if sid in images:
                 self._note(
-                    sid, fn, f"duplicate image id {sid} (also {images[sid]['file_name']}); kept the first"
+                    sid,
+                    display_text(fn),
+                    f"duplicate image id {sid} (also {display_text(images[sid]['file_name'])}); kept the first",
                 )
                 continue
             images[sid] = img
@@ -428,7 +487,8 @@ class CocoDataset:
             for cat in sorted(valid, key=lambda c: _id_key(c["id"])):
                 cid = _id_str(cat["id"])
                 name = cat.get("name")
-                name = str(name).strip() if name is not None and str(name).strip() else f"category_{cid}"
+                name = display_text(name).strip() if name is not None and str(name).strip() else ""
+                name = name or f"category_{cid}"
                 if cid in self._cat_index or cid in self._background_ids:
                     self._note(None, None, f"duplicate category id {cid} ({name!r}); kept the first")
                     continue
@@ -490,6 +550,24 @@ class CocoDataset:
     def _note(self, image_id: str | None, file_name: str | None, reason: str) -> None:
         self.load_errors.append(ErrorRow(image_id=image_id, file_name=file_name, stage="read", reason=reason))
 
+    def _parse_json(self, raw: bytes, path: Path) -> Any:
+        """Parse the annotation file; bytes that are not UTF-8 are kept (``surrogateescape``) with a note."""
+        try:
+            try:
+                return json.loads(raw)
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+                data = json.loads(text)
+                self._note(
+                    None, None, "annotation file is not valid UTF-8; its undecodable bytes are kept as they are "
+                    "(file names still open) and shown as \\xNN"
+                )
+                return data
+        except RecursionError:
+            raise ValueError(f"COCO annotation file {path} is not usable JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+            raise ValueError(f"COCO annotation file {path} is not valid JSON: {display_text(exc)}") from None
+
     def __len__(self) -> int:
         return len(self._order)
 
@@ -506,7 +584,7 @@ class CocoDataset:
         -------
         list of ImageRef
         """
-        return [ImageRef(image_id=s, file_name=str(self._images[s]["file_name"])) for s in self._order]
+        return [ImageRef(image_id=s, file_name=display_text(self._images[s]["file_name"])) for s in self._order]
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the annotation file's bytes."""
@@ -521,17 +599,26 @@ class CocoDataset:
             ``file_name`` escapes the root, or the file exists in neither place.
         """
         rel = _safe_relative(file_name)
-        tried = []
+        shown = display_text(file_name)
         for base in (self.image_root, self._ann_dir):
             p = Path(base) / rel
-            if p.is_file():
-                return p
-            tried.append(p)
+            try:
+                if p.is_file():
+                    return p
+                if p.is_dir():
+                    raise SampleError(f"expected an image file but found a folder: {shown}")
+            except OSError as exc:  # e.g. a name too long for the file system
+                raise SampleError(f"cannot access image file {shown}: {exc.strerror or exc}") from None
         if self.image_root.resolve() == self._ann_dir:
-            raise SampleError(f"image file not found: {file_name} (looked in {self.image_root})")
-        raise SampleError(
-            f"image file not found: {file_name} (looked in {self.image_root} and {self._ann_dir})"
-        )
+            raise SampleError(f"image file not found: {shown} (looked in {self.image_root})")
+        raise SampleError(f"image file not found: {shown} (looked in {self.image_root} and {self._ann_dir})")
+
+    def image_path(self, ref: ImageRef) -> Path:
+        """Where the image of ``ref`` is (see :meth:`resolve_image`); SampleError when it is not found."""
+        img = self._images.get(ref.image_id)
+        if img is None:
+            raise SampleError(f"image id {ref.image_id} is not in {self.annotation_file.name}")
+        return self.resolve_image(str(img["file_name"]))
 
     def read(self, ref: ImageRef) -> Sample:
         """Read one image with its labels; skipped annotations are logged (see :meth:`read_with_issues`).
@@ -572,27 +659,35 @@ class CocoDataset:
         img = self._images.get(sid)
         if img is None:
             raise SampleError(f"image id {sid} is not in {self.annotation_file.name}")
-        file_name = str(img["file_name"])
-        path = self.resolve_image(file_name)
+        raw_name = str(img["file_name"])
+        file_name = display_text(raw_name)
+        path = self.resolve_image(raw_name)
         json_hw = _dims(img)
-        image = load_rgb(path, name=file_name, expected_hw=json_hw)
-        h, w = image.shape[:2]
-        if json_hw is not None and (h, w) != json_hw:
+        image, (full_h, full_w) = load_rgb_capped(
+            path, name=file_name, expected_hw=json_hw, max_side=self.max_side
+        )
+        if json_hw is not None and (full_h, full_w) != json_hw:
             raise SampleError(
-                f"image is {w}x{h} but annotation says {json_hw[1]}x{json_hw[0]} (width x height): {file_name}"
+                f"image is {full_w}x{full_h} but annotation says {json_hw[1]}x{json_hw[0]} (width x height): "
+                f"{file_name}"
             )
+        h, w = image.shape[:2]
+        issues: list[ErrorRow] = []
+        if (h, w) != (full_h, full_w):
+            issues.append(ErrorRow(sid, file_name, "read", (
+                f"image resized: {full_w}x{full_h} is over the {self.max_side} px side limit; audited at {w}x{h} "
+                "with its masks resized to match")))
 
         semantic = np.zeros((h, w), dtype=np.uint8)
         crowd = np.zeros((h, w), dtype=bool)
         instances: list[Instance] = []
-        issues: list[ErrorRow] = []
         for ann in self.coco.imgToAnns.get(self._raw_ids[sid], []):
             ann_id = None if ann.get("_segaudit_no_id") else _id_str(ann["id"])
             try:
                 cat_idx = self._category_of(ann)
-                if "segmentation" not in ann or ann["segmentation"] in (None, [], {}):
+                if "segmentation" not in ann or _is_empty(ann["segmentation"]):
                     raise _AnnotationProblem("it has no segmentation (box-only annotation)")
-                mask = _segmentation_to_mask(ann["segmentation"], h, w)
+                mask = _segmentation_to_mask(ann["segmentation"], full_h, full_w, (h, w))
                 if not mask.any():
                     raise _AnnotationProblem("its mask is empty (0 pixels inside the image)")
             except _AnnotationProblem as exc:

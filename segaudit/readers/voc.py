@@ -19,7 +19,15 @@ Instances
     no such pixels is skipped and reported by :meth:`VocDataset.read_with_issues` (reason
     ``"object <n> skipped: ..."``); a ``SegmentationObject`` file that cannot be used (wrong size,
     undecodable) drops the instances (``has_instances=False``) and is reported the same way. Without
-    ``SegmentationObject/<stem>.png``, ``has_instances`` is False.
+    ``SegmentationObject/<stem>.png``, ``has_instances`` is False; when the dataset has a
+    ``SegmentationObject/`` folder but not this image's file, that is reported the same way too.
+
+Hostile input
+    Split lines that are not plain file stems (``../x``, ``a/b``, absolute paths) are skipped with a
+    note, so no path leaves ``root``. Text files and file names that are not UTF-8 are read byte for byte
+    (``surrogateescape``); ids and file names are shown through
+    :func:`~segaudit.readers._text.display_text`. Images larger than
+    :data:`~segaudit.readers._image.MAX_SIDE` are audited downscaled with their labels (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from segaudit.classmap import is_background_name
-from segaudit.readers._image import load_rgb, open_image
+from segaudit.readers._image import MAX_SIDE, load_rgb_capped, open_image
+from segaudit.readers._text import display_text
 from segaudit.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
 
 __all__ = ["VocDataset", "VOC_CLASSES", "voc_colormap", "read_label_png"]
@@ -102,7 +112,7 @@ def read_label_png(path: Path, name: str) -> np.ndarray:
         Missing or undecodable file, an unsupported mode, values above 255, or RGB colours that are
         not in the VOC colour map.
     """
-    if not path.is_file():
+    if not _is_file(path):
         raise SampleError(f"label file not found: {name}")
     im = open_image(path, name=name)
     mode = im.mode
@@ -142,13 +152,33 @@ def read_label_png(path: Path, name: str) -> np.ndarray:
     raise SampleError(f"label {name} has image mode {mode!r}; expected a palette (P) or greyscale (L) PNG")
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False instead of an OSError (e.g. a name too long for the file system)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_text(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 are kept (``surrogateescape``), a BOM dropped."""
+    return path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+
+
 def _read_class_names(path: Path) -> list[str]:
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln.strip() for ln in _read_text(path).splitlines()]
     return [ln for ln in lines if ln and ln != "__ignore__"]
 
 
+def _resize_labels(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 label indices resized to ``(h, w)`` with nearest neighbour (no new values appear)."""
+    if labels.shape == hw:
+        return labels
+    return np.asarray(Image.fromarray(labels).resize((hw[1], hw[0]), Image.NEAREST))
+
+
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    names = [str(n).strip() for n in names]
+    names = [display_text(n).strip() for n in names]
     if not names:
         raise ValueError(f"{source} lists no classes; expected 'background' followed by the class names")
     if not is_background_name(names[0]):
@@ -176,6 +206,9 @@ class VocDataset:
         Class names in label order, starting with background. Default: ``root/class_names.txt`` if
         present (``__ignore__`` lines dropped, ``_background_`` read as ``background``), else the 21
         VOC classes (:data:`VOC_CLASSES`).
+    max_side : int or None
+        Images whose longer side exceeds this are read downscaled to it, with their labels
+        (:data:`~segaudit.readers._image.MAX_SIDE` by default; None: never).
 
     Attributes
     ----------
@@ -201,7 +234,10 @@ class VocDataset:
         root: str | Path,
         split: str | None = "val",
         class_names: Sequence[str] | None = None,
+        *,
+        max_side: int | None = MAX_SIDE,
     ) -> None:
+        self.max_side = max_side
         self.root = Path(root)
         root = self.root
         if not root.exists():
@@ -248,20 +284,28 @@ class VocDataset:
                 )
             self._split_file = split_file
             stems = []
-            for n, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), 1):
+            for n, line in enumerate(_read_text(split_file).splitlines(), 1):
                 token = line.split("#", 1)[0].strip().split()
                 if not token:
                     continue
                 stem = token[0]
-                if "/" in stem or "\\" in stem or stem in (".", ".."):
-                    self._note(f"{split_file.name} line {n}: {stem!r} is not a file stem; skipped")
+                if "/" in stem or "\\" in stem or stem in (".", "..") or "\x00" in stem:
+                    self._note(f"{split_file.name} line {n}: {display_text(stem)!r} is not a file stem; skipped")
                     continue
                 stems.append(stem)
-        stems = sorted(set(stems))
-        if not stems:
+        # image ids are the stems as shown (display_text); the raw stems open the files
+        self._raw_stem: dict[str, str] = {}
+        for stem in sorted(set(stems)):
+            shown = display_text(stem)
+            if shown in self._raw_stem:
+                self._note(f"two file stems are both shown as {shown!r}; kept the first", image_id=shown)
+                continue
+            self._raw_stem[shown] = stem
+        self._stems = sorted(self._raw_stem)
+        if not self._stems:
             where = self._split_file if self._split_file is not None else cls_dir
             raise ValueError(f"no images in the split: {where} lists no images")
-        self._stems = stems
+        self._has_object_dir = (root / "SegmentationObject").is_dir()
 
         # --- image files (one directory listing, so any extension is found) ------------------------
         by_stem: dict[str, str] = {}
@@ -270,7 +314,7 @@ class VocDataset:
                 stem, ext = os.path.splitext(entry.name)
                 if ext in _IMAGE_EXTS and (stem not in by_stem or ext == ".jpg"):
                     by_stem[stem] = entry.name
-        self._image_names = {s: by_stem.get(s, f"{s}.jpg") for s in stems}
+        self._image_names = {s: by_stem.get(raw, f"{raw}.jpg") for s, raw in self._raw_stem.items()}
         self._fingerprint: str | None = None
 
     @staticmethod
@@ -294,7 +338,9 @@ class VocDataset:
         list of ImageRef
             ``image_id`` the stem, ``file_name`` ``"JPEGImages/<file>"``.
         """
-        return [ImageRef(image_id=s, file_name=f"JPEGImages/{self._image_names[s]}") for s in self._stems]
+        return [
+            ImageRef(image_id=s, file_name=f"JPEGImages/{display_text(self._image_names[s])}") for s in self._stems
+        ]
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the split file, the class names and every label file of the split.
@@ -309,7 +355,7 @@ class VocDataset:
             h.update(b"\0names\0" + "\n".join(self.category_names).encode("utf-8"))
             for stem in self._stems:
                 for sub in ("SegmentationClass", "SegmentationObject"):
-                    p = self.root / sub / f"{stem}.png"
+                    p = self.root / sub / f"{self._raw_stem[stem]}.png"
                     h.update(f"\0{sub}/{stem}.png\0".encode())
                     try:
                         h.update(hashlib.sha256(p.read_bytes()).digest())
@@ -317,6 +363,12 @@ class VocDataset:
                         h.update(b"<absent>")
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def image_path(self, ref: ImageRef) -> Path:
+        """Where the image of ``ref`` should be (``root/JPEGImages/<file>``; it may not exist)."""
+        if ref.image_id not in self._image_names:
+            raise SampleError(f"image {display_text(ref.image_id)!r} is not in this VOC split")
+        return self.root / "JPEGImages" / self._image_names[ref.image_id]
 
     def read(self, ref: ImageRef) -> Sample:
         """Read one image with its labels; problems with single objects are logged.
@@ -353,19 +405,17 @@ class VocDataset:
             ``0..K-1`` other than 255.
         """
         stem = ref.image_id
-        if stem not in self._image_names:
-            raise SampleError(f"image {stem!r} is not in this VOC split")
-        file_name = f"JPEGImages/{self._image_names[stem]}"
+        img_path = self.image_path(ref)
+        raw = self._raw_stem[stem]
+        file_name = f"JPEGImages/{display_text(self._image_names[stem])}"
         label_name = f"SegmentationClass/{stem}.png"
-        img_path = self.root / file_name
-        if not img_path.is_file():
+        if not _is_file(img_path):
             raise SampleError(f"image file not found: {file_name}")
-        semantic = read_label_png(self.root / label_name, label_name)
-        image = load_rgb(img_path, name=file_name, expected_hw=semantic.shape)
-        h, w = image.shape[:2]
-        if semantic.shape != (h, w):
+        semantic = read_label_png(self.root / "SegmentationClass" / f"{raw}.png", label_name)
+        image, full_hw = load_rgb_capped(img_path, name=file_name, expected_hw=semantic.shape, max_side=self.max_side)
+        if semantic.shape != full_hw:
             raise SampleError(
-                f"label {label_name} is {semantic.shape[1]}x{semantic.shape[0]} but image is {w}x{h}"
+                f"label {label_name} is {semantic.shape[1]}x{semantic.shape[0]} but image is {full_hw[1]}x{full_hw[0]}"
             )
         k = len(self.category_names)
         present = np.flatnonzero(np.bincount(semantic.ravel(), minlength=256))
@@ -377,23 +427,34 @@ class VocDataset:
             )
 
         issues: list[ErrorRow] = []
+        h, w = image.shape[:2]
+        if (h, w) != full_hw:
+            issues.append(ErrorRow(stem, file_name, "read", (
+                f"image resized: {full_hw[1]}x{full_hw[0]} is over the {self.max_side} px side limit; audited at "
+                f"{w}x{h} with its labels resized to match")))
+            semantic = _resize_labels(semantic, (h, w))
         instances: list[Instance] = []
         has_instances = False
         obj_name = f"SegmentationObject/{stem}.png"
-        obj_path = self.root / obj_name
-        if obj_path.is_file():
+        obj_path = self.root / "SegmentationObject" / f"{raw}.png"
+        if _is_file(obj_path):
             try:
                 objects = read_label_png(obj_path, obj_name)
-                if objects.shape != (h, w):
+                if objects.shape != full_hw:
                     raise SampleError(
-                        f"object label {obj_name} is {objects.shape[1]}x{objects.shape[0]} but image is {w}x{h}"
+                        f"object label {obj_name} is {objects.shape[1]}x{objects.shape[0]} but image is "
+                        f"{full_hw[1]}x{full_hw[0]}"
                     )
             except SampleError as exc:
                 issues.append(ErrorRow(stem, file_name, "read", f"instances skipped: {exc}"))
             else:
                 has_instances = True
-                instances, bad_objects = self._instances(objects, semantic)
+                instances, bad_objects = self._instances(_resize_labels(objects, (h, w)), semantic)
                 issues += [ErrorRow(stem, file_name, "read", reason) for reason in bad_objects]
+        elif self._has_object_dir:
+            issues.append(ErrorRow(stem, file_name, "read", (
+                f"instances skipped: object label {obj_name} not found (the dataset has SegmentationObject/ "
+                "but not this image's file); audited without instance labels")))
         sample = Sample(
             image_id=stem,
             file_name=file_name,
