@@ -101,6 +101,13 @@ def main() -> None:
     for kind, group in findings.groupby("kind"):
         on_planted = group["file_name"].str.rsplit("/", n=1).str[-1].isin(planted_files)
         print(f"  {kind:22s} {int(on_planted.sum()):4d} / {len(group)}")
+    label_errors = findings[findings["kind"] == "label_error"].sort_values("rank")
+    on_planted = label_errors["file_name"].str.rsplit("/", n=1).str[-1].isin(planted_files).to_numpy()
+    precision = {k: float(on_planted[:k].mean()) for k in (10, 20, 40, 60) if len(on_planted) >= k}
+    covered = label_errors.loc[on_planted, "file_name"].nunique()
+    print("label_error findings: precision (on a planted image) among the k strongest: "
+          + ", ".join(f"k={k}: {v:.2f}" for k, v in precision.items())
+          + f"; planted images with a label_error finding: {covered} / {len(manifest)}")
     reliance = class_reliance(frames["scores"], config.rules, config.methods, config.layers_of(model))
     print("\nclass reliance on context (primary map: share of top-|G| pixels outside the object, right predictions):")
     print(reliance.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -110,6 +117,7 @@ def main() -> None:
     print(f"ap_segaudit: {results['segaudit suspicion']['average_precision']:.4f}")
     print(f"auroc_cleanlab: {results['cleanlab softmin (1 - score)']['auroc']:.4f}")
     print(f"ap_cleanlab: {results['cleanlab softmin (1 - score)']['average_precision']:.4f}")
+    print(f"label_error_precision_at_40: {precision.get(40, float('nan')):.3f}")
     print(f"context_cue_class_rank: {int(cue.iloc[0]) if len(cue) else -1}")
 
 

@@ -1,24 +1,49 @@
-"""The ``audit`` flow: read -> explain (model + CAMs) -> score, batch by batch; write the tables; report.
+"""The audit flows.
 
-Runs with no Prefect server configured (Prefect starts a temporary local one).
+``audit``         plan (images -> shards) -> process the shards, here or fanned out to a work pool ->
+                  aggregate (ranks, findings) -> report -> artifacts
+``audit_shards``  a worker's share of a fanned-out run: the given shards of a planned run
+``pull_data``     download and verify public datasets into a data root (when absent)
+
+Both run with no Prefect server configured (Prefect starts a temporary local one).
 """
 
 from __future__ import annotations
 
-from prefect import flow
+import copy
+import time
+from dataclasses import replace
+from typing import Any
 
-from segaudit.audit import AuditConfig
+from prefect import flow
+from prefect.futures import as_completed
+
+from segaudit.audit import AuditConfig, check_config
 from segaudit.cam import METHODS
-from segaudit.run import dataset_error_rows, plan_batches, run_directory, run_metadata
+from segaudit.classmap import ClassMap
+from segaudit.findings import FindingRules
+from segaudit.models import LoadedModel
+from segaudit.readers import SegmentationDataset
+from segaudit.run import (
+    audit_config_from_json,
+    pending_shards,
+    run_directory,
+    run_metadata,
+)
+from segaudit.shards import Shard, shard_refs
+from segaudit.tables import read_plan, shard_markers
 from tasks import (
-    explain_batch_task,
+    ShardProgress,
+    aggregate_task,
+    download_dataset_task,
     load_model_task,
     open_dataset_task,
-    read_batch_task,
+    plan_run_task,
+    process_shard_task,
+    publish_summary_task,
     render_report_task,
-    score_batch_task,
-    write_run_task,
 )
+from tasks.report import report_link_task
 
 
 @flow(name="audit", log_prints=True)
@@ -36,31 +61,192 @@ def audit(
     score_cam_channels: int | None = None,
     amp: bool = False,
     batch_size: int = 16,
+    prompts: str | None = None,
+    sam_checkpoint: str | None = None,
+    sam_model_type: str = "vit_h",
+    findings: dict[str, float] | None = None,
     mapping: dict[str, str] | None = None,
     device: str = "cpu",
     out: str = "runs",
     run_id: str | None = None,
     limit: int | None = None,
     report: bool = True,
+    shard_size: int = 256,
+    loader_workers: int = 0,
+    concurrency: int = 1,
+    resume: bool = True,
+    deployment: str | None = None,
+    child_runs: int | None = None,
+    poll_seconds: float = 5.0,
 ) -> str:
-    """Audit a COCO or VOC dataset with a segmentation model; return the run folder."""
+    """Audit a COCO or VOC dataset with a segmentation model; return the run folder (path or URL).
+
+    ``findings`` overrides thresholds of :class:`segaudit.findings.FindingRules` by name, e.g.
+    ``{"label_quality": 0.3}``; ``prompts`` turns on CAM-prompted segmentation ("grabcut" or "sam").
+
+    Scale: the images are cut into shards of ``shard_size``; each shard is one task (``loader_workers``
+    processes read images ahead of the model; at most ``concurrency`` shards at a time, each with its own
+    copy of the model) that writes its part of every table to ``out`` (a folder or an fsspec URL). A
+    rerun with the same data, model and settings (``resume``) skips the shards already written. With
+    ``deployment`` (e.g. ``"audit-shards/shard"``), the shards go to that deployment's work pool as
+    ``child_runs`` flow runs (default: one per shard) on ``device``, and this flow waits, then
+    aggregates and reports.
+    """
     config = AuditConfig(
         methods=tuple(methods), layers=tuple(layers or ()), target=target, score=score,
         roi=tuple(roi) if roi else None, score_cam_channels=score_cam_channels, amp=amp,
-        batch_size=batch_size,
+        batch_size=batch_size, prompts=prompts, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type,
+        rules=FindingRules(**(findings or {})),
     )
     data = open_dataset_task(dataset, split, image_root)
-    loaded, class_map = load_model_task(model, weights, device, data.category_names, mapping)
+    # a fanning-out parent only needs the model's identity; its workers load it on their devices
+    loaded, class_map = load_model_task(model, weights, "cpu" if deployment else device, data.category_names, mapping)
+    check_config(loaded, config)
     meta = run_metadata(
         data, loaded, config, dataset_path=dataset, split=split, weights=weights, mapping=mapping, limit=limit
     )
     refs = data.refs()[:limit] if limit else data.refs()
-    rows = dataset_error_rows(data)
-    for batch_refs in plan_batches(refs, batch_size):
-        samples, read_errors = read_batch_task(data, batch_refs)
-        explained = explain_batch_task(samples, read_errors, loaded, class_map, config)
-        rows.extend(score_batch_task(explained, loaded, config))
-    run_dir = write_run_task(rows, str(run_directory(out, run_id, meta)), meta)
+    run_dir = run_directory(out, run_id, meta)
+    inputs = {"dataset": dataset, "split": split, "image_root": image_root, "model": model, "weights": weights,
+              "mapping": mapping}
+    plan = plan_run_task(run_dir, meta, refs, shard_size, inputs, resume)
+    todo = pending_shards(run_dir, plan)
+    tracker = ShardProgress(plan, todo)
+    if deployment:
+        _fan_out(deployment, run_dir, plan, todo, child_runs, device, loader_workers, concurrency, tracker,
+                 poll_seconds)
+    else:
+        _process_here(run_dir, plan, todo, data, loaded, class_map, config, loader_workers, concurrency, tracker)
+    aggregate_task(run_dir)
     if report:
-        render_report_task(run_dir)
+        report_link_task(render_report_task(run_dir))
+    publish_summary_task(run_dir, report)
     return run_dir
+
+
+@flow(name="audit-shards", log_prints=True)
+def audit_shards(
+    run_dir: str,
+    shards: list[str] | None = None,
+    device: str = "cpu",
+    loader_workers: int = 0,
+    concurrency: int = 1,
+) -> list[str]:
+    """Process ``shards`` (default: all not yet complete) of the run planned in ``run_dir``, on ``device``;
+    return the names of the shards written. Everything else (data, model, settings) comes from the run's
+    plan, so any worker that can read the data and write to ``run_dir`` can take a share.
+    """
+    plan = read_plan(run_dir)
+    if plan is None:
+        raise FileNotFoundError(f"{run_dir} has no run plan (run.json); start the run with the audit flow")
+    inputs, meta = plan["inputs"], plan["run"]
+    data = open_dataset_task(inputs["dataset"], inputs["split"], inputs["image_root"])
+    loaded, class_map = load_model_task(inputs["model"], inputs["weights"], device, data.category_names,
+                                        inputs["mapping"])
+    if loaded.sha256 != meta["model_sha256"]:
+        raise ValueError(f"the model {inputs['model']!r} on this worker has sha256 {loaded.sha256[:12]}, the run "
+                         f"was planned with {meta['model_sha256'][:12]}: give workers the same weights")
+    if data.fingerprint() != meta["dataset_fingerprint"]:
+        raise ValueError(f"the dataset {inputs['dataset']} on this worker differs from the planned run's "
+                         "(fingerprint): give workers the same data")
+    wanted = set(shards) if shards is not None else None
+    todo = [s for s in pending_shards(run_dir, plan) if wanted is None or s.name in wanted]
+    tracker = ShardProgress(plan, todo, artifact=False)
+    _process_here(run_dir, plan, todo, data, loaded, class_map, audit_config_from_json(meta["config_json"]),
+                  loader_workers, concurrency, tracker)
+    return [s.name for s in todo]
+
+
+@flow(name="pull-data", log_prints=True)
+def pull_data(root: str = "data", datasets: list[str] = ["coco2017-val", "voc2012"]) -> dict[str, str]:  # noqa: B006
+    """Download, verify (MD5) and unpack ``datasets`` (keys of :data:`segaudit.download.DATASETS`:
+    ``coco2017-val``, ``coco2017-train``, ``voc2012``) under ``root``, skipping those already there, one
+    retried task each; return where each is."""
+    futures = {name: download_dataset_task.submit(name, root) for name in datasets}
+    return {name: future.result() for name, future in futures.items()}
+
+
+def _process_here(
+    run_dir: str,
+    plan: dict[str, Any],
+    shards: list[Shard],
+    data: SegmentationDataset,
+    loaded: LoadedModel,
+    class_map: ClassMap,
+    config: AuditConfig,
+    loader_workers: int,
+    concurrency: int,
+    tracker: ShardProgress,
+) -> None:
+    """Run a task per shard, at most ``concurrency`` at a time, each on its own copy of the model (the CAM
+    hooks of one shard must not see another's forward). A shard that fails (after its retries) does not
+    stop the others; the flow fails at the end naming it, and a rerun resumes it."""
+    refs_by_id = {ref.image_id: ref for ref in data.refs()}
+    first = plan["shards"][0]["name"]
+    free = [loaded] + [replace(loaded, module=copy.deepcopy(loaded.module)) for _ in range(1, max(1, concurrency))]
+    queue, running, failed = list(shards), {}, []
+    while queue or running:
+        while queue and free:
+            shard, replica = queue.pop(0), free.pop()
+            dataset_errors = list(data.load_errors) if shard.name == first else []
+            future = process_shard_task.submit(run_dir, plan["run_key"], shard, shard_refs(refs_by_id, shard), data,
+                                               replica, class_map, config, loader_workers, dataset_errors,
+                                               tracker.on_batch)
+            running[future] = (shard, replica)
+        future = next(as_completed(list(running)))
+        shard, replica = running.pop(future)
+        free.append(replica)
+        future.wait()  # records the final state on the future (its .state would ask the API)
+        if future.state.is_completed():
+            tracker.shard_done(future.result())
+        else:
+            failed.append(f"{shard.name} ({future.state.message})")
+    if failed:
+        raise RuntimeError(f"{len(failed)} shard(s) failed: {'; '.join(failed[:3])}; the other shards are written, "
+                           "run the same audit again to resume")
+
+
+def _fan_out(
+    deployment: str,
+    run_dir: str,
+    plan: dict[str, Any],
+    shards: list[Shard],
+    child_runs: int | None,
+    device: str,
+    loader_workers: int,
+    concurrency: int,
+    tracker: ShardProgress,
+    poll_seconds: float,
+) -> None:
+    """Create flow runs of ``deployment`` (the ``audit_shards`` flow) for the shards, dealt round-robin into
+    ``child_runs`` groups; wait for all of them, following the shards' completion markers."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    if not shards:
+        return
+    n = max(1, min(len(shards), child_runs or len(shards)))
+    groups = [shards[i::n] for i in range(n)]
+    runs = [
+        run_deployment(deployment, timeout=0, flow_run_name=f"{plan['run']['run_id']}-{k}",
+                       parameters={"run_dir": run_dir, "shards": [s.name for s in group], "device": device,
+                                   "loader_workers": loader_workers, "concurrency": concurrency})
+        for k, group in enumerate(groups)
+    ]
+    sizes = {s["name"]: len(s["image_ids"]) for s in plan["shards"]}
+    waiting, failed = {run.id for run in runs}, []
+    with get_client(sync_client=True) as client:
+        while waiting:
+            time.sleep(poll_seconds)
+            for run_id in list(waiting):
+                state = client.read_flow_run(run_id).state
+                if state is not None and state.is_final():
+                    waiting.discard(run_id)
+                    if not state.is_completed():
+                        failed.append(f"{run_id} {state.name}: {state.message}")
+            done = [name for name, marker in shard_markers(run_dir).items()
+                    if marker.get("run_key") == plan["run_key"] and name in sizes]
+            tracker.sync(sum(sizes[name] for name in done), len(done))
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(runs)} shard runs did not complete ({'; '.join(failed[:3])}); the "
+                           "shards they wrote are kept: run the audit again to resume the rest")

@@ -36,7 +36,7 @@ def planted_errors(root: str | Path) -> list[dict[str, Any]]:
 
 
 def planted_error_recall(images: pd.DataFrame, manifest: list[dict[str, Any]]) -> tuple[int, int]:
-    """How many images with a planted error rank among the N least consistent, N = their number.
+    """How many images with a planted error rank among the N most suspicious (by review rank), N = their number.
 
     ``images`` is a run's images table; the images are matched by ``file_name``.
     Returns ``(found, N)``.

@@ -8,7 +8,7 @@ counts in the tables are in this frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ class PreparedBatch:
     samples : list of Sample
         The dataset samples, in batch order.
     boxes : list of Letterbox
+    unknown_classes : list of dict of str to int
+        Per image, the dataset classes the model does not know (mapped to void) with their labelled pixel
+        counts in the original image: candidates for the out-of-label-space finding.
     """
 
     images: torch.Tensor
@@ -89,6 +92,7 @@ class PreparedBatch:
     instances: list[list[tuple[int, torch.Tensor]]]
     samples: list[Sample]
     boxes: list[Letterbox]
+    unknown_classes: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def valid(self) -> torch.Tensor:
@@ -107,8 +111,9 @@ def prepare_batch(
     if not samples:
         raise ValueError("prepare_batch needs at least one sample")
     fill = tuple(int(round(255 * m)) for m in mean)  # pads normalise to ~0
-    views, gts, instances, boxes = [], [], [], []
+    views, gts, instances, boxes, unknown = [], [], [], [], []
     for sample in samples:
+        unknown.append(_unknown_classes(sample, class_map))
         box = letterbox_geometry(*sample.image.shape[:2], size)
         boxes.append(box)
         views.append(letterbox_image(sample.image, box, fill))
@@ -124,4 +129,14 @@ def prepare_batch(
     images = torch.from_numpy(views_arr).permute(0, 3, 1, 2).float().div_(255.0)
     images = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     gt = torch.from_numpy(np.stack(gts)).long()
-    return PreparedBatch(images.contiguous(), views_arr, gt, instances, list(samples), boxes)
+    return PreparedBatch(images.contiguous(), views_arr, gt, instances, list(samples), boxes, unknown)
+
+
+def _unknown_classes(sample: Sample, class_map: ClassMap) -> dict[str, int]:
+    """Labelled pixels of each dataset class of ``sample`` that ``class_map`` sends to void."""
+    counts = np.bincount(sample.semantic.ravel(), minlength=256)
+    out = {}
+    for k in np.nonzero(counts)[0].tolist():
+        if 0 < k < len(sample.category_names) and class_map.lut[k] == IGNORE:
+            out[sample.category_names[k]] = int(counts[k])
+    return out

@@ -1,21 +1,26 @@
-"""Prefect tasks: thin wrappers of segaudit's core functions, one batch per task run."""
+"""Prefect tasks: thin wrappers of segaudit's core functions (one shard per task run), and the run's
+artifacts."""
 
+from tasks.artifacts import ShardProgress, artifact_key, publish_summary_task
 from tasks.audit import (
-    explain_batch_task,
+    aggregate_task,
     load_model_task,
     open_dataset_task,
-    read_batch_task,
+    plan_run_task,
+    process_shard_task,
     render_report_task,
-    score_batch_task,
-    write_run_task,
 )
+from tasks.data import download_dataset_task
 
 __all__ = [
-    "explain_batch_task",
+    "ShardProgress",
+    "aggregate_task",
+    "artifact_key",
+    "download_dataset_task",
     "load_model_task",
     "open_dataset_task",
-    "read_batch_task",
+    "plan_run_task",
+    "process_shard_task",
+    "publish_summary_task",
     "render_report_task",
-    "score_batch_task",
-    "write_run_task",
 ]

@@ -1,27 +1,51 @@
-"""Tasks of the audit flow. Each wraps one core function; none holds logic of its own beyond logging.
+"""Tasks of the audit flows. Each wraps one core function; none holds logic of its own beyond logging.
 
 Inputs are datasets, models and tensors passed in-process, so caching by input hash is off (``NO_CACHE``):
-hashing a model or a batch would cost more than the work.
+hashing a model or a batch would cost more than the work. Resumption does not need Prefect's cache: a
+shard's completion marker on storage says it is done (:mod:`segaudit.run`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from segaudit.audit import AuditConfig, BatchRows, Explained, explain_batch, score_batch
+from segaudit.audit import AuditConfig
 from segaudit.classmap import ClassMap, build_class_map
+from segaudit.download import materialize
 from segaudit.models import LoadedModel, load_model
-from segaudit.readers import SegmentationDataset, open_dataset, read_samples
-from segaudit.run import write_run_rows
-from segaudit.sample import ErrorRow, ImageRef, Sample
+from segaudit.readers import SegmentationDataset, open_dataset
+from segaudit.run import aggregate_run, start_run, write_shard_rows
+from segaudit.sample import ErrorRow, ImageRef
+from segaudit.shards import Shard, process_shard
+
+#: Failures worth another try of a shard: I/O (storage, network file systems, object stores), timeouts.
+#: Anything else (a bug, a configuration error) fails the same way again, so it is not retried.
+TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
+
+#: Where datasets given as fsspec URLs are copied to (relative to the worker's folder).
+DATA_CACHE = "data/cache"
 
 
-@task(name="open-dataset", cache_policy=NO_CACHE)
-def open_dataset_task(path: str, split: str | None, image_root: str | None) -> SegmentationDataset:
-    dataset = open_dataset(path, split=split, image_root=image_root)
+def _is_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
+    try:
+        state.result()
+    except TRANSIENT_ERRORS:
+        return True
+    except BaseException:  # noqa: BLE001 - any other failure is final
+        return False
+    return False
+
+
+@task(name="open-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=_is_transient)
+def open_dataset_task(path: str, split: str | None, image_root: str | None,
+                      cache: str = DATA_CACHE) -> SegmentationDataset:
+    """Open a dataset; a dataset (or image root) at an fsspec URL is first copied to ``cache``."""
+    dataset = open_dataset(materialize(path, cache), split=split,
+                           image_root=materialize(image_root, cache) if image_root else None)
     get_run_logger().info("%s dataset %s: %d images", dataset.kind, path, len(dataset.refs()))
     return dataset
 
@@ -39,28 +63,48 @@ def load_model_task(
     return model, class_map
 
 
-@task(name="read-batch", cache_policy=NO_CACHE)
-def read_batch_task(dataset: SegmentationDataset, refs: list[ImageRef]) -> tuple[list[Sample], list[ErrorRow]]:
-    return read_samples(dataset, refs)
+@task(name="plan-run", cache_policy=NO_CACHE)
+def plan_run_task(run_dir: str, meta: dict[str, Any], refs: list[ImageRef], shard_size: int,
+                  inputs: dict[str, Any], resume: bool) -> dict[str, Any]:
+    plan = start_run(run_dir, meta, refs, shard_size, inputs, resume)
+    get_run_logger().info("run %s (key %s): %d images in %d shards", run_dir, plan["run_key"], len(refs),
+                          len(plan["shards"]))
+    return plan
 
 
-@task(name="explain-batch", cache_policy=NO_CACHE)
-def explain_batch_task(
-    samples: list[Sample], read_errors: list[ErrorRow], model: LoadedModel, class_map: ClassMap, config: AuditConfig
-) -> Explained:
-    return explain_batch(samples, model, class_map, config, read_errors)
+@task(name="process-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=_is_transient, task_run_name="process-{shard.name}")
+def process_shard_task(
+    run_dir: str,
+    key: str,
+    shard: Shard,
+    refs: list[ImageRef],
+    data: SegmentationDataset,
+    model: LoadedModel,
+    class_map: ClassMap,
+    config: AuditConfig,
+    loader_workers: int,
+    extra_errors: list[ErrorRow],
+    on_batch: Any = None,
+) -> dict[str, Any]:
+    """Audit one shard and write its parts, then its completion marker; return ``{shard, images, errors,
+    seconds}``."""
+    start = time.perf_counter()
+    rows = process_shard(data, refs, model, class_map, config,
+                         loader_workers=loader_workers, extra_errors=extra_errors, on_batch=on_batch)
+    seconds = time.perf_counter() - start
+    counts = write_shard_rows(run_dir, shard, rows, key, seconds)
+    get_run_logger().info("%s: %d images, %d error rows in %.1f s", shard.name, counts["images"], counts["errors"],
+                          seconds)
+    return {"shard": shard.name, "images": len(shard.image_ids), "errors": counts["errors"], "seconds": seconds}
 
 
-@task(name="score-batch", cache_policy=NO_CACHE)
-def score_batch_task(explained: Explained, model: LoadedModel, config: AuditConfig) -> BatchRows:
-    return score_batch(explained, model, config)
-
-
-@task(name="write-run", cache_policy=NO_CACHE)
-def write_run_task(rows: BatchRows, run_dir: str, meta: dict[str, Any]) -> str:
-    counts = write_run_rows(rows, run_dir, meta)
-    get_run_logger().info("wrote %s to %s", ", ".join(f"{n} {k}" for k, n in counts.items()), run_dir)
-    return str(run_dir)
+@task(name="aggregate-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_is_transient)
+def aggregate_task(run_dir: str) -> dict[str, int]:
+    counts = aggregate_run(run_dir)
+    get_run_logger().info("aggregated %s: %s", run_dir, ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return counts
 
 
 @task(name="render-report", cache_policy=NO_CACHE)

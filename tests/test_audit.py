@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from segaudit.audit import BatchRows, finish_tables, image_consistency_of
 
@@ -16,15 +17,21 @@ def test_image_consistency_weights_classes_by_extent() -> None:
     assert image_consistency_of(np.array([]), np.array([]), np.array([])) == (1.0, -1)
 
 
-def test_review_rank_orders_by_consistency_then_dataset_order() -> None:
+def test_review_rank_orders_by_suspicion_then_dataset_order() -> None:
     rows = BatchRows()
-    for image_id, consistency in [("b", 0.5), ("a", 0.2), ("c", 0.5), ("d", 1.0)]:
+    cases = [("b", 0.5, 1.0), ("a", 0.2, 1.0), ("c", 1.0, 0.5 ** (1 / 0.75)), ("d", 1.0, 1.0), ("e", 0.5, 1.0)]
+    for image_id, consistency, quality in cases:
         rows.images.append({"image_id": image_id, "file_name": f"{image_id}.jpg", "width": 1, "height": 1,
                             "n_instances": 0, "gt_classes": [], "pred_classes": [], "consistency": consistency,
-                            "review_rank": 0, "worst_class_id": -1})
+                            "label_quality": quality, "review_rank": 0, "worst_class_id": -1,
+                            "unknown_classes": [], "unknown_pixels": []})
     images = finish_tables(rows)["images"]
-    assert images["image_id"].tolist() == ["b", "a", "c", "d"]  # dataset order is kept
-    assert images["review_rank"].tolist() == [2, 1, 3, 4]
+    assert images["image_id"].tolist() == ["b", "a", "c", "d", "e"]  # dataset order is kept
+    # suspicion 1 - Q^0.75 C^0.25: c (Q^0.75 = 0.5: 0.5) > a (C 0.2: 0.33) > b = e (C 0.5: 0.16, tie: dataset
+    # order) > d (0)
+    assert images["suspicion"].tolist() == pytest.approx(
+        [1 - 0.5**0.25, 1 - 0.2**0.25, 0.5, 0.0, 1 - 0.5**0.25])
+    assert images["review_rank"].tolist() == [3, 2, 1, 5, 4]
 
 
 def _samples(n: int, size: int = 64):
@@ -103,3 +110,30 @@ def test_image_consistency_uses_the_primary_layer_or_every_map() -> None:
     assert consistency(AuditConfig(methods=("gradcam", "guided_backprop"), layers=("backbone.4", "backbone.16"))) == plain
     only_input = consistency(AuditConfig(methods=("guided_backprop",)))
     assert all(0 <= c <= 1 for c in only_input) and only_input != [0.0, 0.0]
+
+
+def test_out_of_label_space_class_and_prompts_land_in_the_tables() -> None:
+    from segaudit.audit import AuditConfig, explain_batch, finish_tables, score_batch
+    from segaudit.classmap import build_class_map
+    from segaudit.models import load_model
+    from segaudit.sample import Sample
+
+    model = load_model("demo")
+    names = ("background", "disc", "zebra")  # the demo model knows no zebra
+    semantic = np.zeros((64, 64), dtype=np.uint8)
+    semantic[5:25, 5:25] = 1
+    semantic[40:50, 40:60] = 2
+    rng = np.random.default_rng(1)
+    sample = Sample("z", "z.jpg", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), semantic, [], names)
+    class_map = build_class_map(names, model.class_names)
+    config = AuditConfig(methods=("gradcam",), prompts="grabcut")
+    rows = score_batch(explain_batch([sample], model, class_map, config), model, config)
+    assert rows.images[0]["unknown_classes"] == ["zebra"] and rows.images[0]["unknown_pixels"] == [200]
+    frames = finish_tables(rows, config.rules, config.methods)
+    found = frames["findings"]
+    zebra = found[found["kind"] == "out_of_label_space"]
+    assert zebra["class_name"].tolist() == ["zebra"] and zebra["score"].item() == pytest.approx(200 / 64**2)
+    # one prompts row per scored map x point kind x prompt kind, for the primary method only
+    maps = {(r["image_id"], r["class_id"]) for r in rows.scores}
+    assert len(frames["prompts"]) == 4 * len(maps) and set(frames["prompts"]["method"]) == {"gradcam"}
+    assert 0.0 <= frames["images"]["label_quality"].item() <= 1.0

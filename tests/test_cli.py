@@ -51,3 +51,8 @@ def test_unknown_method_is_an_argparse_error(capsys) -> None:
         main(["run", "x", "--methods", "gradcam,magic"])
     assert exit_info.value.code == 2
     assert "unknown method(s) magic" in capsys.readouterr().err
+
+
+def test_fixations_on_a_model_they_cannot_trace(capsys, demo_data) -> None:
+    line = _error_of(capsys, ["run", str(demo_data), "--split", "val", "--methods", "fixations,gradcam"])
+    assert "method fixations cannot run on lraspp_mobilenet_v3_large" in line and "demo-fcn" in line

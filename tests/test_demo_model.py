@@ -42,3 +42,19 @@ def test_training_is_deterministic(tmp_path) -> None:
     second = train_model(x, y, len(CLASS_NAMES), config, log=lambda _: None).state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_vgg_fcn_matches_its_card(tmp_path) -> None:
+    """The shipped VGG-FCN (the model CNN-Fixations traces): hash and validation mIoU as on its card."""
+    from segaudit.models import demo_fcn_checkpoint_path
+
+    card = json.loads(demo_fcn_checkpoint_path().with_name("demo_vgg_fcn.json").read_text())
+    assert sha256_file(demo_fcn_checkpoint_path()) == card["sha256"]
+    assert card["sha256"] in demo_fcn_checkpoint_path().with_name("MODEL_CARD_vgg_fcn.md").read_text()
+    generate_dataset(tmp_path, n_train=0, n_val=100, seed=0)
+    model = load_model("demo-fcn")
+    assert model.arch == "vgg_fcn" and model.default_layer == "features.22"
+    x, y = load_tensors(VocDataset(tmp_path, split="val"), model.class_names, model.input_size)
+    miou, _ = mean_iou(confusion_matrix(model.module, x, y, model.num_classes))
+    assert miou >= 0.85
+    assert miou == pytest.approx(card["val_miou"], abs=2e-3)

@@ -5,8 +5,10 @@
 ``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, HiResCAM, ...)
 ``layers``    capturing feature layers without state that outlives the call
 ``maps``      normalising and upsampling raw maps
+``detection`` per-detection maps of torchvision Mask R-CNN (target: each detection's class score)
 """
 
+from segaudit.cam.detection import DETECTION_METHODS, DetectionCams, compute_detection_cams
 from segaudit.cam.engine import (
     ALL_METHODS,
     GRADIENT_FREE_METHODS,
@@ -36,6 +38,9 @@ from segaudit.cam.targets import (
 
 __all__ = [
     "ALL_METHODS",
+    "DETECTION_METHODS",
+    "DetectionCams",
+    "compute_detection_cams",
     "GRADIENT_FREE_METHODS",
     "GRADIENT_METHODS",
     "GUIDED_METHODS",

@@ -10,6 +10,9 @@ as its most crowded image has classes, not as many as it holds distinct classes.
 (faster there, measured). No parameter gets a gradient. Every gradient method
 (:data:`segaudit.cam.gradient.GRADIENT_METHODS`) is then computed from the same (activations, gradients).
 
+Classifiers (per-image scores ``(B, K)``) go through the same slots with one-hot cotangents on their
+class scores (:func:`segaudit.cam.targets.classifier_targets`).
+
 Maps come back *raw* (with their magnitude) at the layer's resolution; normalising and upsampling is the
 caller's choice (:mod:`segaudit.cam.maps`). Images are processed in micro-batches of at most
 ``micro_batch`` images; on CUDA out-of-memory the micro-batch is halved and retried.
@@ -27,7 +30,16 @@ from segaudit.cam.gradient import GRADIENT_METHODS
 from segaudit.cam.gradient_free import eigen_cam, score_cam
 from segaudit.cam.guided import attribution_map, guided_backprop, guided_grad_cam
 from segaudit.cam.layers import capture_layers
-from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, model_logits, seg_grad_cam_targets, target_scores
+from segaudit.cam.targets import (
+    TARGET_NAMES,
+    TARGET_NONE,
+    classifier_presence,
+    classifier_scores,
+    classifier_targets,
+    model_logits,
+    seg_grad_cam_targets,
+    target_scores,
+)
 
 __all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult",
            "compute_cams", "score_gradients"]
@@ -38,8 +50,10 @@ METHODS = ("gradcam", "gradcampp")
 GRADIENT_FREE_METHODS = ("scorecam", "eigencam")
 #: Methods that need the gradients with respect to the input (a second, guided backward pass).
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
+#: Methods that unravel the forward pass instead (CNN-Fixations, :mod:`segaudit.cam.fixations`), at the input.
+TRACE_METHODS = ("fixations",)
 #: Every method the engine computes.
-ALL_METHODS = (*GRADIENT_METHODS, *GRADIENT_FREE_METHODS, *GUIDED_METHODS)
+ALL_METHODS = (*GRADIENT_METHODS, *GRADIENT_FREE_METHODS, *GUIDED_METHODS, *TRACE_METHODS)
 #: Pseudo-layer name of maps computed at the input (guided backpropagation).
 INPUT_LAYER = "input"
 
@@ -51,9 +65,10 @@ class CamResult:
     Attributes
     ----------
     logits : torch.Tensor
-        ``(B, K, H, W)`` detached model output.
+        ``(B, K, H, W)`` detached model output; a classifier's ``(B, K)`` presence log-odds.
     pred : torch.Tensor
-        ``(B, H, W)`` int64 argmax class.
+        ``(B, H, W)`` int64 argmax class; for a classifier ``(B, K)`` bool, the classes predicted present
+        (:func:`~segaudit.cam.targets.classifier_presence`, background included).
     maps : dict of (str, str) to torch.Tensor
         ``(layer, method)`` -> ``(B, K, h, w)`` raw maps; zero where ``target_source`` is
         :data:`~segaudit.cam.targets.TARGET_NONE`.
@@ -74,6 +89,8 @@ class CamResult:
     target: str = "pred"
     score: str = "logits"
     methods: tuple[str, ...] = field(default=())
+    fixation_points: torch.Tensor | None = None
+    fixation_weights: torch.Tensor | None = None
 
     @property
     def layer(self) -> str:
@@ -181,6 +198,9 @@ def _compute(
         if len(outputs) != 1:
             raise RuntimeError(f"layer {name!r} ran {len(outputs)} times in one forward; pick a layer that runs once")
     activations = [captured[name][0] for name in layers]
+    if logits.ndim == 2:  # a classifier: per-image class scores (B, K)
+        return _compute_classifier(model, images, logits, layers, activations, gt, methods, target, score,
+                                   class_chunk, guided_rule, classes, score_cam_channels)
     batch, num_classes = logits.shape[:2]
     pred = logits.detach().argmax(1)
     masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
@@ -188,17 +208,134 @@ def _compute(
         source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
         masks = masks & classes.to(masks.device)[..., None, None]
     scores = target_scores(logits, score)
+    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, num_classes)
+    targeted = source != TARGET_NONE
+    _fill_gradient_maps(maps, scores, masks, targeted, layers, activations, gradient_methods, class_chunk)
+    _fill_forward_maps(maps, model, images, masks, targeted, layers, activations, methods, score, guided_rule,
+                       score_cam_channels)
+    maps = {key: value for key, value in maps.items() if key[1] in methods}
+    return CamResult(
+        logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
+        target=target, score=score, methods=methods,
+    )
+
+
+def _compute_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    logits: torch.Tensor,
+    layers: tuple[str, ...],
+    activations: list[torch.Tensor],
+    gt: torch.Tensor | None,
+    methods: tuple[str, ...],
+    target: str,
+    score: str,
+    class_chunk: int,
+    guided_rule: str,
+    classes: torch.Tensor | None,
+    score_cam_channels: int | None,
+) -> CamResult:
+    """:func:`_compute` after the forward of a classifier: ``logits`` ``(B, K)`` presence log-odds.
+
+    The target of class ``c`` is its class score (:func:`~segaudit.cam.targets.classifier_scores`) for the
+    classes :func:`~segaudit.cam.targets.classifier_targets` picks. Score-CAM and the guided methods take
+    Seg-Grad-CAM targets of a per-pixel output: they get the class scores as a constant image
+    (:class:`_ClassScoresAsPixels`) and a one-pixel target, whose sum is the class score itself.
+    """
+    present = classifier_presence(logits.detach())
+    source = classifier_targets(present, gt, target)
+    if classes is not None:
+        source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+    targeted = source != TARGET_NONE
+    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, logits.shape[1])
+    scores = classifier_scores(logits, score)
+    _fill_gradient_maps(maps, scores, targeted, targeted, layers, activations, gradient_methods, class_chunk)
+    if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
+        one_pixel = torch.zeros((*targeted.shape, *images.shape[-2:]), dtype=torch.bool, device=images.device)
+        one_pixel[..., 0, 0] = targeted.to(images.device)
+        pixels = _ClassScoresAsPixels(model, score).train(model.training)
+        _fill_forward_maps(maps, pixels, images, one_pixel, targeted, layers, activations, methods, "logits",
+                           guided_rule, score_cam_channels)
+    maps = {key: value for key, value in maps.items() if key[1] in methods}
+    return CamResult(
+        logits=logits.detach(), pred=present, maps=maps, target_source=source, layers=layers,
+        target=target, score=score, methods=methods,
+    )
+
+
+class _ClassScoresAsPixels(nn.Module):
+    """A classifier seen as a segmentation model: ``x -> (B, K, H, W)``, every pixel of class ``c`` holding
+    the image's class score (:func:`~segaudit.cam.targets.classifier_scores`) at the input's size."""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        super().__init__()
+        self.model, self.score = model, score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = classifier_scores(model_logits(self.model(x)), self.score)
+        return scores[..., None, None].expand(*scores.shape, *x.shape[-2:])
+
+
+def _new_gradient_maps(
+    layers: tuple[str, ...], activations: list[torch.Tensor], methods: tuple[str, ...], num_classes: int
+) -> tuple[dict[tuple[str, str], torch.Tensor], list[str]]:
+    """Zero ``(B, K, h, w)`` maps of every gradient method to compute (Guided Grad-CAM needs Grad-CAM)."""
     gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
     if "guided_gradcam" in methods and "gradcam" not in gradient_methods:
         gradient_methods.append("gradcam")  # Guided Grad-CAM multiplies it in
     # maps in float32 at least (half-precision activations are promoted), float64 if the model runs in it
     maps = {
-        (name, m): feats.new_zeros((batch, num_classes, *feats.shape[-2:]),
+        (name, m): feats.new_zeros((feats.shape[0], num_classes, *feats.shape[-2:]),
                                    dtype=torch.promote_types(feats.dtype, torch.float32))
         for name, feats in zip(layers, activations, strict=True)
         for m in gradient_methods
     }
-    targeted = source != TARGET_NONE
+    return maps, gradient_methods
+
+
+def _fill_forward_maps(
+    maps: dict[tuple[str, str], torch.Tensor],
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    targeted: torch.Tensor,
+    layers: tuple[str, ...],
+    activations: list[torch.Tensor],
+    methods: tuple[str, ...],
+    score: str,
+    guided_rule: str,
+    score_cam_channels: int | None,
+) -> None:
+    """Add the gradient-free (Eigen-CAM, Score-CAM) and guided maps to ``maps`` (in place); ``model``
+    returns per-pixel logits and ``masks`` ``(B, K, H, W)`` are the targets' pixels."""
+    for name, feats in zip(layers, activations, strict=True):
+        feats = feats.detach().to(torch.promote_types(feats.dtype, torch.float32))
+        if "eigencam" in methods:  # one class-agnostic map per image, given to each targeted class
+            maps[(name, "eigencam")] = eigen_cam(feats)[:, None] * targeted[..., None, None]
+        if "scorecam" in methods:
+            maps[(name, "scorecam")] = score_cam(
+                lambda x: model_logits(model(x)), images, feats, masks, targeted,
+                channels=score_cam_channels, score=score,
+            )
+    if any(m in GUIDED_METHODS for m in methods):
+        _add_guided_maps(model, images, masks, targeted, maps, layers, methods, score, guided_rule)
+
+
+def _fill_gradient_maps(
+    maps: dict[tuple[str, str], torch.Tensor],
+    scores: torch.Tensor,
+    masks: torch.Tensor,
+    targeted: torch.Tensor,
+    layers: tuple[str, ...],
+    activations: list[torch.Tensor],
+    gradient_methods: list[str],
+    class_chunk: int,
+) -> None:
+    """Write every gradient method's map of each targeted (image, class) into ``maps`` (in place).
+
+    ``scores`` ``(B, K, ...)`` and ``masks`` (bool, same shape): the target of (b, c) is the sum of
+    ``scores[b, c]`` over ``masks[b, c]``; ``targeted`` ``(B, K)``.
+    """
     # slot j of image b = its j-th targeted class: one backward per slot serves a different class in each
     # image, so a batch costs max_b(classes of b) backwards, not the number of distinct classes it holds
     slot = targeted.cumsum(1) - 1
@@ -218,22 +355,6 @@ def _compute(
                 for j, pick in enumerate(picks):
                     image, cls = torch.nonzero(pick, as_tuple=True)
                     maps[(name, method)][image, cls] = cam[j, image]
-    for name, feats in zip(layers, activations, strict=True):
-        feats = feats.detach().to(torch.promote_types(feats.dtype, torch.float32))
-        if "eigencam" in methods:  # one class-agnostic map per image, given to each targeted class
-            maps[(name, "eigencam")] = eigen_cam(feats)[:, None] * targeted[..., None, None]
-        if "scorecam" in methods:
-            maps[(name, "scorecam")] = score_cam(
-                lambda x: model_logits(model(x)), images, feats, masks, targeted,
-                channels=score_cam_channels, score=score,
-            )
-    if any(m in GUIDED_METHODS for m in methods):
-        _add_guided_maps(model, images, masks, targeted, maps, layers, methods, score, guided_rule)
-    maps = {key: value for key, value in maps.items() if key[1] in methods}
-    return CamResult(
-        logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
-        target=target, score=score, methods=methods,
-    )
 
 
 def _add_guided_maps(
@@ -287,7 +408,10 @@ def compute_cams(
     Parameters
     ----------
     model : nn.Module
-        Eval mode; parameters may be frozen (nothing here needs their gradients).
+        Eval mode; parameters may be frozen (nothing here needs their gradients). Returns per-pixel
+        logits ``(B, K, H, W)`` (or torchvision's ``{"out": ...}``), or, for a classifier, per-image
+        presence log-odds ``(B, K)``: then each class's target is its class score, and ``target`` only
+        chooses which classes are explained (``"roi"`` raises ValueError; see :mod:`segaudit.cam.targets`).
     images : torch.Tensor
         ``(B, 3, H, W)`` normalised input.
     layers : str or sequence of str
@@ -323,18 +447,63 @@ def compute_cams(
     if not layers:
         raise ValueError("at least one layer is needed")
     size = micro_batch or len(images)
+    others = tuple(m for m in methods if m not in TRACE_METHODS)
     while True:
         try:
+            if not others:  # fixations only: no CAM pass
+                return _with_fixations(None, model, images, layers, gt, methods, target, score, roi, classes)
             parts = [
                 _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
-                         methods, target, score, roi, class_chunk, guided_rule,
+                         others, target, score, roi, class_chunk, guided_rule,
                          None if classes is None else classes[i : i + size], score_cam_channels, amp)
                 for i in range(0, len(images), size)
             ]
-            return CamResult.concat(parts)
+            result = CamResult.concat(parts)
+            if len(others) < len(methods):
+                result = _with_fixations(result, model, images, layers, gt, methods, target, score, roi, classes)
+            return result
         except RuntimeError as exc:
             if not _is_oom(exc) or size == 1:
                 raise
             size = max(1, size // 2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _with_fixations(
+    result: CamResult | None,
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: tuple[str, ...],
+    gt: torch.Tensor | None,
+    methods: tuple[str, ...],
+    target: str,
+    score: str,
+    roi: tuple[float, float, float, float] | None,
+    classes: torch.Tensor | None,
+) -> CamResult:
+    """Add CNN-Fixations (:func:`segaudit.cam.fixations.cnn_fixations`) as the map ``(input, fixations)``:
+    the fixation density of every targeted class the model predicts (a class only labelled has no predicted
+    pixel to start from: zero density). Segmentation models only."""
+    from segaudit.cam.fixations import cnn_fixations
+
+    with torch.no_grad():
+        if result is None:
+            logits = model_logits(model(images))
+            if logits.ndim != 4:
+                raise ValueError("fixations trace segmentation models (per-pixel logits) only")
+            pred = logits.argmax(1)
+            _, source = seg_grad_cam_targets(pred, gt, logits.shape[1], target, roi)
+            if classes is not None:
+                source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+            result = CamResult(logits=logits.detach(), pred=pred, maps={}, target_source=source, layers=layers,
+                               target=target, score=score, methods=methods)
+        if result.logits.ndim != 4:
+            raise ValueError("fixations trace segmentation models (per-pixel logits) only")
+        predicted = torch.zeros_like(result.target_source, dtype=torch.bool)
+        predicted.scatter_(1, result.pred.flatten(1), True)
+        traced = cnn_fixations(model, images, (result.target_source != TARGET_NONE) & predicted)
+    result.maps[(INPUT_LAYER, "fixations")] = traced.density
+    result.fixation_points, result.fixation_weights = traced.points, traced.weights
+    result.methods = methods
+    return result
