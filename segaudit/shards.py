@@ -186,6 +186,10 @@ def process_shard(
     loader = DataLoader(
         _ShardImages(dataset, refs), batch_size=config.batch_size, shuffle=False, num_workers=loader_workers,
         collate_fn=_collate, prefetch_factor=2 if loader_workers else None,
+        # not fork: a child forked from a process running Prefect (its server client, log and event threads)
+        # dies at start (measured: exit code 1 after a flow ran in the same process); forkserver children
+        # start from a clean process
+        multiprocessing_context="forkserver" if loader_workers else None,
     )
     micro = _MicroBatches(model, class_map, config)
     done = 0
