@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +19,8 @@ from segaudit.tables import load_run
 from segaudit.validation import planted_error_metrics
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_command_surfaces_planted_errors(prefect_server, demo_data, tmp_path, capsys) -> None:
@@ -68,6 +72,15 @@ def test_demo_command_surfaces_planted_errors(prefect_server, demo_data, tmp_pat
     assert top.isin(planted_files).sum() >= 8, label_errors.head(10)
     reliance = class_reliance(run.scores, methods=run.run["methods"], layers=run.run["layer"].split(","))
     assert reliance.iloc[0]["class_name"] == "boat", reliance
+
+    # the README's pandas queries run as written on this run (issue 4: "queried with pandas as shown")
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    queries = [b.replace('"runs/demo"', repr(str(run_dir))) for b in blocks if 'load_run("runs/demo")' in b]
+    assert len(queries) >= 2
+    namespace: dict = {}
+    for code in queries:
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
+    assert not namespace["run"].findings.empty
 
 
 def test_flow_reads_every_real_fixture_or_reports_it(prefect_server, real_fixtures, tmp_path) -> None:
