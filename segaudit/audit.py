@@ -492,13 +492,7 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
                 }
             )
     per_pair = (consistency_sum / max(consistency_count, 1)).numpy()
-    confusion = confusion_counts(cams.pred, gt_all, len(names)).cpu()
-    for b, i, j in torch.nonzero(confusion).tolist():
-        rows.confusion.append({"image_id": batch.samples[b].image_id, "gt_class_id": i, "pred_class_id": j,
-                               "pixels": int(confusion[b, i, j])})
-    labelled = confusion.flatten(1).sum(1).double()
-    accuracy = torch.where(labelled > 0, confusion.diagonal(dim1=1, dim2=2).sum(1) / labelled.clamp(min=1),
-                           torch.full_like(labelled, float("nan"))).tolist()
+    accuracy = _add_confusion_rows(rows, batch, cams.pred, gt_all, len(names))
     extent = ((gt_masks | pred_masks) & valid).flatten(1).sum(1).double().numpy()
     for b, sample in enumerate(batch.samples):
         mine = (b_idx == b).numpy()
@@ -527,6 +521,20 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     rows.thumbnails = _thumbnail_rows(batch, cams.pred, config.thumbnail_size)
     rows.fixations = _fixation_rows(batch, cams)
     return rows
+
+
+def _add_confusion_rows(
+    rows: BatchRows, batch: PreparedBatch, pred: torch.Tensor, gt: torch.Tensor, num_classes: int
+) -> list[float]:
+    """Append the batch's confusion rows (non-zero cells) and return each image's pixel accuracy (NaN with
+    nothing labelled)."""
+    confusion = confusion_counts(pred, gt, num_classes).cpu()
+    for b, i, j in torch.nonzero(confusion).tolist():
+        rows.confusion.append({"image_id": batch.samples[b].image_id, "gt_class_id": i, "pred_class_id": j,
+                               "pixels": int(confusion[b, i, j])})
+    labelled = confusion.flatten(1).sum(1).double()
+    return torch.where(labelled > 0, confusion.diagonal(dim1=1, dim2=2).sum(1) / labelled.clamp(min=1),
+                       torch.full_like(labelled, float("nan"))).tolist()
 
 
 def _fixation_rows(batch: PreparedBatch, cams: CamResult) -> list[dict[str, Any]]:
@@ -716,13 +724,7 @@ def _score_detection_batch(explained: Explained, model: LoadedModel, config: Aud
                               "values": raw[n].float().flatten().cpu().numpy()})
     per_detection = (consistency_sum / max(len(primary), 1)).numpy()
     extent = ((det.masks | matched) & valid).flatten(1).sum(1).double().cpu().numpy()
-    confusion = confusion_counts(det.pred, gt_all, len(names)).cpu()
-    for b, i, j in torch.nonzero(confusion).tolist():
-        rows.confusion.append({"image_id": batch.samples[b].image_id, "gt_class_id": i, "pred_class_id": j,
-                               "pixels": int(confusion[b, i, j])})
-    labelled = confusion.flatten(1).sum(1).double()
-    accuracy = torch.where(labelled > 0, confusion.diagonal(dim1=1, dim2=2).sum(1) / labelled.clamp(min=1),
-                           torch.full_like(labelled, nan)).tolist()
+    accuracy = _add_confusion_rows(rows, batch, det.pred, gt_all, len(names))
     images_of = b_idx.cpu().numpy()
     for b, sample in enumerate(batch.samples):
         lost = [(cls, pixels) for image, cls, pixels in missed if image == b]
