@@ -521,7 +521,7 @@ def load_model(
     if spec == "demo-fcn":
         path = demo_fcn_checkpoint_path()
         if not path.is_file():
-            raise ModelLoadError(f"the demo VGG-FCN checkpoint is missing at {path}; run scripts/train_demo_fcn.py")
+            raise ModelLoadError(f"the demo VGG-FCN checkpoint is missing at {path}; run scripts/train_demo_model.py --arch vgg_fcn")
         return _load_checkpoint(path, "demo-fcn", device)
     if spec == "demo-detector":
         path = demo_detector_path()
