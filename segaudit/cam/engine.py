@@ -173,6 +173,22 @@ def _validate(
         raise ValueError(f"classes must be (B, K) bool with B = {images.shape[0]}, got {tuple(classes.shape)}")
 
 
+def _requested_targets(
+    pred: torch.Tensor,
+    gt: torch.Tensor | None,
+    num_classes: int,
+    target: str,
+    roi: tuple[float, float, float, float] | None,
+    classes: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seg-Grad-CAM target masks and source codes, restricted to the requested (image, class) pairs."""
+    masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
+    if classes is not None:
+        source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+        masks = masks & classes.to(masks.device)[..., None, None]
+    return masks, source
+
+
 def _compute(
     model: nn.Module,
     images: torch.Tensor,
@@ -203,10 +219,7 @@ def _compute(
                                    class_chunk, guided_rule, classes, score_cam_channels)
     batch, num_classes = logits.shape[:2]
     pred = logits.detach().argmax(1)
-    masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
-    if classes is not None:
-        source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
-        masks = masks & classes.to(masks.device)[..., None, None]
+    masks, source = _requested_targets(pred, gt, num_classes, target, roi, classes)
     scores = target_scores(logits, score)
     maps, gradient_methods = _new_gradient_maps(layers, activations, methods, num_classes)
     targeted = source != TARGET_NONE
@@ -493,9 +506,7 @@ def _with_fixations(
             if logits.ndim != 4:
                 raise ValueError("fixations trace segmentation models (per-pixel logits) only")
             pred = logits.argmax(1)
-            _, source = seg_grad_cam_targets(pred, gt, logits.shape[1], target, roi)
-            if classes is not None:
-                source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+            _, source = _requested_targets(pred, gt, logits.shape[1], target, roi, classes)
             result = CamResult(logits=logits.detach(), pred=pred, maps={}, target_source=source, layers=layers,
                                target=target, score=score, methods=methods)
         if result.logits.ndim != 4:
