@@ -441,13 +441,14 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
     pair_list = pairs.tolist()
     targets = [CamResult.target_name(cams.target_source[b, k]) for b, k in pair_list]
     labelled = _pair_instances(batch, pair_list, cams.pred.device)  # for the instances table
+    prompted = (cams.layers[0], _first_method(config, cams)) if config.prompts else None  # the map prompted
     for layer, method in cams.maps:
         raw = cams.maps[(layer, method)][b_idx, k_idx]
         full = upsample_maps(raw, tuple(size))
         rows.instances.extend(
             _instance_rows(labelled, full, valid, pair_list, batch, names, targets, layer, method)
         )
-        if config.prompts and (layer, method) == (cams.layers[0], _first_method(config, cams)):
+        if (layer, method) == prompted:
             _add_prompt_rows(rows, batch, full, pairs, gt_masks, valid, layer, method, config)
         per_mask = {
             "gt": _mask_scores(full, gt_masks, valid, config),
