@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -333,3 +335,48 @@ def test_mixed_precision_error_against_float32(demo_data) -> None:
         assert b.dtype == torch.float32 and torch.isfinite(b).all()
         assert (a - b).abs().mean() < 0.02, key
         assert (a.flatten(1).argmax(1) == b.flatten(1).argmax(1)).float().mean() > 0.8, key
+
+
+def _reference_targets(pred, gt, num_classes, kind, roi):
+    """The target sets straight from the definitions (one dense mask per class), to check the sparse code."""
+    classes = torch.arange(num_classes).view(1, -1, 1, 1)
+    valid = torch.ones_like(pred, dtype=torch.bool) if gt is None else gt != 255
+    pred_masks = (pred.unsqueeze(1) == classes) & valid.unsqueeze(1)
+    gt_masks = torch.zeros_like(pred_masks) if gt is None else gt.unsqueeze(1) == classes
+    source = torch.zeros(pred_masks.shape[:2], dtype=torch.int8)
+    masks = torch.zeros_like(pred_masks)
+    height, width = pred.shape[-2:]
+    box = torch.zeros(height, width, dtype=torch.bool)
+    box[int(roi[0] * height) : max(int(roi[0] * height) + 1, round(roi[2] * height)),
+        int(roi[1] * width) : max(int(roi[1] * width) + 1, round(roi[3] * width))] = True
+    for b, c in itertools.product(range(pred.shape[0]), range(1, num_classes)):
+        sets = {TARGET_PRED: pred_masks[b, c], TARGET_GT: gt_masks[b, c]}
+        if kind in ("pred", "gt"):
+            order = (TARGET_PRED, TARGET_GT) if kind == "pred" else (TARGET_GT, TARGET_PRED)
+            code = next((o for o in order if sets[o].any()), TARGET_NONE)
+            chosen = sets.get(code, torch.zeros_like(valid[b]))
+        else:
+            region = valid[b] & (box if kind == "roi" else True)
+            present = bool(pred_masks[b, c].any() or gt_masks[b, c].any())
+            code = (TARGET_ALL if kind == "all" else TARGET_ROI) if present and region.any() else TARGET_NONE
+            chosen = region if code != TARGET_NONE else torch.zeros_like(region)
+        source[b, c], masks[b, c] = code, chosen
+    return masks, source
+
+
+def test_sparse_target_sets_equal_the_definitions() -> None:
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for trial in range(60):
+        batch, height, width, k = (int(torch.randint(1, n, (1,), generator=generator)) for n in (4, 9, 9, 6))
+        pred = torch.randint(0, k, (batch, height, width), generator=generator)
+        gt = torch.randint(0, k + 2, (batch, height, width), generator=generator)
+        gt[gt == k + 1] = 255  # void; k itself is a label outside the model's classes
+        for kind in ("pred", "gt", "all", "roi"):
+            labels = None if trial % 4 == 0 and kind != "gt" else gt
+            roi = (0.1, 0.2, 0.7, 0.9)
+            masks, source = seg_grad_cam_targets(pred, labels, k, kind, roi)
+            expected_masks, expected_source = _reference_targets(pred, labels, k, kind, roi)
+            assert torch.equal(source, expected_source) and torch.equal(masks, expected_masks), (trial, kind)
+            checked += 1
+    assert checked == 240

@@ -40,6 +40,8 @@ __all__ = [
     "TARGET_ROI",
     "TARGET_NAMES",
     "seg_grad_cam_targets",
+    "seg_grad_cam_sources",
+    "seg_grad_cam_pixels",
     "model_logits",
     "target_scores",
     "classifier_presence",
@@ -66,6 +68,97 @@ def _roi_mask(roi: tuple[float, float, float, float], height: int, width: int, d
     return box
 
 
+def _presence(labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """``(B, K)`` bool: class ``c`` labels at least one pixel of ``labels`` ``(B, H, W)`` where ``valid``."""
+    flat = labels.flatten(1)
+    known = (flat >= 0) & (flat < num_classes)
+    if valid is not None:
+        known &= valid.flatten(1)
+    bins = torch.where(known, flat, num_classes)  # one spare bin for everything else
+    present = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.bool, device=labels.device)
+    return present.scatter_(1, bins, True)[:, :num_classes]
+
+
+def _check_target_inputs(
+    pred: torch.Tensor, gt: torch.Tensor | None, kind: str, roi: tuple[float, float, float, float] | None
+) -> None:
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"unknown target kind {kind!r}; available: {', '.join(TARGET_KINDS)}")
+    if kind == "gt" and gt is None:
+        raise ValueError("target kind 'gt' needs labels")
+    if kind == "roi" and roi is None:
+        raise ValueError("target kind 'roi' needs roi=(top, left, bottom, right)")
+    if gt is not None and gt.shape != pred.shape:
+        raise ValueError(f"labels {tuple(gt.shape)} and predictions {tuple(pred.shape)} differ in shape")
+
+
+def seg_grad_cam_sources(
+    pred: torch.Tensor,
+    gt: torch.Tensor | None,
+    num_classes: int,
+    kind: str = "pred",
+    roi: tuple[float, float, float, float] | None = None,
+    skip_background: bool = True,
+) -> torch.Tensor:
+    """``(B, K)`` int8 code of the pixel set of every (image, class) target (:data:`TARGET_NAMES`),
+    :data:`TARGET_NONE` where there is none; arguments as :func:`seg_grad_cam_targets`. Per-image class
+    presence only: no ``(B, K, H, W)`` tensor is built."""
+    _check_target_inputs(pred, gt, kind, roi)
+    valid = None if gt is None else gt != _IGNORE
+    pred_any = _presence(pred, valid, num_classes)
+    gt_any = torch.zeros_like(pred_any) if gt is None else _presence(gt, None, num_classes)
+    present = pred_any | gt_any
+
+    def code(value: int) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.int8, device=pred.device)
+
+    if kind in ("pred", "gt"):
+        first_any, second_any = (pred_any, gt_any) if kind == "pred" else (gt_any, pred_any)
+        first_code, second_code = (TARGET_PRED, TARGET_GT) if kind == "pred" else (TARGET_GT, TARGET_PRED)
+        source = torch.where(first_any, code(first_code),
+                             torch.where(second_any, code(second_code), code(TARGET_NONE)))
+    else:
+        region = _region(pred, valid, kind, roi)
+        filled = present & region.flatten(1).any(-1, keepdim=True)
+        source = torch.where(filled, code(TARGET_ALL if kind == "all" else TARGET_ROI), code(TARGET_NONE))
+    if skip_background:
+        source[:, 0] = TARGET_NONE
+    return source
+
+
+def _region(
+    pred: torch.Tensor, valid: torch.Tensor | None, kind: str, roi: tuple[float, float, float, float] | None
+) -> torch.Tensor:
+    """``(B, H, W)`` bool pixels of an ``all`` or ``roi`` target."""
+    region = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid
+    return region if kind == "all" else region & _roi_mask(roi, *pred.shape[-2:], pred.device)
+
+
+def seg_grad_cam_pixels(
+    pred: torch.Tensor,
+    gt: torch.Tensor | None,
+    source: torch.Tensor,
+    image: torch.Tensor,
+    cls: torch.Tensor,
+    roi: tuple[float, float, float, float] | None = None,
+) -> torch.Tensor:
+    """``(N, H, W)`` bool target pixels of the ``N`` (image, class) pairs ``(image[n], cls[n])``, each from
+    the set its ``source`` code names (:func:`seg_grad_cam_sources`); empty where the code is
+    :data:`TARGET_NONE`."""
+    codes = source[image, cls].to(pred.device).view(-1, 1, 1)
+    cls = cls.to(pred.device).view(-1, 1, 1)
+    valid = torch.ones_like(pred, dtype=torch.bool) if gt is None else gt != _IGNORE
+    valid = valid[image]
+    pixels = ((pred[image] == cls) & valid) & (codes == TARGET_PRED)
+    if gt is not None:
+        pixels |= (gt[image] == cls) & (codes == TARGET_GT)
+    if bool((codes == TARGET_ALL).any()):
+        pixels |= valid & (codes == TARGET_ALL)
+    if bool((codes == TARGET_ROI).any()):
+        pixels |= valid & _roi_mask(roi, *pred.shape[-2:], pred.device) & (codes == TARGET_ROI)
+    return pixels
+
+
 def seg_grad_cam_targets(
     pred: torch.Tensor,
     gt: torch.Tensor | None,
@@ -74,7 +167,7 @@ def seg_grad_cam_targets(
     roi: tuple[float, float, float, float] | None = None,
     skip_background: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel sets of the Seg-Grad-CAM target for every (image, class).
+    """Pixel sets of the Seg-Grad-CAM target for every (image, class), as dense masks.
 
     Parameters
     ----------
@@ -93,43 +186,15 @@ def seg_grad_cam_targets(
     Returns
     -------
     masks : torch.Tensor
-        ``(B, K, H, W)`` bool target pixels.
+        ``(B, K, H, W)`` bool target pixels (:func:`seg_grad_cam_pixels` of the targeted pairs).
     source : torch.Tensor
-        ``(B, K)`` int8 code of the pixel set used (:data:`TARGET_NAMES`), :data:`TARGET_NONE` if none.
+        ``(B, K)`` int8 code of the pixel set used (:data:`TARGET_NAMES`), :data:`TARGET_NONE` if none
+        (:func:`seg_grad_cam_sources`).
     """
-    if kind not in TARGET_KINDS:
-        raise ValueError(f"unknown target kind {kind!r}; available: {', '.join(TARGET_KINDS)}")
-    if kind == "gt" and gt is None:
-        raise ValueError("target kind 'gt' needs labels")
-    if kind == "roi" and roi is None:
-        raise ValueError("target kind 'roi' needs roi=(top, left, bottom, right)")
-    if gt is not None and gt.shape != pred.shape:
-        raise ValueError(f"labels {tuple(gt.shape)} and predictions {tuple(pred.shape)} differ in shape")
-    classes = torch.arange(num_classes, device=pred.device).view(1, -1, 1, 1)
-    valid = torch.ones_like(pred, dtype=torch.bool) if gt is None else gt != _IGNORE
-    pred_masks = (pred.unsqueeze(1) == classes) & valid.unsqueeze(1)
-    gt_masks = torch.zeros_like(pred_masks) if gt is None else gt.unsqueeze(1) == classes
-    pred_any, gt_any = pred_masks.flatten(2).any(-1), gt_masks.flatten(2).any(-1)
-    present = pred_any | gt_any
-    none = torch.tensor(TARGET_NONE, dtype=torch.int8, device=pred.device)
-
-    def code(value: int) -> torch.Tensor:
-        return torch.tensor(value, dtype=torch.int8, device=pred.device)
-
-    if kind in ("pred", "gt"):
-        first, second = (pred_masks, gt_masks) if kind == "pred" else (gt_masks, pred_masks)
-        first_any = pred_any if kind == "pred" else gt_any
-        first_code, second_code = (TARGET_PRED, TARGET_GT) if kind == "pred" else (TARGET_GT, TARGET_PRED)
-        masks = torch.where(first_any[..., None, None], first, second)
-        source = torch.where(first_any, code(first_code), torch.where(present, code(second_code), none))
-    else:
-        region = valid if kind == "all" else valid & _roi_mask(roi, *pred.shape[-2:], pred.device)
-        masks = region.unsqueeze(1) & present[..., None, None]
-        filled = masks.flatten(2).any(-1)
-        source = torch.where(filled, code(TARGET_ALL if kind == "all" else TARGET_ROI), none)
-    if skip_background:
-        masks[:, 0] = False
-        source[:, 0] = TARGET_NONE
+    source = seg_grad_cam_sources(pred, gt, num_classes, kind, roi, skip_background)
+    masks = torch.zeros((pred.shape[0], num_classes, *pred.shape[-2:]), dtype=torch.bool, device=pred.device)
+    image, cls = torch.nonzero(source != TARGET_NONE, as_tuple=True)
+    masks[image, cls] = seg_grad_cam_pixels(pred, gt, source, image, cls, roi)
     return masks, source
 
 
