@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segaudit.cam.engine import score_gradients
+from segaudit.cam.engine import gradient_maps_by_slot
 from segaudit.cam.gradient import GRADIENT_METHODS
 from segaudit.cam.gradient_free import eigen_cam
 from segaudit.cam.layers import capture_layers
@@ -282,14 +282,12 @@ def compute_detection_cams(
             onehot[rows] = 1.0
             return onehot
 
-        grads = score_gradients(scores, (cotangent(rows) for rows in picks), activations)
-        for name, feats, grad in zip(layers, activations, grads, strict=True):
-            dtype = maps[(name, gradient_methods[0])].dtype
-            feats, grad = feats.detach().to(dtype), grad.to(dtype)
-            for method in gradient_methods:
-                cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (J, B, h, w)
-                for j, rows in enumerate(picks):
-                    maps[(name, method)][rows] = cam[j, image[rows]]
+        dtype = maps[(layers[0], gradient_methods[0])].dtype
+        by_slot = gradient_maps_by_slot(scores, (cotangent(rows) for rows in picks), layers, activations,
+                                        gradient_methods, dtype)
+        for rows, cams in zip(picks, by_slot, strict=True):
+            for key, cam in cams.items():
+                maps[key][rows] = cam[image[rows]]
     if "eigencam" in methods:
         for name, feats in zip(layers, activations, strict=True):
             feats = feats.detach().to(torch.promote_types(feats.dtype, torch.float32))

@@ -7,7 +7,10 @@ image its own class's gradients). A batch of images with different classes thus 
 as its most crowded image has classes, not as many as it holds distinct classes. The ``J`` slot targets
 ``(B, J)`` are differentiated in one vector-Jacobian product vmapped over one-hot cotangents
 (``torch.autograd.grad(..., is_grads_batched=True)``) on CUDA, or in a loop of ``J`` backwards on CPU
-(faster there, measured). No parameter gets a gradient. Every gradient method
+(faster there, measured). No parameter gets a gradient. Where the model ends in a bilinear upsampling of
+its logits (torchvision's segmentation models, :mod:`segaudit.cam.upsampling`), the backwards start from
+the low-resolution logits with the targets pulled back in closed form; no ``(B, K, H, W)`` target mask
+or cotangent is built. Every gradient method
 (:data:`segaudit.cam.gradient.GRADIENT_METHODS`) is then computed from the same (activations, gradients).
 
 Classifiers (per-image scores ``(B, K)``) go through the same slots with one-hot cotangents on their
@@ -20,7 +23,7 @@ caller's choice (:mod:`segaudit.cam.maps`). Images are processed in micro-batche
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -37,12 +40,14 @@ from segaudit.cam.targets import (
     classifier_scores,
     classifier_targets,
     model_logits,
-    seg_grad_cam_targets,
+    seg_grad_cam_pixels,
+    seg_grad_cam_sources,
     target_scores,
 )
+from segaudit.cam.upsampling import bilinear_adjoint, capture_low_res_logits, is_bilinear_upsampling
 
 __all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult",
-           "compute_cams", "score_gradients"]
+           "compute_cams", "score_gradients", "slot_gradients", "gradient_maps_by_slot"]
 
 #: Default methods of an audit.
 METHODS = ("gradcam", "gradcampp")
@@ -123,12 +128,44 @@ class CamResult:
         )
 
 
-def _slot_cotangent(scores: torch.Tensor, pick: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """``(B, K, H, W)``: the target mask in the picked (image, class) channels, zero elsewhere."""
+def _slot_cotangent(
+    scores: torch.Tensor, image: torch.Tensor, cls: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Like ``scores``: ``values[n]`` in channel ``(image[n], cls[n])``, zero elsewhere."""
     cotangent = torch.zeros_like(scores)
-    image, cls = torch.nonzero(pick, as_tuple=True)
-    cotangent[image, cls] = masks[image, cls].to(scores.dtype)
+    cotangent[image, cls] = values.to(scores.dtype)
     return cotangent
+
+
+def slot_gradients(
+    scores: torch.Tensor,
+    cotangents: torch.Tensor | Iterable[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    batched: bool | None = None,
+) -> Iterator[list[torch.Tensor]]:
+    """Vector-Jacobian products of ``scores`` with each of ``J`` cotangents, w.r.t. each input, slot by slot.
+
+    ``scores`` ``(B, K, ...)``; ``cotangents`` ``J`` tensors like ``scores`` (stacked, or an iterable
+    consumed one at a time); yields, for each cotangent in turn, one ``(B, ...)`` gradient per input. One
+    vmapped backward when ``batched`` (default: on CUDA), else one backward per slot, run as it is consumed
+    (a consumer that uses each slot's gradients at once never holds ``J`` of them).
+    """
+    if batched is None:
+        batched = scores.is_cuda
+    if batched:
+        stacked = cotangents if isinstance(cotangents, torch.Tensor) else torch.stack(list(cotangents))
+        try:
+            grads = torch.autograd.grad(scores, inputs, stacked, retain_graph=True, is_grads_batched=True)
+        except RuntimeError as exc:
+            if "batching rule" not in str(exc) and "vmap" not in str(exc).lower():
+                raise
+        else:
+            for j in range(len(stacked)):
+                yield [grad[j] for grad in grads]
+            return
+        cotangents = stacked
+    for cotangent in cotangents:
+        yield list(torch.autograd.grad(scores, inputs, cotangent, retain_graph=True))
 
 
 def score_gradients(
@@ -137,24 +174,28 @@ def score_gradients(
     inputs: Sequence[torch.Tensor],
     batched: bool | None = None,
 ) -> list[torch.Tensor]:
-    """Vector-Jacobian products of ``scores`` with each of ``J`` cotangents, w.r.t. each input.
-
-    ``scores`` ``(B, K, H, W)``; ``cotangents`` ``J`` tensors like ``scores`` (stacked, or an iterable
-    consumed one at a time); returns per input ``(B, ...)`` a ``(J, B, ...)`` tensor. One vmapped backward
-    when ``batched`` (default: on CUDA), else ``J`` backwards.
-    """
-    if batched is None:
-        batched = scores.is_cuda
-    if batched:
-        stacked = cotangents if isinstance(cotangents, torch.Tensor) else torch.stack(list(cotangents))
-        try:
-            return list(torch.autograd.grad(scores, inputs, stacked, retain_graph=True, is_grads_batched=True))
-        except RuntimeError as exc:
-            if "batching rule" not in str(exc) and "vmap" not in str(exc).lower():
-                raise
-        cotangents = stacked
-    per_slot = [torch.autograd.grad(scores, inputs, cotangent, retain_graph=True) for cotangent in cotangents]
+    """:func:`slot_gradients` stacked: per input a ``(J, B, ...)`` tensor."""
+    per_slot = list(slot_gradients(scores, cotangents, inputs, batched))
     return [torch.stack(parts) for parts in zip(*per_slot, strict=True)]
+
+
+def gradient_maps_by_slot(
+    scores: torch.Tensor,
+    cotangents: Iterable[torch.Tensor],
+    layers: tuple[str, ...],
+    activations: list[torch.Tensor],
+    gradient_methods: Sequence[str],
+    dtype: torch.dtype,
+) -> Iterator[dict[tuple[str, str], torch.Tensor]]:
+    """For each cotangent (slot) in turn, the ``(B, h, w)`` map of every gradient method at every layer,
+    keyed ``(layer, method)``, in ``dtype``; one slot's gradients are alive at a time."""
+    feats = [a.detach().to(dtype) for a in activations]
+    for grads in slot_gradients(scores, cotangents, activations):
+        yield {
+            (name, method): GRADIENT_METHODS[method](layer_feats, grad.to(dtype))
+            for name, layer_feats, grad in zip(layers, feats, grads, strict=True)
+            for method in gradient_methods
+        }
 
 
 def _validate(
@@ -173,20 +214,19 @@ def _validate(
         raise ValueError(f"classes must be (B, K) bool with B = {images.shape[0]}, got {tuple(classes.shape)}")
 
 
-def _requested_targets(
+def _requested_sources(
     pred: torch.Tensor,
     gt: torch.Tensor | None,
     num_classes: int,
     target: str,
     roi: tuple[float, float, float, float] | None,
     classes: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seg-Grad-CAM target masks and source codes, restricted to the requested (image, class) pairs."""
-    masks, source = seg_grad_cam_targets(pred, gt, num_classes, target, roi)
+) -> torch.Tensor:
+    """Seg-Grad-CAM source codes ``(B, K)``, restricted to the requested (image, class) pairs."""
+    source = seg_grad_cam_sources(pred, gt, num_classes, target, roi)
     if classes is not None:
         source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
-        masks = masks & classes.to(masks.device)[..., None, None]
-    return masks, source
+    return source
 
 
 def _compute(
@@ -206,7 +246,8 @@ def _compute(
 ) -> CamResult:
     device_type = images.device.type
     precision = torch.autocast(device_type, dtype=_AMP_DTYPES.get(device_type, torch.bfloat16), enabled=amp)
-    with torch.enable_grad(), capture_layers(model, layers) as captured, precision:
+    with torch.enable_grad(), capture_layers(model, layers) as captured, capture_low_res_logits(model) as low_res, \
+            precision:
         logits = model_logits(model(images))
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # targets and argmax in float32; the cast stays in the graph
@@ -217,15 +258,27 @@ def _compute(
     if logits.ndim == 2:  # a classifier: per-image class scores (B, K)
         return _compute_classifier(model, images, logits, layers, activations, gt, methods, target, score,
                                    class_chunk, guided_rule, classes, score_cam_channels)
-    batch, num_classes = logits.shape[:2]
+    num_classes = logits.shape[1]
     pred = logits.detach().argmax(1)
-    masks, source = _requested_targets(pred, gt, num_classes, target, roi, classes)
-    scores = target_scores(logits, score)
-    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, num_classes)
+    source = _requested_sources(pred, gt, num_classes, target, roi, classes)
     targeted = source != TARGET_NONE
-    _fill_gradient_maps(maps, scores, masks, targeted, layers, activations, gradient_methods, class_chunk)
-    _fill_forward_maps(maps, model, images, masks, targeted, layers, activations, methods, score, guided_rule,
-                       score_cam_channels)
+    image, cls = torch.nonzero(targeted, as_tuple=True)
+    pixels = seg_grad_cam_pixels(pred, gt, source, image, cls, roi)  # (N, H, W): targeted pairs only
+    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, num_classes)
+    if gradient_methods:
+        low = low_res[0] if len(low_res) == 1 and score == "logits" else None
+        if low is not None and is_bilinear_upsampling(low, logits):
+            # pulled back through the final upsampling in closed form (segaudit.cam.upsampling)
+            scores, weights = low, bilinear_adjoint(pixels.to(low.dtype), tuple(low.shape[-2:]))
+        else:
+            scores, weights = target_scores(logits, score), pixels
+        _fill_gradient_maps(maps, scores, image, cls, weights, targeted, layers, activations, gradient_methods,
+                            class_chunk)
+    if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
+        masks = torch.zeros_like(logits, dtype=torch.bool)
+        masks[image, cls] = pixels
+        _fill_forward_maps(maps, model, images, masks, targeted, layers, activations, methods, score,
+                           guided_rule, score_cam_channels)
     maps = {key: value for key, value in maps.items() if key[1] in methods}
     return CamResult(
         logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
@@ -262,7 +315,9 @@ def _compute_classifier(
     targeted = source != TARGET_NONE
     maps, gradient_methods = _new_gradient_maps(layers, activations, methods, logits.shape[1])
     scores = classifier_scores(logits, score)
-    _fill_gradient_maps(maps, scores, targeted, targeted, layers, activations, gradient_methods, class_chunk)
+    image, cls = torch.nonzero(targeted, as_tuple=True)
+    _fill_gradient_maps(maps, scores, image, cls, torch.ones(len(image), device=scores.device), targeted, layers,
+                        activations, gradient_methods, class_chunk)
     if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
         one_pixel = torch.zeros((*targeted.shape, *images.shape[-2:]), dtype=torch.bool, device=images.device)
         one_pixel[..., 0, 0] = targeted.to(images.device)
@@ -337,7 +392,9 @@ def _fill_forward_maps(
 def _fill_gradient_maps(
     maps: dict[tuple[str, str], torch.Tensor],
     scores: torch.Tensor,
-    masks: torch.Tensor,
+    image: torch.Tensor,
+    cls: torch.Tensor,
+    weights: torch.Tensor,
     targeted: torch.Tensor,
     layers: tuple[str, ...],
     activations: list[torch.Tensor],
@@ -346,28 +403,26 @@ def _fill_gradient_maps(
 ) -> None:
     """Write every gradient method's map of each targeted (image, class) into ``maps`` (in place).
 
-    ``scores`` ``(B, K, ...)`` and ``masks`` (bool, same shape): the target of (b, c) is the sum of
-    ``scores[b, c]`` over ``masks[b, c]``; ``targeted`` ``(B, K)``.
+    ``scores`` ``(B, K, ...)``; the target of the pair ``(image[n], cls[n])`` is
+    ``sum(weights[n] * scores[image[n], cls[n]])`` (``weights`` ``(N, ...)``: its target pixels, or their
+    pull-back through a final upsampling); ``targeted`` ``(B, K)`` marks the ``N`` pairs.
     """
     # slot j of image b = its j-th targeted class: one backward per slot serves a different class in each
     # image, so a batch costs max_b(classes of b) backwards, not the number of distinct classes it holds
-    slot = targeted.cumsum(1) - 1
-    n_slots = int(targeted.sum(1).max()) if gradient_methods and targeted.any() else 0
-    for start in range(0, n_slots, class_chunk):
-        slots = range(start, min(start + class_chunk, n_slots))
-        picks = [(targeted & (slot == j)) for j in slots]  # (B, K) one class per image, or none
-        # d y_slot / d scores (the slot's class channel of each image, on its target pixels), handed to
-        # autograd as cotangents: no gather whose backward rebuilds a (B, K, H, W) zero tensor, and each
-        # built only when its backward runs
-        grads = score_gradients(scores, (_slot_cotangent(scores, pick, masks) for pick in picks), activations)
-        for name, feats, grad in zip(layers, activations, grads, strict=True):
-            dtype = maps[(name, gradient_methods[0])].dtype
-            feats, grad = feats.detach().to(dtype), grad.to(dtype)
-            for method in gradient_methods:
-                cam = GRADIENT_METHODS[method](feats.unsqueeze(0), grad)  # (J, B, h, w)
-                for j, pick in enumerate(picks):
-                    image, cls = torch.nonzero(pick, as_tuple=True)
-                    maps[(name, method)][image, cls] = cam[j, image]
+    slot_of_pair = (targeted.cumsum(1) - 1)[image, cls]
+    n_slots = int(slot_of_pair.max()) + 1 if gradient_methods and len(image) else 0
+    picks = [slot_of_pair == j for j in range(n_slots)]
+    # d y_slot / d scores (the slot's class channel of each image, weighted by its target pixels), handed to
+    # autograd as cotangents: no gather whose backward rebuilds a zero tensor, each built only when its
+    # backward runs
+    for start in range(0, n_slots, class_chunk):  # at most class_chunk slots in one vmapped backward
+        chunk = picks[start : start + class_chunk]
+        cotangents = (_slot_cotangent(scores, image[pick], cls[pick], weights[pick]) for pick in chunk)
+        dtype = maps[(layers[0], gradient_methods[0])].dtype
+        by_slot = gradient_maps_by_slot(scores, cotangents, layers, activations, gradient_methods, dtype)
+        for pick, cams in zip(chunk, by_slot, strict=True):
+            for key, cam in cams.items():
+                maps[key][image[pick], cls[pick]] = cam[image[pick]]
 
 
 def _add_guided_maps(
@@ -506,7 +561,7 @@ def _with_fixations(
             if logits.ndim != 4:
                 raise ValueError("fixations trace segmentation models (per-pixel logits) only")
             pred = logits.argmax(1)
-            _, source = _requested_targets(pred, gt, logits.shape[1], target, roi, classes)
+            source = _requested_sources(pred, gt, logits.shape[1], target, roi, classes)
             result = CamResult(logits=logits.detach(), pred=pred, maps={}, target_source=source, layers=layers,
                                target=target, score=score, methods=methods)
         if result.logits.ndim != 4:
