@@ -318,6 +318,10 @@ def test_fixation_points_are_drawn_on_the_card(demo_data: Path, browser: Any, tm
     class_id = next(i for i, name in enumerate(run.class_names) if subject.startswith(name))
     expected = run.fixations[(run.fixations["image_id"] == image_id) & (run.fixations["class_id"] == class_id)]
     assert dots == len(expected) > 0, (dots, len(expected), subject)
+    # at the input layer, Grad-CAM (computed at features.22 only) still shows its map side by side
+    strip = card.locator("[data-role='methods']")
+    assert strip.locator(".panel").count() == 2 and strip.locator(".placeholder").count() == 0
+    assert "gradcam @ features.22" in strip.inner_text()
     card.screenshot(path=str(shots / "fixations_card.png"))
     view.check_clean()
     view.close()

@@ -767,8 +767,14 @@
       // methods side by side at the chosen layer
       clear(methodStrip);
       methods.forEach(function (m) {
-        var e = byKey[state.s + "|" + m + "|" + state.l];
-        methodStrip.appendChild(panel(m, e, m === state.m, function () { state.m = m; methodSel.value = m; update(); }, detailOf(e)));
+        // a method computed at another layer only (guided backprop and fixations at the input) shows its own
+        var at = byKey[state.s + "|" + m + "|" + state.l] ? state.l : layers.filter(function (l) { return byKey[state.s + "|" + m + "|" + l]; })[0];
+        var e = at === undefined ? undefined : byKey[state.s + "|" + m + "|" + at];
+        methodStrip.appendChild(panel(at === undefined || at === state.l ? m : m + " @ " + at, e, m === state.m, function () {
+          state.m = m; methodSel.value = m;
+          if (at !== undefined) { state.l = at; layerSel.value = at; }
+          update();
+        }, detailOf(e)));
       });
       // the layer sweep for the chosen method
       clear(layerStrip);
