@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from dataclasses import asdict
@@ -110,9 +111,18 @@ def main() -> None:
         "cross-entropy (void ignored), random horizontal flips",
         minutes=minutes, sha=sha, mb=args.out.stat().st_size / 2**20, torch=torch.__version__,
     )
-    args.out.with_name(shipped["card"]).write_text(card)
+    card_path = args.out.with_name(shipped["card"])
+    card_path.write_text(card + _appended_sections(card_path))
     args.out.with_name(shipped["metrics"]).write_text(json.dumps({"sha256": sha, **metrics}, indent=1) + "\n")
     print(f"wrote {args.out} (sha256 {sha})")
+
+
+def _appended_sections(card: Path) -> str:
+    """The sections other scripts keep in this card between ``<!-- NAME: begin -->`` and ``<!-- NAME: end -->``
+    (the demo classifier's, ``scripts/train_demo_classifier.py``): kept when this script rewrites the card."""
+    text = card.read_text() if card.is_file() else ""
+    kept = re.finditer(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", text, flags=re.DOTALL)
+    return "".join("\n" + section.group(0) + "\n" for section in kept)
 
 
 if __name__ == "__main__":

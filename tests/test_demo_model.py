@@ -58,3 +58,22 @@ def test_vgg_fcn_matches_its_card(tmp_path) -> None:
     miou, _ = mean_iou(confusion_matrix(model.module, x, y, model.num_classes))
     assert miou >= 0.85
     assert miou == pytest.approx(card["val_miou"], abs=2e-3)
+
+
+def test_retraining_the_demo_model_keeps_the_classifier_section_of_its_card(tmp_path) -> None:
+    """``scripts/train_demo_model.py`` rewrites MODEL_CARD.md; the demo classifier's marked section stays."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "train_demo_model.py"
+    spec = importlib.util.spec_from_file_location("train_demo_model", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shipped = demo_checkpoint_path().with_name("MODEL_CARD.md").read_text()
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# an older demo model card\n\n" + shipped[shipped.index("<!-- demo-classifier: begin -->"):])
+    kept = module._appended_sections(card)
+    assert kept.startswith("\n<!-- demo-classifier: begin -->\n## Demo classifier")
+    assert kept.rstrip("\n").endswith("<!-- demo-classifier: end -->") and "older" not in kept
+    main = shipped[: shipped.index("<!-- demo-classifier: begin -->")].rstrip("\n") + "\n"
+    assert main + module._appended_sections(demo_checkpoint_path().with_name("MODEL_CARD.md")) == shipped
