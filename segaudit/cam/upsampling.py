@@ -34,7 +34,7 @@ def logits_module(model: nn.Module) -> nn.Module | None:
     """The module whose output the model's forward bilinearly upsamples into its result, if known.
 
     torchvision's ``FCN``/``DeepLabV3`` (``_SimpleSegmentationModel``) and ``LRASPP``: ``classifier``;
-    an ``nn.Sequential`` (or nested ``nn.Sequential``\ s) ending in
+    an ``nn.Sequential`` (or nested ``nn.Sequential`` modules) ending in
     ``nn.Upsample(mode="bilinear", align_corners=False)``: the module before it. ``None`` otherwise.
     """
     from torchvision.models.segmentation._utils import _SimpleSegmentationModel
