@@ -10,7 +10,6 @@ and by the tests.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segaudit.classifier import build_checkpoint_classifier
-from segaudit.train import recalibrate_batchnorm
+from segaudit.train import fit
 
 __all__ = [
     "ClassifierTrainConfig",
@@ -54,35 +53,10 @@ def presence_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def train_classifier(
     images: torch.Tensor, presence: torch.Tensor, config: ClassifierTrainConfig, log=print
 ) -> nn.Module:
-    """Train ``config.arch`` from scratch on ``(N, 3, S, S)`` images and ``(N, K)`` presence; eval mode."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = build_checkpoint_classifier(config.arch, presence.shape[1])
-    steps_per_epoch = int(np.ceil(len(images) / config.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
-    model.train()
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = images[index]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = F.binary_cross_entropy_with_logits(model(x), presence[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach())
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {total / steps_per_epoch:.4f} "
-            f"({time.perf_counter() - start:.0f} s)")
-    recalibrate_batchnorm(model, images, config.batch_size)
-    return model.eval()
+    """Train ``config.arch`` from scratch on ``(N, 3, S, S)`` images and ``(N, K)`` presence; eval mode
+    (the loop of :func:`segaudit.train.fit`, with a binary cross-entropy per class)."""
+    return fit(lambda: build_checkpoint_classifier(config.arch, presence.shape[1]), images, presence,
+               F.binary_cross_entropy_with_logits, config, flip_targets=False, log=log)
 
 
 @torch.no_grad()

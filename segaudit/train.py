@@ -8,6 +8,7 @@ comes from one seeded generator, so a run is repeatable on the same machine and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, build_architecture
 from segaudit.preprocess import prepare_batch
 from segaudit.readers import SegmentationDataset, read_samples
 
-__all__ = ["TrainConfig", "load_tensors", "train_model", "recalibrate_batchnorm", "confusion_matrix"]
+__all__ = ["TrainConfig", "load_tensors", "train_model", "fit", "recalibrate_batchnorm", "confusion_matrix"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,34 @@ def train_model(
     images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: TrainConfig, log=print
 ) -> nn.Module:
     """Train ``config.arch`` from scratch (no pretrained weights) and return it in eval mode."""
+
+    def loss(output: torch.Tensor | dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model_logits(output), y, ignore_index=255)
+
+    return fit(lambda: build_architecture(config.arch, num_classes), images, labels, loss, config,
+               flip_targets=True, log=log)
+
+
+def fit(
+    build: Callable[[], nn.Module],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    loss: Callable[[object, torch.Tensor], torch.Tensor],
+    config: TrainConfig | object,
+    flip_targets: bool,
+    log=print,
+) -> nn.Module:
+    """The training loop of every shipped model: ``build()`` a model after seeding, then ``config.epochs``
+    epochs of AdamW with a one-cycle learning rate over shuffled batches of ``(images, targets)`` with random
+    horizontal flips (of the targets too when ``flip_targets``: per-pixel labels), then exact BatchNorm
+    statistics (:func:`recalibrate_batchnorm`); eval mode. Every random draw comes from ``config.seed``.
+
+    ``config`` has ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` and ``seed`` (:class:`TrainConfig`,
+    :class:`segaudit.classifier_train.ClassifierTrainConfig`).
+    """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_architecture(config.arch, num_classes)
+    model = build()
     steps_per_epoch = int(np.ceil(len(images) / config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -68,16 +94,17 @@ def train_model(
         total = 0.0
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x, y = images[index], labels[index]
+            x, y = images[index], targets[index]
             flip = torch.rand(len(index), generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            y = torch.where(flip[:, None, None], y.flip(-1), y)
-            loss = F.cross_entropy(model_logits(model(x)), y, ignore_index=255)
+            if flip_targets:
+                y = torch.where(flip[:, None, None], y.flip(-1), y)
+            batch_loss = loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss.detach())
+            total += float(batch_loss.detach())
         log(f"epoch {epoch + 1}/{config.epochs}: loss {total / steps_per_epoch:.4f} "
             f"({time.perf_counter() - start:.0f} s)")
     recalibrate_batchnorm(model, images, config.batch_size)
