@@ -212,6 +212,30 @@ def test_vmapped_backward_equals_one_backward_per_class() -> None:
     torch.testing.assert_close(looped[1], single)
 
 
+def test_engine_maps_equal_with_the_vmapped_backward_of_cuda(monkeypatch) -> None:
+    """The engine's CUDA path (all slots in one vmapped backward, in class_chunk groups), run on CPU."""
+    import segaudit.cam.engine as engine
+
+    model = random_model()
+    torch.manual_seed(3)
+    images = torch.randn(3, 3, 64, 80)
+    gt = torch.randint(0, 4, (3, 64, 80))
+    looped = compute_cams(model, images, ("backbone.4", "backbone.16"), gt, tuple(GRADIENT_METHODS), target="gt")
+    original = engine.slot_gradients
+    calls = []
+
+    def vmapped(scores, cotangents, inputs, batched=None):
+        calls.append(1)
+        return original(scores, cotangents, inputs, batched=True)
+
+    monkeypatch.setattr(engine, "slot_gradients", vmapped)
+    batched = compute_cams(model, images, ("backbone.4", "backbone.16"), gt, tuple(GRADIENT_METHODS), target="gt",
+                           class_chunk=2)
+    assert len(calls) == 2  # three slots in chunks of two
+    for key, value in looped.maps.items():
+        torch.testing.assert_close(batched.maps[key], value, atol=1e-5 * float(value.abs().max()), rtol=1e-4)
+
+
 def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
     import segaudit.cam.engine as engine
 
