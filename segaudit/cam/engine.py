@@ -503,7 +503,8 @@ def compute_cams(
     amp : bool
         Run the forward under autocast (float16 on CUDA, bfloat16 on CPU); maps are computed in float32.
         Measured on CPU (bfloat16, demo model): Grad-CAM's normalised maps within 0.002 of float32's on
-        average, same peak in every map; Grad-CAM++ is not robust to it (0.17, same peak in 25%).
+        average, same peak in every map; Grad-CAM++ is not robust to it (0.17, same peak in 25%). On a CPU
+        without native bfloat16 (AVX2 only) it is ~60x slower than float32 (``bench/amp_error.py``).
 
     Returns
     -------
