@@ -5,6 +5,7 @@
 ``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, HiResCAM, ...)
 ``layers``    capturing feature layers without state that outlives the call
 ``maps``      normalising and upsampling raw maps
+``upsampling`` targets pulled back through a model's final bilinear upsampling (the backward starts low-res)
 ``detection`` per-detection maps of torchvision Mask R-CNN (target: each detection's class score)
 """
 
