@@ -130,9 +130,11 @@ def test_every_method_layer_and_target_kind_lands_in_the_tables(prefect_server, 
 
     ALL_METHODS = [m for m in ALL_METHODS if m != "fixations"]  # noqa: N806 - traces VGG-FCNs only, tested below
     ann = str(demo_data / "annotations" / "instances_val.json")
-    run = load_run(audit(dataset=ann, model="demo", out=str(tmp_path), run_id="sweep", limit=4, batch_size=4,
-                         methods=list(ALL_METHODS), layers=["backbone.4", "backbone.16"], target="roi",
-                         roi=[0.0, 0.0, 0.5, 1.0], score="softmax", report=False))
+    # from the CLI, as the acceptance states it (--methods, --layers, --target)
+    assert main(["run", ann, "--methods", ",".join(ALL_METHODS), "--layers", "backbone.4,backbone.16",
+                 "--target", "roi", "--roi", "0,0,0.5,1", "--score", "softmax", "--limit", "4", "--batch-size", "4",
+                 "--out", str(tmp_path), "--run-id", "sweep", "--no-report"]) == 0
+    run = load_run(tmp_path / "sweep")
     pairs = set(zip(run.scores["layer"], run.scores["method"], strict=True))
     gradient = {m for m in ALL_METHODS if not m.startswith("guided")}
     expected = {(layer, m) for layer in ("backbone.4", "backbone.16") for m in (*gradient, "guided_gradcam")}
@@ -140,6 +142,19 @@ def test_every_method_layer_and_target_kind_lands_in_the_tables(prefect_server, 
     assert set(run.scores["target"]) == {"roi"}
     assert json.loads(run.run["config_json"])["target"] == "roi" and run.run["layer"] == "backbone.4,backbone.16"
     assert len(run.maps) == len(run.scores) // 2
+
+
+@pytest.mark.parametrize("target", ["pred", "gt", "all"])
+def test_every_other_target_kind_from_the_cli(prefect_server, demo_data, tmp_path, target: str) -> None:
+    ann = str(demo_data / "annotations" / "instances_val.json")
+    assert main(["run", ann, "--methods", "gradcam", "--target", target, "--limit", "4", "--out", str(tmp_path),
+                 "--run-id", target, "--no-report"]) == 0
+    run = load_run(tmp_path / target)
+    assert len(run.scores) > 0 and set(run.scores["method"]) == {"gradcam"}
+    # pred and gt fall back to the other set for a class only one of them has; all is all
+    allowed = {"pred": {"pred", "gt"}, "gt": {"gt", "pred"}, "all": {"all"}}[target]
+    assert set(run.scores["target"]) <= allowed and target in set(run.scores["target"])
+    assert json.loads(run.run["config_json"])["target"] == target
 
 
 def test_fixations_run_from_the_cli_beside_grad_cam(prefect_server, demo_data, tmp_path, capsys) -> None:
