@@ -147,15 +147,16 @@ def seg_grad_cam_pixels(
     :data:`TARGET_NONE`."""
     codes = source[image, cls].to(pred.device).view(-1, 1, 1)
     cls = cls.to(pred.device).view(-1, 1, 1)
-    valid = torch.ones_like(pred, dtype=torch.bool) if gt is None else gt != _IGNORE
-    valid = valid[image]
-    pixels = ((pred[image] == cls) & valid) & (codes == TARGET_PRED)
+    valid = None if gt is None else gt != _IGNORE
+    pixels = pred[image] == cls
+    if valid is not None:
+        pixels &= valid[image]
+    pixels &= codes == TARGET_PRED
     if gt is not None:
         pixels |= (gt[image] == cls) & (codes == TARGET_GT)
-    if bool((codes == TARGET_ALL).any()):
-        pixels |= valid & (codes == TARGET_ALL)
-    if bool((codes == TARGET_ROI).any()):
-        pixels |= valid & _roi_mask(roi, *pred.shape[-2:], pred.device) & (codes == TARGET_ROI)
+    for code, kind in ((TARGET_ALL, "all"), (TARGET_ROI, "roi")):
+        if bool((codes == code).any()):
+            pixels |= _region(pred, valid, kind, roi)[image] & (codes == code)
     return pixels
 
 
