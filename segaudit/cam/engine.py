@@ -415,10 +415,10 @@ def _fill_gradient_maps(
     # d y_slot / d scores (the slot's class channel of each image, weighted by its target pixels), handed to
     # autograd as cotangents: no gather whose backward rebuilds a zero tensor, each built only when its
     # backward runs
+    dtype = maps[(layers[0], gradient_methods[0])].dtype if n_slots else None
     for start in range(0, n_slots, class_chunk):  # at most class_chunk slots in one vmapped backward
         chunk = picks[start : start + class_chunk]
         cotangents = (_slot_cotangent(scores, image[pick], cls[pick], weights[pick]) for pick in chunk)
-        dtype = maps[(layers[0], gradient_methods[0])].dtype
         by_slot = gradient_maps_by_slot(scores, cotangents, layers, activations, gradient_methods, dtype)
         for pick, cams in zip(chunk, by_slot, strict=True):
             for key, cam in cams.items():
