@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from reports.values import as_finite, as_int, as_text
 
 __all__ = ["CARD_SCORES", "CardTables", "encode_map", "build_cards"]
 
@@ -136,11 +137,11 @@ def build_cards(
             if values.size != h * w or h <= 0 or w <= 0:
                 continue
             encoded, lo, hi = encode_map(values)
-            layer = _text(row.get("layer"))
+            layer = as_text(row.get("layer"))
             card["maps"].append({
-                "s": index[key], "m": _text(row.get("method")), "l": layer, "t": _text(row.get("target")),
+                "s": index[key], "m": as_text(row.get("method")), "l": layer, "t": as_text(row.get("target")),
                 "h": h, "w": w, "v": encoded, "lo": lo, "hi": hi,
-                "sc": score_of.get((key, _text(row.get("method")), layer), {}),
+                "sc": score_of.get((key, as_text(row.get("method")), layer), {}),
             })
         card["inst"] = _instances(tables.rows("instances", image_id), index)
         card["find"] = _findings(tables.rows("findings", image_id))
@@ -154,18 +155,18 @@ def _card_head(rec: dict[str, Any], index: int) -> dict[str, Any]:
     return {
         "i": index,
         "id": str(rec["image_id"]),
-        "file": _text(rec.get("file_name")) or str(rec["image_id"]),
-        "rank": _int(rec.get("review_rank")),
-        "w": _int(rec.get("width")),
-        "h": _int(rec.get("height")),
-        "susp": _float(rec.get("suspicion")),
-        "lq": _float(rec.get("label_quality")),
-        "cons": _float(rec.get("consistency")),
-        "pa": _float(rec.get("pixel_accuracy")),
+        "file": as_text(rec.get("file_name")) or str(rec["image_id"]),
+        "rank": as_int(rec.get("review_rank")),
+        "w": as_int(rec.get("width")),
+        "h": as_int(rec.get("height")),
+        "susp": as_finite(rec.get("suspicion")),
+        "lq": as_finite(rec.get("label_quality")),
+        "cons": as_finite(rec.get("consistency")),
+        "pa": as_finite(rec.get("pixel_accuracy")),
         "gtc": _strings(rec.get("gt_classes")),
         "prc": _strings(rec.get("pred_classes")),
         "unk": _strings(rec.get("unknown_classes")),
-        "worst": _int(rec.get("worst_class_id")),
+        "worst": as_int(rec.get("worst_class_id")),
         "img": None,
         "gt": None,
         "pred": None,
@@ -182,10 +183,10 @@ def _subjects(tables: CardTables, image_id: str, class_names: Sequence[str]) -> 
             key = (int(row["class_id"]), _det(row.get("detection")))
             if key in found:
                 continue
-            name = _text(row.get("class_name")) or _class_name(key[0], class_names)
-            found[key] = {"c": key[0], "d": key[1], "name": name, "t": _text(row.get("target")),
-                          "iou": _float(row.get("seg_iou")) if "seg_iou" in row else None,
-                          "lq": _float(row.get("label_quality")) if "label_quality" in row else None}
+            name = as_text(row.get("class_name")) or _class_name(key[0], class_names)
+            found[key] = {"c": key[0], "d": key[1], "name": name, "t": as_text(row.get("target")),
+                          "iou": as_finite(row.get("seg_iou")) if "seg_iou" in row else None,
+                          "lq": as_finite(row.get("label_quality")) if "label_quality" in row else None}
     keys = sorted(found, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
     return [(found[k], k) for k in keys]
 
@@ -196,8 +197,8 @@ def _scores_by_map(gt: list[dict[str, Any]]) -> dict[tuple, dict[str, float | No
         return out
     cols = [c for c in CARD_SCORES if c in gt[0]]
     for row in gt:
-        key = ((int(row["class_id"]), _det(row.get("detection"))), _text(row.get("method")), _text(row.get("layer")))
-        out.setdefault(key, {c: _float(row.get(c)) for c in cols})
+        key = ((int(row["class_id"]), _det(row.get("detection"))), as_text(row.get("method")), as_text(row.get("layer")))
+        out.setdefault(key, {c: as_finite(row.get(c)) for c in cols})
     return out
 
 
@@ -205,21 +206,21 @@ def _instances(records: list[dict[str, Any]], index: dict[tuple, int]) -> list[d
     """Instance rows grouped per map (class, method, layer, target), instances in order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        key = (int(r["class_id"]), _text(r.get("method")), _text(r.get("layer")), _text(r.get("target")))
+        key = (int(r["class_id"]), as_text(r.get("method")), as_text(r.get("layer")), as_text(r.get("target")))
         groups.setdefault(key, []).append(r)
     out = []
     for (class_id, method, layer, target), rows in sorted(groups.items()):
         subject = _class_subject(index, class_id)
         if subject is None:
             continue
-        rows = sorted(rows, key=lambda r: _int(r.get("instance")) or 0)
+        rows = sorted(rows, key=lambda r: as_int(r.get("instance")) or 0)
         out.append({
             "s": subject, "m": method, "l": layer, "t": target,
-            "cov": _float(rows[0].get("instance_coverage")),
+            "cov": as_finite(rows[0].get("instance_coverage")),
             "rows": [
-                {"k": _int(r.get("instance")), "a": _text(r.get("annotation_id")), "px": _int(r.get("pixels")),
-                 "cov": _float(r.get("covered")), "cms": _float(r.get("class_mass_share")),
-                 "ms": _float(r.get("mass_share")), "pk": _float(r.get("peak_height"))}
+                {"k": as_int(r.get("instance")), "a": as_text(r.get("annotation_id")), "px": as_int(r.get("pixels")),
+                 "cov": as_finite(r.get("covered")), "cms": as_finite(r.get("class_mass_share")),
+                 "ms": as_finite(r.get("mass_share")), "pk": as_finite(r.get("peak_height"))}
                 for r in rows
             ],
         })
@@ -235,8 +236,8 @@ def _class_subject(index: dict[tuple, int], class_id: int) -> int | None:
 
 def _findings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"kind": _text(r.get("kind")), "c": _int(r.get("class_id")), "name": _text(r.get("class_name")),
-         "score": _float(r.get("score")), "m": _text(r.get("method")), "l": _text(r.get("layer"))}
+        {"kind": as_text(r.get("kind")), "c": as_int(r.get("class_id")), "name": as_text(r.get("class_name")),
+         "score": as_finite(r.get("score")), "m": as_text(r.get("method")), "l": as_text(r.get("layer"))}
         for r in records
     ]
 
@@ -247,10 +248,10 @@ def _prompts(records: list[dict[str, Any]], index: dict[tuple, int]) -> list[dic
         subject = _class_subject(index, int(r["class_id"]))
         if subject is None:
             continue
-        out.append({"s": subject, "m": _text(r.get("method")), "l": _text(r.get("layer")),
-                    "seg": _text(r.get("segmenter")), "pt": _text(r.get("point")), "pr": _text(r.get("prompts")),
-                    "hit": _float(r.get("point_hit")), "iou": _float(r.get("iou_with_gt")),
-                    "dice": _float(r.get("dice_with_gt"))})
+        out.append({"s": subject, "m": as_text(r.get("method")), "l": as_text(r.get("layer")),
+                    "seg": as_text(r.get("segmenter")), "pt": as_text(r.get("point")), "pr": as_text(r.get("prompts")),
+                    "hit": as_finite(r.get("point_hit")), "iou": as_finite(r.get("iou_with_gt")),
+                    "dice": as_finite(r.get("dice_with_gt"))})
     return out
 
 
@@ -287,7 +288,7 @@ def _fixations(records: list[dict[str, Any]], index: dict[tuple, int]) -> list[d
 
 
 def _det(value: Any) -> int | None:
-    v = _float(value)
+    v = as_finite(value)
     return None if v is None else int(v)
 
 
@@ -299,26 +300,13 @@ def _class_name(class_id: int, class_names: Sequence[str]) -> str:
     return f"class {class_id}"
 
 
-def _float(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
-def _int(value: Any) -> int | None:
-    v = _float(value)
-    return None if v is None else int(v)
 
 
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return ""
-    return str(value)
 
 
 def _strings(value: Any) -> list[str]:
     if value is None or isinstance(value, (str, bytes)) or np.ndim(value) == 0:
         return []
-    return [_text(v) for v in value]
+    return [as_text(v) for v in value]

@@ -36,8 +36,9 @@ from reports.overlay import (
     to_data_uri,
     upsample_map,
 )
-from reports.render import METRIC_LABELS, _environment, _static, _text
+from reports.render import METRIC_LABELS, _environment, _static
 from reports.summary import CLASS_METRICS, class_facts, class_scores, layer_order
+from reports.values import as_int, as_text
 from segaudit.tables import COLUMN_DOCS, RunTables, filesystem, is_url, join, load_run
 
 __all__ = ["compare_runs", "class_deltas", "image_deltas", "primary_layer"]
@@ -52,7 +53,7 @@ _TEMPLATE = "compare.html.j2"
 
 def primary_layer(run: dict[str, Any], scores: pd.DataFrame) -> str:
     """The run's primary layer: the first of its ``layer`` setting, else the first scored (natural order)."""
-    first = _text(run.get("layer")).split(",")[0]
+    first = as_text(run.get("layer")).split(",")[0]
     if first or scores.empty:
         return first
     return layer_order(scores["layer"].dropna().astype(str))[0]
@@ -134,7 +135,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_path: str | Path | No
     deltas, methods = class_deltas(a, b)
     changed = image_deltas(a, b, top)
     context = {
-        "title": f"segaudit comparison {_text(a.run.get('run_id'))} vs {_text(b.run.get('run_id'))}",
+        "title": f"segaudit comparison {as_text(a.run.get('run_id'))} vs {as_text(b.run.get('run_id'))}",
         "runs": [_run_card("A", a, run_a), _run_card("B", b, run_b)],
         "class_tables": [_class_table(deltas, m) for m in methods],
         "base_table": _class_table(deltas, None),
@@ -172,13 +173,13 @@ def _run_card(tag: str, run: RunTables, path: str | Path) -> dict[str, Any]:
     return {
         "tag": tag,
         "path": str(path),
-        "run_id": _text(meta.get("run_id")),
-        "model": _text(meta.get("model_name")),
-        "sha": _text(meta.get("model_sha256"))[:12],
+        "run_id": as_text(meta.get("run_id")),
+        "model": as_text(meta.get("model_name")),
+        "sha": as_text(meta.get("model_sha256"))[:12],
         "layer": primary_layer(meta, run.scores),
-        "layers": _text(meta.get("layer")),
+        "layers": as_text(meta.get("layer")),
         "methods": ", ".join(_methods(run)),
-        "dataset": f"{_text(meta.get('dataset_kind'))} {_text(meta.get('dataset_path'))}".strip(),
+        "dataset": f"{as_text(meta.get('dataset_kind'))} {as_text(meta.get('dataset_path'))}".strip(),
         "images": len(run.images),
         "findings": len(run.findings),
         "errors": len(run.errors),
@@ -199,7 +200,7 @@ def _class_table(deltas: pd.DataFrame, method: str | None) -> dict[str, Any]:
             better = -1.0 if col.split("/")[-1] in _LOWER_IS_BETTER else 1.0
             cells.append({"a": _fmt(va), "b": _fmt(vb), "d": _signed(d), "sort": "" if _nan(d) else f"{d:.6g}",
                           "style": _delta_style(d, better)})
-        rows.append({"name": _text(rec["class_name"]), "images": f"{rec['images_a']} / {rec['images_b']}",
+        rows.append({"name": as_text(rec["class_name"]), "images": f"{rec['images_a']} / {rec['images_b']}",
                      "cells": cells})
     return {"method": method, "heads": heads, "rows": rows}
 
@@ -223,9 +224,9 @@ def _image_rows(a: _Indexed, b: _Indexed, changed: pd.DataFrame, methods: Sequen
             pictures.append(_picture(f"A: {method} · {class_name}", view, _cam_overlay(view, a, ida, class_id, method, layer_a)))
             pictures.append(_picture(f"B: {method} · {class_name}", view, _cam_overlay(view, b, idb, class_id, method, layer_b)))
         rows.append({
-            "file_name": _text(rec.get("file_name")),
+            "file_name": as_text(rec.get("file_name")),
             "change": _fmt(rec.get("change")),
-            "rank_a": _int(rec.get("review_rank_a")), "rank_b": _int(rec.get("review_rank_b")),
+            "rank_a": as_int(rec.get("review_rank_a")), "rank_b": as_int(rec.get("review_rank_b")),
             "values": [
                 {"label": "suspicion", "a": _fmt(rec.get("suspicion_a")), "b": _fmt(rec.get("suspicion_b")),
                  "d": _signed(rec.get("suspicion_delta")), "style": _delta_style(rec.get("suspicion_delta"), -1.0)},
@@ -264,7 +265,7 @@ def _changed_class(a: _Indexed, b: _Indexed, ida: str, idb: str, method: str | N
             best, best_change = int(class_id), change
     if best is None:
         worst = a.images.loc[a.images["image_id"].astype(str) == ida, "worst_class_id"]
-        best = _int(worst.iloc[0]) if len(worst) else None
+        best = as_int(worst.iloc[0]) if len(worst) else None
         if best is not None and best < 0:
             best = None
     name = a.class_names[best] if best is not None and 0 <= best < len(a.class_names) else ""
@@ -360,8 +361,6 @@ def _signed(v: Any) -> str:
     return "\u2013" if _nan(v) else f"{float(v):+.3f}"
 
 
-def _int(v: Any) -> int | None:
-    return None if _nan(v) else int(float(v))
 
 
 def _delta_style(d: Any, better: float = 1.0) -> str:

@@ -54,6 +54,7 @@ from reports.summary import (
     histograms,
     layer_order,
 )
+from reports.values import as_finite, as_int, as_text
 from segaudit.findings import FINDING_KINDS
 from segaudit.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
 
@@ -180,7 +181,7 @@ def _render(
             "files": assets_dir(out).name,
             "methods": methods,
             "layers": layers,
-            "primary_layer": (_text(run.get("layer")).split(",")[0] or (layers[0] if layers else "")),
+            "primary_layer": (as_text(run.get("layer")).split(",")[0] or (layers[0] if layers else "")),
             "primary_method": methods[0] if methods else "",
             "class_names": class_names,
             "kinds": list(FINDING_KINDS),
@@ -198,7 +199,7 @@ def _render(
     }
     pages = _pages(run_dir, tables, order, class_names, page_size)
     context = {
-        "title": f"segaudit report {_text(run.get('run_id'))}".strip(),
+        "title": f"segaudit report {as_text(run.get('run_id'))}".strip(),
         "header": _header(run, config, tables, methods, layers),
         "versions": _versions(run),
         "config_json": _pretty_json(run.get("config_json")),
@@ -223,41 +224,41 @@ def _render(
 def _header(
     run: dict[str, Any], config: dict[str, Any], tables: Any, methods: Sequence[str], layers: Sequence[str]
 ) -> dict[str, Any]:
-    sha = _text(run.get("model_sha256"))
-    fingerprint = _text(run.get("dataset_fingerprint"))
+    sha = as_text(run.get("model_sha256"))
+    fingerprint = as_text(run.get("dataset_fingerprint"))
     images, errors = tables.images, tables.errors
-    n_errors = _int_or_none(run.get("n_errors"))
+    n_errors = as_int(run.get("n_errors"))
     consistency = pd.to_numeric(images["consistency"], errors="coerce") if len(images) else pd.Series([], dtype=float)
-    targets = [_text(config.get("target"))] if config.get("target") else []
+    targets = [as_text(config.get("target"))] if config.get("target") else []
     if len(tables.scores):
         targets += [t for t in pd.unique(tables.scores["target"].dropna().astype(str)) if t and t not in targets]
-    primary = _text(run.get("layer")).split(",")[0]
+    primary = as_text(run.get("layer")).split(",")[0]
     return {
-        "run_id": _text(run.get("run_id")),
-        "created_at": _text(run.get("created_at")),
+        "run_id": as_text(run.get("run_id")),
+        "created_at": as_text(run.get("created_at")),
         "duration": _duration(run.get("duration_s")),
-        "dataset_kind": _text(run.get("dataset_kind")),
-        "dataset_path": _text(run.get("dataset_path")),
-        "split": _text(run.get("split")),
+        "dataset_kind": as_text(run.get("dataset_kind")),
+        "dataset_path": as_text(run.get("dataset_path")),
+        "split": as_text(run.get("split")),
         "fingerprint": fingerprint,
         "fingerprint_short": fingerprint[:12],
-        "n_images": _int_or_none(run.get("n_images")),
+        "n_images": as_int(run.get("n_images")),
         "n_rows": len(images),
         "n_errors": n_errors if n_errors is not None else len(errors),
         "n_findings": len(tables.findings),
-        "model_name": _text(run.get("model_name")),
-        "model_arch": _text(config.get("model_arch")),
-        "weights": _text(config.get("weights")),
+        "model_name": as_text(run.get("model_name")),
+        "model_arch": as_text(config.get("model_arch")),
+        "weights": as_text(config.get("weights")),
         "model_sha256": sha,
         "model_sha_short": sha[:12],
-        "input_size": _int_or_none(run.get("input_size")),
+        "input_size": as_int(run.get("input_size")),
         "layers": [{"name": name, "primary": name == primary} for name in layers] or
                   [{"name": primary, "primary": True}],
         "methods": list(methods),
         "targets": targets,
-        "score": _text(config.get("score")),
+        "score": as_text(config.get("score")),
         "n_classes": len(run.get("class_names") or []),
-        "schema_version": _int_or_none(run.get("schema_version")),
+        "schema_version": as_int(run.get("schema_version")),
         "mean_consistency": _fmt(float(consistency.mean()) if consistency.notna().any() else math.nan),
     }
 
@@ -269,10 +270,10 @@ def _versions(run: dict[str, Any]) -> list[tuple[str, str]]:
     try:
         data = json.loads(raw)
     except (TypeError, ValueError):
-        return [("versions_json", _text(raw))]
+        return [("versions_json", as_text(raw))]
     if not isinstance(data, dict):
-        return [("versions_json", _text(raw))]
-    return [(str(k), _text(v)) for k, v in sorted(data.items())]
+        return [("versions_json", as_text(raw))]
+    return [(str(k), as_text(v)) for k, v in sorted(data.items())]
 
 
 def _index(order: pd.DataFrame, findings: pd.DataFrame) -> list[list[Any]]:
@@ -282,11 +283,11 @@ def _index(order: pd.DataFrame, findings: pd.DataFrame) -> list[list[Any]]:
     for rec in order.to_dict("records"):
         image_id = str(rec["image_id"])
         out.append([
-            _text(rec.get("file_name")) or image_id,
-            _int_or_none(rec.get("review_rank")),
-            _nan_none(rec.get("suspicion")),
-            _nan_none(rec.get("label_quality")),
-            _nan_none(rec.get("consistency")),
+            as_text(rec.get("file_name")) or image_id,
+            as_int(rec.get("review_rank")),
+            as_finite(rec.get("suspicion")),
+            as_finite(rec.get("label_quality")),
+            as_finite(rec.get("consistency")),
             int(counts.get(image_id, 0)),
         ])
     return out
@@ -303,17 +304,17 @@ def _findings(findings: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str,
     ).sort_values(["_score", "_kind", "rank"], ascending=[False, True, True], kind="stable")
     out = []
     for rec in frame.to_dict("records"):
-        evidence = {k: _nan_none(rec.get(k)) for k in _EVIDENCE if _nan_none(rec.get(k)) is not None}
+        evidence = {k: as_finite(rec.get(k)) for k in _EVIDENCE if as_finite(rec.get(k)) is not None}
         out.append({
-            "k": _text(rec.get("kind")),
-            "s": _nan_none(rec.get("score")),
-            "r": _int_or_none(rec.get("rank")),
-            "c": _int_or_none(rec.get("class_id")),
-            "n": _text(rec.get("class_name")),
-            "f": _text(rec.get("file_name")) or _text(rec.get("image_id")),
+            "k": as_text(rec.get("kind")),
+            "s": as_finite(rec.get("score")),
+            "r": as_int(rec.get("rank")),
+            "c": as_int(rec.get("class_id")),
+            "n": as_text(rec.get("class_name")),
+            "f": as_text(rec.get("file_name")) or as_text(rec.get("image_id")),
             "i": card_of.get(str(rec.get("image_id"))),
-            "m": _text(rec.get("method")),
-            "l": _text(rec.get("layer")),
+            "m": as_text(rec.get("method")),
+            "l": as_text(rec.get("layer")),
             "e": evidence,
         })
     return out
@@ -325,10 +326,10 @@ def _classes(tables: Any, class_names: Sequence[str]) -> dict[str, Any]:
     rows = [
         {
             "c": int(r["class_id"]),
-            "n": _text(r["class_name"]),
+            "n": as_text(r["class_name"]),
             "images": int(r["n_images"]),
-            "seg_iou": _nan_none(r["seg_iou"]),
-            "label_quality": _nan_none(r["label_quality"]),
+            "seg_iou": as_finite(r["seg_iou"]),
+            "label_quality": as_finite(r["label_quality"]),
             "findings": {k: int(r[f"findings/{k}"]) for k in FINDING_KINDS},
         }
         for r in facts.to_dict("records")
@@ -345,7 +346,7 @@ def _classes(tables: Any, class_names: Sequence[str]) -> dict[str, Any]:
                 continue
             counts[i] = int(r["n_images"])
             for m in CLASS_METRICS:
-                values[m][i] = _nan_none(r[m])
+                values[m][i] = as_finite(r[m])
         combos.append({"m": str(method), "l": str(layer), "images": counts, "v": values})
     hist = []
     for (metric, method, layer), table in histograms(tables.scores).items():
@@ -382,11 +383,11 @@ def _pages(
 def _errors(errors: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str, Any]]:
     return [
         {
-            "stage": _text(r.get("stage")),
-            "file_name": _text(r.get("file_name")) or _text(r.get("image_id")),
-            "image_id": _text(r.get("image_id")),
-            "reason": _text(r.get("reason")),
-            "card": card_of.get(_text(r.get("image_id"))),
+            "stage": as_text(r.get("stage")),
+            "file_name": as_text(r.get("file_name")) or as_text(r.get("image_id")),
+            "image_id": as_text(r.get("image_id")),
+            "reason": as_text(r.get("reason")),
+            "card": card_of.get(as_text(r.get("image_id"))),
         }
         for r in errors.to_dict("records")
     ]
@@ -472,7 +473,7 @@ def _methods(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
 
 def _layers(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
     """All layers, early to late (natural order of their names, see :func:`reports.summary.layer_order`)."""
-    names = [x for x in _text(run.get("layer")).split(",") if x]
+    names = [x for x in as_text(run.get("layer")).split(",") if x]
     for frame in frames:
         if len(frame) and "layer" in frame:
             names += [x for x in pd.unique(frame["layer"].dropna().astype(str)) if x]
@@ -498,7 +499,7 @@ def _pretty_json(raw: Any) -> str:
     try:
         return json.dumps(json.loads(raw), indent=2, sort_keys=True)
     except (TypeError, ValueError):
-        return _text(raw)
+        return as_text(raw)
 
 
 def _duration(seconds: Any) -> str:
@@ -521,25 +522,10 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _nan_none(value: Any) -> float | None:
-    v = _float(value)
-    return v if math.isfinite(v) else None
 
 
-def _int_or_none(value: Any) -> int | None:
-    v = _float(value)
-    return None if math.isnan(v) else int(v)
 
 
 def _fmt(v: float) -> str:
     return _DASH if math.isnan(v) else f"{v:.3f}"
 
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if value is pd.NA or value is pd.NaT:
-        return ""
-    return str(value)
