@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segaudit.classifier import build_checkpoint_classifier
-from segaudit.train import fit
+from segaudit.train import TrainConfig, fit
 
 __all__ = [
     "ClassifierTrainConfig",
@@ -30,16 +30,13 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ClassifierTrainConfig:
-    """Training recipe (recorded in the model card)."""
+class ClassifierTrainConfig(TrainConfig):
+    """Training recipe (recorded in the model card): :class:`segaudit.train.TrainConfig`'s fields, with the
+    demo classifier's defaults."""
 
     arch: str = "small_gmp_cnn"
-    input_size: int = 128
     epochs: int = 8
-    batch_size: int = 16
     lr: float = 4e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
 
 
 def presence_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

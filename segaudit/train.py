@@ -67,7 +67,7 @@ def fit(
     images: torch.Tensor,
     targets: torch.Tensor,
     loss: Callable[[object, torch.Tensor], torch.Tensor],
-    config: TrainConfig | object,
+    config: TrainConfig,
     flip_targets: bool,
     log=print,
 ) -> nn.Module:
@@ -76,8 +76,7 @@ def fit(
     horizontal flips (of the targets too when ``flip_targets``: per-pixel labels), then exact BatchNorm
     statistics (:func:`recalibrate_batchnorm`); eval mode. Every random draw comes from ``config.seed``.
 
-    ``config`` has ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` and ``seed`` (:class:`TrainConfig`,
-    :class:`segaudit.classifier_train.ClassifierTrainConfig`).
+    ``config``: :class:`TrainConfig` or :class:`segaudit.classifier_train.ClassifierTrainConfig`.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
