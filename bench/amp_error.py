@@ -19,11 +19,11 @@ import time
 import torch
 
 from segaudit.cam import TARGET_NONE, compute_cams, normalize_maps
-from segaudit.classmap import build_class_map
-from segaudit.models import DEFAULT_LAYERS, build_architecture, load_model
-from segaudit.preprocess import prepare_batch
-from segaudit.readers import open_dataset, read_samples
-from segaudit.synth import generate_dataset
+from segaudit.data.classmap import build_class_map
+from segaudit.data.preprocess import prepare_batch
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.synth import generate_dataset
+from segaudit.models.registry import DEFAULT_LAYERS, build_architecture, load_model
 
 METHODS = ("gradcam", "gradcampp", "layercam", "hirescam", "xgradcam")
 SPEED_ARCH = "deeplabv3_mobilenet_v3_large"

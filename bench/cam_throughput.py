@@ -23,7 +23,7 @@ from torch import nn
 
 from segaudit.cam import capture_layers, compute_cams, normalize_maps, upsample_maps
 from segaudit.cam.upsampling import capture_low_res_logits
-from segaudit.models import DEFAULT_LAYERS, build_architecture
+from segaudit.models.registry import DEFAULT_LAYERS, build_architecture
 
 ARCH = "deeplabv3_mobilenet_v3_large"
 METHODS = ("gradcam", "gradcampp")

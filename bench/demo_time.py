@@ -19,7 +19,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "demo", "--data", f"{tmp}/data", "--out", f"{tmp}/runs"],
+            [sys.executable, "-m", "segaudit.cli", "demo", "--data", f"{tmp}/data", "--out", f"{tmp}/runs"],
             capture_output=True, text=True, check=True,
         )
         seconds = time.perf_counter() - start

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from segaudit.audit import AuditConfig, BatchRows, explain_batch, finish_tables, score_batch
+from segaudit.auditors.batch import BatchRows, explain_batch, finish_tables, score_batch
 from segaudit.cam import compute_cams
-from segaudit.classmap import build_class_map
-from segaudit.demo import ensure_demo_data, planted_errors
-from segaudit.models import load_model
-from segaudit.readers import open_dataset, read_samples
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.demo import ensure_demo_data, planted_errors
+from segaudit.models.registry import load_model
+from segaudit.settings import AuditConfig
 
 
 def fixation_mask_rate(fixations, pred_png_masks) -> float:

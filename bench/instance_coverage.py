@@ -8,7 +8,7 @@ instances of a class and Grad-CAM++ lighting them all. This measures it on the d
 (``explain_batch`` + ``score_batch``, no Prefect) writes the ``instances`` table, and we keep the
 (image, class) pairs with >= 2 labelled instances, leaving out the images with a planted label error
 (their instance labels are wrong on purpose). Per method it prints the mean ``instance_coverage`` (see
-:mod:`segaudit.instances`), the share of instances holding a peak, the mean class mass share of the
+:mod:`segaudit.metrics.instances`), the share of instances holding a peak, the mean class mass share of the
 least-lit instance of each pair, and paired comparisons with Grad-CAM; it ends with
 ``coverage_gradcam: X`` and ``coverage_gradcampp: Y``.
 """
@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from segaudit.audit import AuditConfig, BatchRows, explain_batch, finish_tables, score_batch
-from segaudit.classmap import build_class_map
-from segaudit.demo import ensure_demo_data, planted_errors
-from segaudit.models import load_model
-from segaudit.readers import open_dataset, read_samples
-from segaudit.run import plan_batches
+from segaudit.auditors.batch import BatchRows, explain_batch, finish_tables, score_batch
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.demo import ensure_demo_data, planted_errors
+from segaudit.models.registry import load_model
+from segaudit.runs.run import plan_batches
+from segaudit.settings import AuditConfig
 
 
 def instances_table(data: Path, methods: tuple[str, ...], layers: tuple[str, ...]) -> pd.DataFrame:

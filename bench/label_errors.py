@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segaudit.audit import AuditConfig, BatchRows, explain_batch, finish_tables, score_batch
-from segaudit.classmap import build_class_map
-from segaudit.demo import ensure_demo_data, planted_errors
-from segaudit.findings import class_reliance
-from segaudit.models import load_model
-from segaudit.readers import open_dataset, read_samples
-from segaudit.validation import planted_error_metrics
+from segaudit.auditors.batch import BatchRows, explain_batch, finish_tables, score_batch
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.demo import ensure_demo_data, planted_errors
+from segaudit.devtools.validation import planted_error_metrics
+from segaudit.findings.rules import class_reliance
+from segaudit.models.registry import load_model
+from segaudit.settings import AuditConfig
 
 CONTEXT_CUE_CLASS = "boat"
 

@@ -4,7 +4,7 @@
 
 On the demo's validation scenes (generated into ``--data`` if absent; COCO annotations) with the shipped
 demo model, Grad-CAM and Grad-CAM++ at the model's default layer (``explain_batch``, no Prefect), every
-(image, class) map of the audit is turned into prompts (:mod:`segaudit.prompting`): the weighted centroid or
+(image, class) map of the audit is turned into prompts (:mod:`segaudit.metrics.prompting`): the weighted centroid or
 the maximum as the foreground point, the map's minimum as the background point, the map thresholded at 0.5
 as the region. The segments are scored against the labels and written to a ``prompts`` Parquet table
 (``--out`` keeps it), which the summary below is computed from with pandas.
@@ -27,16 +27,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from segaudit.audit import AuditConfig, explain_batch
+from segaudit.auditors.batch import explain_batch
 from segaudit.cam import TARGET_NONE, upsample_maps
-from segaudit.classmap import build_class_map
-from segaudit.demo import ensure_demo_data, planted_errors
-from segaudit.models import load_model
-from segaudit.prompting import GrabCutSegmenter, SamSegmenter, Segmenter, inside_from_boxes, prompt_rows
-from segaudit.readers import open_dataset, read_samples
-from segaudit.run import plan_batches
-from segaudit.scores import iou_at_threshold
-from segaudit.tables import write_table
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.demo import ensure_demo_data, planted_errors
+from segaudit.metrics.prompting import (
+    GrabCutSegmenter,
+    SamSegmenter,
+    Segmenter,
+    inside_from_boxes,
+    prompt_rows,
+)
+from segaudit.metrics.scores import iou_at_threshold
+from segaudit.models.registry import load_model
+from segaudit.runs.run import plan_batches
+from segaudit.runs.tables import write_table
+from segaudit.settings import AuditConfig
 
 
 def prompts_table(data: Path, segmenter: Segmenter, methods: tuple[str, ...], limit: int | None,

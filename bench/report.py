@@ -3,7 +3,7 @@
     python bench/report.py [--images 5000] [--source RUN_DIR] [--out DIR]
 
 The 5k-image run is synthetic: a real audit is too slow on 2 shared cores for a benchmark, so the tables
-are built from a small real one. Without ``--source``, the demo data (``segaudit.demo``) is audited on its
+are built from a small real one. Without ``--source``, the demo data (``segaudit.devtools.demo``) is audited on its
 first 24 images with the shipped demo model (Grad-CAM and Grad-CAM++ at two layers, a layer sweep), through
 the core functions the flow calls; its rows are then replicated to ``--images`` images (new image ids and
 file names; per-image scores jittered so that the ranking and the histograms are not copies) and written
@@ -32,20 +32,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from segaudit.reports import render_report
+from segaudit.reports.render import assets_dir
 
-from reports import render_report
-from reports.render import assets_dir
-from segaudit.tables import SCHEMAS, load_run, write_table
+from segaudit.runs.tables import SCHEMAS, load_run, write_table
 
 
 def real_run(out: Path, n_images: int = 24) -> Path:
     """A real audit of the demo data's first ``n_images`` images (no Prefect)."""
-    from segaudit.audit import AuditConfig, BatchRows, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.demo import ensure_demo_data
-    from segaudit.models import load_model
-    from segaudit.readers import open_dataset, read_samples
-    from segaudit.run import plan_batches, run_metadata, write_run_rows
+    from segaudit.auditors.batch import BatchRows, explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.devtools.demo import ensure_demo_data
+    from segaudit.models.registry import load_model
+    from segaudit.runs.run import plan_batches, run_metadata, write_run_rows
+    from segaudit.settings import AuditConfig
 
     root = ensure_demo_data(out / "demo_data")
     data = open_dataset(str(root / "annotations" / "instances_val.json"))

@@ -1,6 +1,6 @@
 """Does the sharded audit scale? Throughput and peak memory of a small and a 10x larger synthetic dataset.
 
-Generates one synthetic dataset of ``--large`` images (``segaudit.synth``), then audits its first ``--small``
+Generates one synthetic dataset of ``--large`` images (``segaudit.devtools.synth``), then audits its first ``--small``
 images and all of them, each in a fresh process (so peak RSS is the run's own), with the demo model,
 Grad-CAM only, no report, shards of ``--shard-size``. Per run it reports:
 
@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 _CHILD = """
 import json, resource, sys, time
-from flows.audit import audit
-from segaudit.tables import load_run, shard_markers
+from segaudit.flows.audit import audit
+from segaudit.runs.tables import load_run, shard_markers
 dataset, out, limit, shard_size, batch_size, workers = sys.argv[1:7]
 start = time.perf_counter()
 run_dir = audit(dataset=dataset, out=out, run_id=f"n{limit}", limit=int(limit), model="demo", methods=["gradcam"],
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--work", help="folder for the data and runs (default: a temporary one)")
     args = parser.parse_args()
 
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
 
     work = Path(args.work or tempfile.mkdtemp(prefix="segaudit-scale-"))
     data = work / "data"

@@ -1,5 +1,8 @@
-"""Prefect flows: wiring of the tasks in :mod:`tasks`, nothing else."""
+"""Prefect flows (``flows/`` in the repository, installed as ``segaudit.flows``): wiring of the tasks in
+:mod:`segaudit.tasks`, nothing else. May import Prefect, :mod:`segaudit.tasks` and the core's settings and
+run helpers.
+"""
 
-from flows.audit import audit
+from segaudit.flows.audit import audit
 
 __all__ = ["audit"]

@@ -17,22 +17,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.futures import as_completed
-
-from segaudit.audit import AuditConfig, check_config
-from segaudit.cam import METHODS
-from segaudit.classmap import ClassMap
-from segaudit.findings import FindingRules
-from segaudit.models import LoadedModel
-from segaudit.readers import SegmentationDataset
-from segaudit.run import (
-    audit_config_from_json,
-    pending_shards,
-    run_directory,
-    run_metadata,
-)
-from segaudit.shards import Shard, shard_refs
-from segaudit.tables import read_plan, shard_markers
-from tasks import (
+from segaudit.tasks import (
     ShardProgress,
     aggregate_task,
     download_dataset_task,
@@ -43,7 +28,23 @@ from tasks import (
     publish_summary_task,
     render_report_task,
 )
-from tasks.report import report_link_task
+from segaudit.tasks.report import report_link_task
+
+from segaudit.auditors.batch import check_config
+from segaudit.cam import METHODS
+from segaudit.data.classmap import ClassMap
+from segaudit.data.readers import SegmentationDataset
+from segaudit.findings.rules import FindingRules
+from segaudit.models.registry import LoadedModel
+from segaudit.runs.run import (
+    audit_config_from_json,
+    pending_shards,
+    run_directory,
+    run_metadata,
+)
+from segaudit.runs.shards import Shard, shard_refs
+from segaudit.runs.tables import read_plan, shard_markers
+from segaudit.settings import AuditConfig
 
 
 @flow(name="audit", log_prints=True)
@@ -81,7 +82,7 @@ def audit(
 ) -> str:
     """Audit a COCO or VOC dataset with a segmentation model; return the run folder (path or URL).
 
-    ``findings`` overrides thresholds of :class:`segaudit.findings.FindingRules` by name, e.g.
+    ``findings`` overrides thresholds of :class:`segaudit.findings.rules.FindingRules` by name, e.g.
     ``{"label_quality": 0.3}``; ``prompts`` turns on CAM-prompted segmentation ("grabcut" or "sam").
 
     Scale: the images are cut into shards of ``shard_size``; each shard is one task (``loader_workers``
@@ -159,7 +160,7 @@ def audit_shards(
 
 @flow(name="pull-data", log_prints=True)
 def pull_data(root: str = "data", datasets: list[str] = ["coco2017-val", "voc2012"]) -> dict[str, str]:  # noqa: B006
-    """Download, verify (MD5) and unpack ``datasets`` (keys of :data:`segaudit.download.DATASETS`:
+    """Download, verify (MD5) and unpack ``datasets`` (keys of :data:`segaudit.data.download.DATASETS`:
     ``coco2017-val``, ``coco2017-train``, ``voc2012``) under ``root``, skipping those already there, one
     retried task each; return where each is."""
     futures = {name: download_dataset_task.submit(name, root) for name in datasets}

@@ -7,14 +7,14 @@ One card per image of the ``images`` table, made from the run's tables alone:
 * one entry per map (image x class [x detection] x method x layer): the raw CAM at feature resolution
   (float32, little-endian, base64), its raw range and its scores against the GT mask. The page upsamples
   it bilinearly to the thumbnail (half-pixel centres, as :func:`segaudit.cam.maps.upsample_maps`), colours
-  it min-max normalised like :func:`reports.overlay.colorize_cam`, and finds the three point prompts of
-  :mod:`segaudit.scores` on it -- the maximum (:func:`~segaudit.scores.max_point`), the weighted centroid
-  above ``centroid_cutoff`` x max (:func:`~segaudit.scores.weighted_centroid`) and the background point
-  (:func:`~segaudit.scores.background_point`), void (GT 255, e.g. letterbox padding) excluded -- only for
+  it min-max normalised like :func:`segaudit.reports.overlay.colorize_cam`, and finds the three point prompts of
+  :mod:`segaudit.metrics.scores` on it -- the maximum (:func:`~segaudit.metrics.scores.max_point`), the weighted centroid
+  above ``centroid_cutoff`` x max (:func:`~segaudit.metrics.scores.weighted_centroid`) and the background point
+  (:func:`~segaudit.metrics.scores.background_point`), void (GT 255, e.g. letterbox padding) excluded -- only for
   the maps on screen, so a 5k-image report costs nothing per map here. The audit finds the points at the
   model's input resolution; they coincide when the thumbnail is that size (inputs up to 256 px) and
   differ by at most the scale factor otherwise. ``tests/test_report_browser.py`` checks the page's points
-  against :mod:`segaudit.scores`;
+  against :mod:`segaudit.metrics.scores`;
 * instance coverage per instance (instances table), findings and CAM-prompted segments (prompts table).
 
 Coordinates are ``(row, col)`` in thumbnail pixels (pixel centres at integers); ``th`` x ``tw`` is the
@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-
-from reports.values import as_finite, as_int, as_text
+from segaudit.reports.values import as_finite, as_int, as_text
 
 __all__ = ["CARD_SCORES", "CardTables", "encode_map", "build_cards"]
 

@@ -1,7 +1,7 @@
 """Compare two runs (two models, two layers, two settings on the same data): per-class deltas and the
 images whose scores changed most, as one self-contained HTML page (``segaudit compare RUN_A RUN_B``).
 
-Read from the two runs' tables alone (:func:`segaudit.tables.load_run`). Classes are matched by name
+Read from the two runs' tables alone (:func:`segaudit.runs.tables.load_run`). Classes are matched by name
 (case-insensitive), images by ``image_id`` (by ``file_name`` when the ids do not overlap), methods by name;
 each run's maps are taken at its primary layer (the first of its ``layer``), so two runs of one model at
 two layers compare layer against layer. Every delta is ``B - A``.
@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
-
-from reports.overlay import (
+from segaudit.reports.overlay import (
     blend,
     colorize_cam,
     colorize_labels,
@@ -36,10 +35,11 @@ from reports.overlay import (
     to_data_uri,
     upsample_map,
 )
-from reports.render import METRIC_LABELS, _environment, _static
-from reports.summary import CLASS_METRICS, class_facts, class_scores, layer_order
-from reports.values import as_int, as_text
-from segaudit.tables import COLUMN_DOCS, RunTables, filesystem, is_url, join, load_run
+from segaudit.reports.render import METRIC_LABELS, _environment, _static
+from segaudit.reports.summary import CLASS_METRICS, class_facts, class_scores, layer_order
+from segaudit.reports.values import as_int, as_text
+
+from segaudit.runs.tables import COLUMN_DOCS, RunTables, filesystem, is_url, join, load_run
 
 __all__ = ["compare_runs", "class_deltas", "image_deltas", "primary_layer"]
 
@@ -61,7 +61,7 @@ def primary_layer(run: dict[str, Any], scores: pd.DataFrame) -> str:
 
 def class_deltas(a: RunTables, b: RunTables) -> tuple[pd.DataFrame, list[str]]:
     """Per class (matched by name): A, B and B - A of seg IoU and label quality, and of every metric of
-    :data:`reports.summary.CLASS_METRICS` for each method both runs have, at each run's primary layer.
+    :data:`segaudit.reports.summary.CLASS_METRICS` for each method both runs have, at each run's primary layer.
 
     Returns
     -------

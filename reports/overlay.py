@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from segaudit.readers.voc import voc_colormap
+from segaudit.data.readers.voc import voc_colormap
 
 __all__ = [
     "VOID_LABEL",

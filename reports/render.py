@@ -1,7 +1,7 @@
 """Render a run's HTML audit report from its Parquet tables alone.
 
 The report never reads the dataset and never recomputes a CAM: everything comes from the tables of
-:mod:`segaudit.tables`, read with :func:`segaudit.tables.load_run` (missing or empty tables give empty
+:mod:`segaudit.runs.tables`, read with :func:`segaudit.runs.tables.load_run` (missing or empty tables give empty
 sections). Sections, in order:
 
 1. **header**: dataset, split, image count, model and weights hash, layers, methods, targets, library
@@ -42,10 +42,9 @@ import jinja2
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
-
-from reports.cards import CardTables, build_cards
-from reports.embed import page_script, script_json
-from reports.summary import (
+from segaudit.reports.cards import CardTables, build_cards
+from segaudit.reports.embed import page_script, script_json
+from segaudit.reports.summary import (
     CLASS_METRICS,
     HISTOGRAM_BINS,
     HISTOGRAM_METRICS,
@@ -54,9 +53,10 @@ from reports.summary import (
     histograms,
     layer_order,
 )
-from reports.values import as_finite, as_int, as_text
-from segaudit.findings import FINDING_KINDS
-from segaudit.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
+from segaudit.reports.values import as_finite, as_int, as_text
+
+from segaudit.findings.rules import FINDING_KINDS
+from segaudit.runs.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
 
 __all__ = ["render_report", "PAGE_SIZE", "INLINE_LIMIT", "METRIC_LABELS", "assets_dir"]
 
@@ -72,7 +72,7 @@ HEAVY_BATCH = 1000
 #: The tables read whole; maps and thumbnails are read in batches of images.
 _LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations")
 
-#: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.tables.COLUMN_DOCS`).
+#: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.runs.tables.COLUMN_DOCS`).
 METRIC_LABELS: dict[str, str] = {
     "consistency": "consistency",
     "energy_in_mask": "energy in GT",
@@ -93,7 +93,7 @@ METRIC_LABELS: dict[str, str] = {
     "outside_share": "outside share",
 }
 
-#: Default weighted-centroid cutoff, :data:`segaudit.scores.CENTROID_CUTOFF` (not imported: that pulls in
+#: Default weighted-centroid cutoff, :data:`segaudit.metrics.scores.CENTROID_CUTOFF` (not imported: that pulls in
 #: torch; a test checks they agree); a run's ``centroid_cutoff`` setting wins.
 DEFAULT_CENTROID_CUTOFF = 0.6
 
@@ -122,7 +122,7 @@ def render_report(
     Parameters
     ----------
     run_dir : path or URL
-        ``runs/<run_id>/`` (a local folder or an fsspec URL, see :func:`segaudit.tables.load_run`).
+        ``runs/<run_id>/`` (a local folder or an fsspec URL, see :func:`segaudit.runs.tables.load_run`).
     out_path : path or URL, optional
         Where to write; ``<run_dir>/report.html`` by default.
     gallery_size : int, optional
@@ -472,7 +472,7 @@ def _methods(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
 
 
 def _layers(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
-    """All layers, early to late (natural order of their names, see :func:`reports.summary.layer_order`)."""
+    """All layers, early to late (natural order of their names, see :func:`segaudit.reports.summary.layer_order`)."""
     names = [x for x in as_text(run.get("layer")).split(",") if x]
     for frame in frames:
         if len(frame) and "layer" in frame:

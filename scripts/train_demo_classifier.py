@@ -27,19 +27,25 @@ import torch
 
 from segaudit.cam import compute_cams, upsample_maps
 from segaudit.cam.targets import TARGET_NONE
-from segaudit.classifier import CHECKPOINT_CLASSIFIERS
-from segaudit.classifier_train import (
+from segaudit.data.readers import VocDataset
+from segaudit.devtools.classifier_train import (
     ClassifierTrainConfig,
     average_precision,
     predict_scores,
     presence_labels,
     train_classifier,
 )
-from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, demo_classifier_path, load_model, save_checkpoint
-from segaudit.readers import VocDataset
-from segaudit.scores import energy_in_mask, pointing_game
-from segaudit.synth import CLASS_NAMES, generate_dataset
-from segaudit.train import load_tensors
+from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+from segaudit.devtools.train import load_tensors
+from segaudit.metrics.scores import energy_in_mask, pointing_game
+from segaudit.models.classifier import CHECKPOINT_CLASSIFIERS
+from segaudit.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    demo_classifier_path,
+    load_model,
+    save_checkpoint,
+)
 
 #: The demo segmentation model's data (scripts/train_demo_model.py), so both models saw the same scenes.
 DATA = {"n_train": 600, "n_val": 100, "size": 128, "seed": 0, "plant_errors": 0.0}
@@ -54,10 +60,10 @@ A multi-label classifier trained by segaudit so that classifier CAMs are measure
 
 | field | value |
 |---|---|
-| architecture | `segaudit.classifier.SmallGmpCNN` (`{arch}`: five conv blocks, global max pooling, linear; {params} parameters), default CAM layer `{layer}` |
+| architecture | `segaudit.models.classifier.SmallGmpCNN` (`{arch}`: five conv blocks, global max pooling, linear; {params} parameters), default CAM layer `{layer}` |
 | output | per-image presence log-odds over {classes}; present when > 0 |
 | input | letterboxed to {size}x{size} RGB, ImageNet mean/std normalisation |
-| training data | `segaudit.synth.generate_dataset({data})`, split `train` ({n_train} images), labels = class presence (a pixel labelled with the class) |
+| training data | `segaudit.devtools.synth.generate_dataset({data})`, split `train` ({n_train} images), labels = class presence (a pixel labelled with the class) |
 | recipe | {recipe} |
 | validation mAP | **{map:.4f}** (mean over the 5 shape classes) on the clean `val` split ({n_val} images) |
 | per-class AP | {ap} |

@@ -27,12 +27,12 @@ from segaudit.cam.detection import (
     configure_detection_transform,
     paint_semantic,
 )
-from segaudit.classmap import build_class_map
-from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, build_architecture, save_checkpoint
-from segaudit.preprocess import prepare_batch
-from segaudit.readers import open_dataset, read_samples
-from segaudit.scores import mean_iou
-from segaudit.synth import CLASS_NAMES, generate_dataset
+from segaudit.data.classmap import build_class_map
+from segaudit.data.preprocess import prepare_batch
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+from segaudit.metrics.scores import mean_iou
+from segaudit.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_architecture, save_checkpoint
 
 DATA = {"n_train": 600, "n_val": 100, "size": 128, "seed": 0, "plant_errors": 0.0}
 ARCH = "maskrcnn_mobilenet_v3_small_fpn"
@@ -114,7 +114,7 @@ def train(images: torch.Tensor, targets: list, config: DetectorConfig, log=print
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
     """BatchNorm running statistics as exact averages over ``images`` with the final weights (see
-    :func:`segaudit.train.recalibrate_batchnorm`); the rest of the detector runs in eval mode."""
+    :func:`segaudit.devtools.train.recalibrate_batchnorm`); the rest of the detector runs in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     model.eval()
     for m in norms:
@@ -171,10 +171,10 @@ A Mask R-CNN trained by segaudit so its detection audit can run offline; it know
 
 | field | value |
 |---|---|
-| architecture | segaudit `{arch}` (`segaudit.models.build_architecture`): MobileNetV3-Small features, 64-channel FPN, torchvision Mask R-CNN heads at a quarter width; {params:,} parameters, trained from scratch |
+| architecture | segaudit `{arch}` (`segaudit.models.registry.build_architecture`): MobileNetV3-Small features, 64-channel FPN, torchvision Mask R-CNN heads at a quarter width; {params:,} parameters, trained from scratch |
 | classes | {classes} |
 | input | letterboxed to {size}x{size} RGB, ImageNet mean/std normalisation (done once, by segaudit) |
-| training data | `segaudit.synth.generate_dataset({data})`, split `train` (clean, {n_train} images, COCO instances) |
+| training data | `segaudit.devtools.synth.generate_dataset({data})`, split `train` (clean, {n_train} images, COCO instances) |
 | recipe | {recipe} |
 | inference | {inference} |
 | validation | on the clean `val` split ({n_val} images): precision {precision:.3f}, recall {recall:.3f} (mask IoU >= 0.5, same class); painted semantic mIoU **{miou:.4f}** ({per_class}) |

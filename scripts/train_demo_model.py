@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 
-from segaudit.models import (
+from segaudit.data.readers import VocDataset
+from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+from segaudit.devtools.train import TrainConfig, confusion_matrix, load_tensors, train_model
+from segaudit.metrics.scores import mean_iou
+from segaudit.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     demo_checkpoint_path,
     demo_fcn_checkpoint_path,
     save_checkpoint,
 )
-from segaudit.readers import VocDataset
-from segaudit.scores import mean_iou
-from segaudit.synth import CLASS_NAMES, generate_dataset
-from segaudit.train import TrainConfig, confusion_matrix, load_tensors, train_model
 
 DATA = {"n_train": 600, "n_val": 100, "size": 128, "seed": 0, "plant_errors": 0.0}
 
@@ -60,7 +60,7 @@ CARD = """# {title} card: `{file}`
 | architecture | {origin} |
 | classes | {classes} |
 | input | letterboxed to {size}x{size} RGB, ImageNet mean/std normalisation |
-| training data | `segaudit.synth.generate_dataset({data})`, split `train` (clean, {n_train} images) |
+| training data | `segaudit.devtools.synth.generate_dataset({data})`, split `train` (clean, {n_train} images) |
 | recipe | {recipe} |
 | validation mIoU | **{miou:.4f}** on the clean synthetic `val` split ({n_val} images, VOC labels, void ignored, background included) |
 | per-class IoU | {per_class} |

@@ -1,12 +1,19 @@
 """segaudit: audit image-segmentation datasets and models with class activation maps.
 
-The pure core (no orchestration): readers (:mod:`segaudit.readers`), models (:mod:`segaudit.models`), the
-CAM engine (:mod:`segaudit.cam`), scores (:mod:`segaudit.scores`), the batch audit
-(:mod:`segaudit.audit`) and the run tables (:mod:`segaudit.tables`). Prefect tasks and flows live in the
-top-level ``tasks`` and ``flows`` packages, the HTML report in ``reports``.
+The pure core owns the work, array/tensor in, array/tensor/DataFrame out, and never imports Prefect:
+:mod:`segaudit.data` (readers, samples, class maps, model input), :mod:`segaudit.models` (the model
+registry and shipped architectures), :mod:`segaudit.cam` (the CAM engine), :mod:`segaudit.metrics`
+(map-vs-mask scores, label quality, instance coverage, CAM prompts), :mod:`segaudit.auditors` (one batch of
+one model family -> table rows), :mod:`segaudit.findings` (ranks and findings from the tables) and
+:mod:`segaudit.runs` (a run's identity, shards and Parquet tables). :mod:`segaudit.devtools` holds the
+development tools (synthetic data, training, validation, the demo). The orchestration and the page are
+installed under this name too but live in the repository's top-level folders: ``flows/`` ->
+:mod:`segaudit.flows`, ``tasks/`` -> :mod:`segaudit.tasks`, ``reports/`` -> :mod:`segaudit.reports`;
+:mod:`segaudit.cli` is the ``segaudit`` command, and the only core module that reaches the flows (inside
+its commands, never at import).
 """
 
-from segaudit.tables import load_run
+from segaudit.runs.tables import load_run
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,8 @@
 """Prefect tasks: thin wrappers of segaudit's core functions (one shard per task run), and the run's
 artifacts."""
 
-from tasks.artifacts import ShardProgress, artifact_key, publish_summary_task
-from tasks.audit import (
+from segaudit.tasks.artifacts import ShardProgress, artifact_key, publish_summary_task
+from segaudit.tasks.audit import (
     aggregate_task,
     load_model_task,
     open_dataset_task,
@@ -10,7 +10,7 @@ from tasks.audit import (
     process_shard_task,
     render_report_task,
 )
-from tasks.data import download_dataset_task
+from segaudit.tasks.data import download_dataset_task
 
 __all__ = [
     "ShardProgress",

@@ -1,5 +1,5 @@
 """Prefect artifacts of an audit: a progress bar updated as shards finish, and, when the run is done, a
-Markdown summary and a table of the top findings (built by :mod:`segaudit.summary`).
+Markdown summary and a table of the top findings (built by :mod:`segaudit.runs.summary`).
 
 Artifact keys are ``segaudit-<what>-<run id>`` (lowercase letters, digits and dashes, as Prefect requires),
 so each run's artifacts keep a history across reruns in the Prefect UI.
@@ -21,9 +21,9 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from segaudit.run import Progress
-from segaudit.summary import summary_markdown, top_findings
-from segaudit.tables import join, load_run
+from segaudit.runs.run import Progress
+from segaudit.runs.summary import summary_markdown, top_findings
+from segaudit.runs.tables import join, load_run
 
 __all__ = ["artifact_key", "ShardProgress", "publish_summary_task"]
 

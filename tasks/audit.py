@@ -2,7 +2,7 @@
 
 Inputs are datasets, models and tensors passed in-process, so caching by input hash is off (``NO_CACHE``):
 hashing a model or a batch would cost more than the work. Resumption does not need Prefect's cache: a
-shard's completion marker on storage says it is done (:mod:`segaudit.run`).
+shard's completion marker on storage says it is done (:mod:`segaudit.runs.run`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from segaudit.audit import AuditConfig
-from segaudit.classmap import ClassMap, build_class_map
-from segaudit.download import materialize
-from segaudit.models import LoadedModel, load_model
-from segaudit.readers import SegmentationDataset, open_dataset
-from segaudit.run import aggregate_run, start_run, write_shard_rows
-from segaudit.sample import ErrorRow, ImageRef
-from segaudit.shards import Shard, process_shard
+from segaudit.data.classmap import ClassMap, build_class_map
+from segaudit.data.download import materialize
+from segaudit.data.readers import SegmentationDataset, open_dataset
+from segaudit.data.sample import ErrorRow, ImageRef
+from segaudit.models.registry import LoadedModel, load_model
+from segaudit.runs.run import aggregate_run, start_run, write_shard_rows
+from segaudit.runs.shards import Shard, process_shard
+from segaudit.settings import AuditConfig
 
 #: Failures worth another try of a shard: I/O (storage, network file systems, object stores), timeouts.
 #: Anything else (a bug, a configuration error) fails the same way again, so it is not retried.
@@ -109,6 +109,6 @@ def aggregate_task(run_dir: str) -> dict[str, int]:
 
 @task(name="render-report", cache_policy=NO_CACHE)
 def render_report_task(run_dir: str) -> str:
-    from reports import render_report
+    from segaudit.reports import render_report
 
     return str(render_report(run_dir))

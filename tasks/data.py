@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from segaudit.download import DownloadError, ensure_dataset
+from segaudit.data.download import DownloadError, ensure_dataset
 
 
 def _retry_unless_offline(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
@@ -23,7 +23,7 @@ def _retry_unless_offline(task, task_run, state) -> bool:  # noqa: ANN001 - Pref
 @task(name="download-dataset", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[10, 60, 300],
       retry_condition_fn=_retry_unless_offline, task_run_name="download-{name}")
 def download_dataset_task(name: str, root: str) -> str:
-    """Download, verify and unpack dataset ``name`` (a key of :data:`segaudit.download.DATASETS`) under
+    """Download, verify and unpack dataset ``name`` (a key of :data:`segaudit.data.download.DATASETS`) under
     ``root`` unless it is there; log progress every 10%."""
     logger = get_run_logger()
     reported: dict[str, int] = {}

@@ -8,9 +8,9 @@ from uuid import UUID
 from prefect import task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
+from segaudit.tasks.artifacts import artifact_key
 
-from segaudit.tables import is_url
-from tasks.artifacts import artifact_key
+from segaudit.runs.tables import is_url
 
 __all__ = ["report_link", "report_link_task"]
 

@@ -28,6 +28,6 @@ def prefect_server():
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
-    from segaudit.demo import ensure_demo_data
+    from segaudit.devtools.demo import ensure_demo_data
 
     return ensure_demo_data(tmp_path_factory.mktemp("demo") / "data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segaudit.models import build_architecture
+from segaudit.models.registry import build_architecture
 
 
 def frozen(model: nn.Module) -> nn.Module:

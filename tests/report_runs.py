@@ -1,4 +1,4 @@
-"""Runs for the report tests: a fake but schema-correct run written with :func:`segaudit.tables.write_table`
+"""Runs for the report tests: a fake but schema-correct run written with :func:`segaudit.runs.tables.write_table`
 (no dataset, no model), with hostile strings in a class name, a file name and an error reason."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from segaudit.reports.overlay import label_colors
 
-from reports.overlay import label_colors
-from segaudit.tables import join, write_table
+from segaudit.runs.tables import join, write_table
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_FILE = "img_<script>.jpg"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segaudit.audit import BatchRows, finish_tables, image_consistency_of
+from segaudit.auditors.batch import BatchRows, finish_tables, image_consistency_of
 
 
 def test_image_consistency_weights_classes_by_extent() -> None:
@@ -35,7 +35,7 @@ def test_review_rank_orders_by_suspicion_then_dataset_order() -> None:
 
 
 def _samples(n: int, size: int = 64):
-    from segaudit.sample import Instance, Sample
+    from segaudit.data.sample import Instance, Sample
 
     rng = np.random.default_rng(0)
     out = []
@@ -49,10 +49,11 @@ def _samples(n: int, size: int = 64):
 
 
 def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monkeypatch) -> None:
-    import segaudit.audit as audit
-    from segaudit.audit import AuditConfig, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
+    import segaudit.auditors.batch as audit
+    from segaudit.auditors.batch import explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.models.registry import load_model
+    from segaudit.settings import AuditConfig
 
     model = load_model("demo")
     samples = _samples(4)
@@ -79,9 +80,10 @@ def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monke
 def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
     import pytest
 
-    from segaudit.audit import AuditConfig, explain_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
+    from segaudit.auditors.batch import explain_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.models.registry import load_model
+    from segaudit.settings import AuditConfig
 
     model = load_model("demo")
     samples = _samples(1)
@@ -93,9 +95,10 @@ def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
 
 
 def test_image_consistency_uses_the_primary_layer_or_every_map() -> None:
-    from segaudit.audit import AuditConfig, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
+    from segaudit.auditors.batch import explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.models.registry import load_model
+    from segaudit.settings import AuditConfig
 
     model = load_model("demo")
     samples = _samples(2)
@@ -113,10 +116,11 @@ def test_image_consistency_uses_the_primary_layer_or_every_map() -> None:
 
 
 def test_out_of_label_space_class_and_prompts_land_in_the_tables() -> None:
-    from segaudit.audit import AuditConfig, explain_batch, finish_tables, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
-    from segaudit.sample import Sample
+    from segaudit.auditors.batch import explain_batch, finish_tables, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.sample import Sample
+    from segaudit.models.registry import load_model
+    from segaudit.settings import AuditConfig
 
     model = load_model("demo")
     names = ("background", "disc", "zebra")  # the demo model knows no zebra

@@ -34,12 +34,13 @@ import pytest
 import torch
 from PIL import Image
 
-from segaudit.audit import AuditConfig, BatchRows, explain_batch, finish_tables, score_batch
-from segaudit.classmap import build_class_map
-from segaudit.models import load_model
-from segaudit.readers import MAX_SIDE, CocoDataset, VocDataset, is_annotation_issue, read_samples
-from segaudit.readers._image import load_rgb
-from segaudit.synth import generate_dataset
+from segaudit.auditors.batch import BatchRows, explain_batch, finish_tables, score_batch
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import MAX_SIDE, CocoDataset, VocDataset, is_annotation_issue, read_samples
+from segaudit.data.readers._image import load_rgb
+from segaudit.devtools.synth import generate_dataset
+from segaudit.models.registry import load_model
+from segaudit.settings import AuditConfig
 
 N_GOOD = 3
 SIZE = 48
@@ -466,8 +467,9 @@ def test_voc_split_cannot_name_files_outside_the_root(base: Path, tmp_path: Path
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_flow_writes_the_corpus_and_the_report_escapes_names(prefect_server, base: Path, model, tmp_path) -> None:
-    from flows.audit import audit
-    from segaudit.tables import load_run
+    from segaudit.flows.audit import audit
+
+    from segaudit.runs.tables import load_run
 
     ann_file, images_dir, expects = build_coco_corpus(base, tmp_path / "coco")
     run_dir = audit(dataset=str(ann_file), image_root=str(images_dir), model="demo", out=str(tmp_path / "runs"),
@@ -490,7 +492,7 @@ def test_flow_writes_the_corpus_and_the_report_escapes_names(prefect_server, bas
 # clear user errors of the command line (one line, exit status 2, no traceback)
 # ---------------------------------------------------------------------------------------------------------
 def _cli_error(capsys, argv: list[str]) -> str:
-    from flows.cli import main
+    from segaudit.cli import main
 
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -524,7 +526,7 @@ def test_cli_wrong_image_root(capsys, base: Path, tmp_path: Path) -> None:
 
 
 def test_cli_output_folder_holding_another_run(capsys, base: Path, model, tmp_path: Path) -> None:
-    from segaudit.run import run_metadata, write_run_rows
+    from segaudit.runs.run import run_metadata, write_run_rows
 
     ann = base / "annotations" / "instances_val.json"
     data = CocoDataset(ann)

@@ -339,10 +339,10 @@ def test_mixed_precision_error_against_float32(demo_data) -> None:
     pixel in every map; Grad-CAM++ is not robust to it (0.17, same peak in 25% of maps): its
     ``sum A g^3`` term needs the mantissa bfloat16 lacks. The bounds below hold with margin.
     """
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
-    from segaudit.preprocess import prepare_batch
-    from segaudit.readers import open_dataset, read_samples
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.preprocess import prepare_batch
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.models.registry import load_model
 
     model = load_model("demo")
     data = open_dataset(demo_data / "annotations" / "instances_val.json")

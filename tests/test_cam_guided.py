@@ -18,7 +18,7 @@ from segaudit.cam.guided import (
     guided_backprop,
     guided_grad_cam,
 )
-from segaudit.models import build_architecture
+from segaudit.models.registry import build_architecture
 
 NUM_CLASSES = 4
 

@@ -17,7 +17,7 @@ from segaudit.cam.upsampling import (
     is_bilinear_upsampling,
     logits_module,
 )
-from segaudit.vgg_fcn import VGG_FCN_DEFAULT_LAYER, vgg_fcn
+from segaudit.models.vgg_fcn import VGG_FCN_DEFAULT_LAYER, vgg_fcn
 
 GRADIENT_METHODS = ("gradcam", "gradcampp", "hirescam", "xgradcam", "layercam", "gradcam_elementwise")
 

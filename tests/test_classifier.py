@@ -25,7 +25,7 @@ from segaudit.cam import (
 )
 from segaudit.cam.maps import normalize_maps, upsample_maps
 from segaudit.cam.targets import classifier_presence, classifier_targets
-from segaudit.classifier import (
+from segaudit.models.classifier import (
     IMAGENET_CLASSIFIERS,
     ImageNetClassifier,
     SmallGmpCNN,
@@ -33,7 +33,13 @@ from segaudit.classifier import (
     imagenet_categories,
     load_imagenet_mapping,
 )
-from segaudit.models import ModelLoadError, candidate_layers, demo_classifier_path, load_model, sha256_file
+from segaudit.models.registry import (
+    ModelLoadError,
+    candidate_layers,
+    demo_classifier_path,
+    load_model,
+    sha256_file,
+)
 
 SHAPES = ("background", "disc", "square", "triangle", "star", "boat")
 
@@ -267,10 +273,10 @@ def _card() -> dict:
 
 
 def test_shipped_classifier_beats_a_lower_bound_and_reproduces_its_card(tmp_path) -> None:
-    from segaudit.classifier_train import average_precision, predict_scores, presence_labels
-    from segaudit.readers import VocDataset
-    from segaudit.synth import CLASS_NAMES, generate_dataset
-    from segaudit.train import load_tensors
+    from segaudit.data.readers import VocDataset
+    from segaudit.devtools.classifier_train import average_precision, predict_scores, presence_labels
+    from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+    from segaudit.devtools.train import load_tensors
 
     model = load_model("demo-classifier")
     assert model.task == "classification" and model.class_names == SHAPES
@@ -291,7 +297,7 @@ def test_shipped_classifier_beats_a_lower_bound_and_reproduces_its_card(tmp_path
 def test_average_precision_equals_scikit_learn() -> None:
     from sklearn.metrics import average_precision_score
 
-    from segaudit.classifier_train import average_precision
+    from segaudit.devtools.classifier_train import average_precision
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -306,9 +312,10 @@ def test_average_precision_equals_scikit_learn() -> None:
 
 
 def test_audit_scores_a_classifier_against_the_gt_mask_only(demo_data) -> None:
-    from segaudit.audit import AuditConfig, check_config, explain_batch, finish_tables, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.readers import open_dataset, read_samples
+    from segaudit.auditors.batch import check_config, explain_batch, finish_tables, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.settings import AuditConfig
 
     model = load_model("demo-classifier")
     data = open_dataset(str(demo_data / "annotations" / "instances_val.json"))
@@ -339,8 +346,8 @@ def test_audit_scores_a_classifier_against_the_gt_mask_only(demo_data) -> None:
 
 @pytest.mark.slow
 def test_cli_audits_with_the_demo_classifier(prefect_server, demo_data, tmp_path, capsys) -> None:
-    from flows.cli import main
-    from segaudit.tables import load_run
+    from segaudit.cli import main
+    from segaudit.runs.tables import load_run
 
     ann = str(demo_data / "annotations" / "instances_val.json")
     out = tmp_path / "runs"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segaudit.classmap import (
+from segaudit.data.classmap import (
     IGNORE_TARGET,
     ClassMap,
     build_class_map,
@@ -16,8 +16,8 @@ from segaudit.classmap import (
     normalize_name,
     parse_mapping,
 )
-from segaudit.readers.voc import VOC_CLASSES
-from segaudit.sample import IGNORE
+from segaudit.data.readers.voc import VOC_CLASSES
+from segaudit.data.sample import IGNORE
 
 # torchvision's VOC model categories
 TV_VOC = ("__background__",) + VOC_CLASSES[1:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import main
+from segaudit.cli import main
 
 
 def _error_of(capsys, argv: list[str]) -> str:

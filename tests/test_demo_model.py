@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from segaudit.models import demo_checkpoint_path, load_model, sha256_file
-from segaudit.readers import VocDataset
-from segaudit.scores import mean_iou
-from segaudit.synth import CLASS_NAMES, generate_dataset
-from segaudit.train import TrainConfig, confusion_matrix, load_tensors, train_model
+from segaudit.data.readers import VocDataset
+from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+from segaudit.devtools.train import TrainConfig, confusion_matrix, load_tensors, train_model
+from segaudit.metrics.scores import mean_iou
+from segaudit.models.registry import demo_checkpoint_path, load_model, sha256_file
 
 CARD = demo_checkpoint_path().with_name("demo_model.json")
 
@@ -46,7 +46,7 @@ def test_training_is_deterministic(tmp_path) -> None:
 
 def test_vgg_fcn_matches_its_card(tmp_path) -> None:
     """The shipped VGG-FCN (the model CNN-Fixations traces): hash and validation mIoU as on its card."""
-    from segaudit.models import demo_fcn_checkpoint_path
+    from segaudit.models.registry import demo_fcn_checkpoint_path
 
     card = json.loads(demo_fcn_checkpoint_path().with_name("demo_vgg_fcn.json").read_text())
     assert sha256_file(demo_fcn_checkpoint_path()) == card["sha256"]

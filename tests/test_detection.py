@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import frozen
 
-from segaudit.audit import AuditConfig, check_config, explain_batch, score_batch
+from segaudit.auditors.batch import check_config, explain_batch, score_batch
 from segaudit.cam import GRADIENT_METHODS, normalize_maps, upsample_maps
 from segaudit.cam.detection import (
     DETECTION_METHODS,
@@ -21,17 +21,18 @@ from segaudit.cam.detection import (
     detection_settings,
     paint_semantic,
 )
-from segaudit.classmap import build_class_map
-from segaudit.models import (
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset, read_samples
+from segaudit.devtools.synth import CLASS_NAMES, generate_dataset
+from segaudit.metrics.scores import segmentation_iou
+from segaudit.models.registry import (
     DETECTION_LAYERS,
     ModelLoadError,
     build_architecture,
     load_model,
     save_checkpoint,
 )
-from segaudit.readers import open_dataset, read_samples
-from segaudit.scores import segmentation_iou
-from segaudit.synth import CLASS_NAMES, generate_dataset
+from segaudit.settings import AuditConfig
 
 COMPACT = "maskrcnn_mobilenet_v3_small_fpn"
 #: few proposals and detections: fast, and a random model still reports some (score threshold 0)
@@ -183,7 +184,7 @@ def test_no_detections_give_empty_maps_and_defined_rows(synthetic) -> None:
 
 
 def _loaded(model):
-    from segaudit.models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
+    from segaudit.models.registry import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 
     return LoadedModel(name="test", module=model, class_names=CLASS_NAMES, input_size=128, mean=IMAGENET_MEAN,
                        std=IMAGENET_STD, default_layer=DETECTION_LAYERS[COMPACT], sha256="", arch=COMPACT,
@@ -271,8 +272,8 @@ def test_registry_detector_loads_torchvision_weights_or_says_where_to_put_them(m
 
 @pytest.mark.slow
 def test_cli_run_lands_per_detection_rows(prefect_server, synthetic, tmp_path) -> None:
-    from flows.cli import main
-    from segaudit.tables import load_run
+    from segaudit.cli import main
+    from segaudit.runs.tables import load_run
 
     checkpoint = tmp_path / "detector.pt"
     save_checkpoint(_detector(box_detections_per_img=2), checkpoint, arch=COMPACT, class_names=CLASS_NAMES,
@@ -319,7 +320,7 @@ def test_detector_training_is_deterministic(tmp_path) -> None:
 def test_shipped_detector_matches_its_card_and_its_maps_point_at_its_detections(tmp_path) -> None:
     import pandas as pd
 
-    from segaudit.models import demo_detector_path, sha256_file
+    from segaudit.models.registry import demo_detector_path, sha256_file
 
     path = demo_detector_path()
     assert path.stat().st_size < 15 * 2**20

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from segaudit.synth import generate_dataset
-from segaudit.tables import load_run
+from segaudit.devtools.synth import generate_dataset
+from segaudit.runs.tables import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def _parquet_files(run_dir: Path) -> dict[str, bytes]:
 
 
 def test_same_inputs_give_identical_tables(prefect_server, dataset: Path, tmp_path: Path) -> None:
-    from flows.audit import audit
+    from segaudit.flows.audit import audit
 
     runs = [
         Path(audit(dataset=str(dataset), model="demo", out=str(tmp_path / name), batch_size=3, report=False))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from segaudit.download import DATASETS, Archive, DownloadError, ensure_dataset, fetch, materialize
+from segaudit.data.download import DATASETS, Archive, DownloadError, ensure_dataset, fetch, materialize
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segaudit.findings import FindingRules, class_reliance, find, primary_map, suspicion
-from segaudit.validation import average_precision, binary_auroc, planted_error_metrics
+from segaudit.devtools.validation import average_precision, binary_auroc, planted_error_metrics
+from segaudit.findings.rules import FindingRules, class_reliance, find, primary_map, suspicion
 
 
 def _score_rows(image, cls, name, seg_iou, quality, gt_px, pred_px, e_gt, e_pred, rra, method="gradcam",

@@ -104,7 +104,7 @@ def test_neuron_cap_bounds_the_trace_and_bilinear_upsampling_is_traced():
 
 def test_engine_adds_fixations_beside_cams_and_alone():
     from segaudit.cam import compute_cams
-    from segaudit.vgg_fcn import vgg_fcn
+    from segaudit.models.vgg_fcn import vgg_fcn
 
     torch.manual_seed(0)
     model = vgg_fcn(3, width=4).eval()
@@ -127,10 +127,10 @@ def test_fixations_of_the_demo_fcn_fall_inside_the_predicted_mask(demo_data):
     """Acceptance (issue 8): on the shipped VGG-FCN, the fixations of a predicted class lie inside that
     class's predicted mask far more often than its area share (objects cover ~10% of an image)."""
     from segaudit.cam import compute_cams
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
-    from segaudit.preprocess import prepare_batch
-    from segaudit.readers import open_dataset, read_samples
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.preprocess import prepare_batch
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.models.registry import load_model
 
     model = load_model("demo-fcn")
     data = open_dataset(str(demo_data), split="val")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from segaudit.flows.audit import audit
 
-from flows.audit import audit
-from flows.cli import main
-from segaudit.demo import planted_error_recall, planted_errors
-from segaudit.findings import class_reliance
-from segaudit.models import demo_checkpoint_path, sha256_file
-from segaudit.tables import load_run
-from segaudit.validation import planted_error_metrics
+from segaudit.cli import main
+from segaudit.devtools.demo import planted_error_recall, planted_errors
+from segaudit.devtools.validation import planted_error_metrics
+from segaudit.findings.rules import class_reliance
+from segaudit.models.registry import demo_checkpoint_path, sha256_file
+from segaudit.runs.tables import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -175,9 +175,9 @@ def test_fixations_run_from_the_cli_beside_grad_cam(prefect_server, demo_data, t
 def test_confusion_table_reproduces_the_model_card_miou(prefect_server, tmp_path) -> None:
     """Cross-check: the dataset mIoU from a run's confusion table equals the demo model card's validation
     mIoU, computed independently by the training script on the same clean VOC split."""
-    from segaudit.models import demo_checkpoint_path
-    from segaudit.scores import mean_iou
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
+    from segaudit.metrics.scores import mean_iou
+    from segaudit.models.registry import demo_checkpoint_path
 
     card = json.loads(demo_checkpoint_path().with_name("demo_model.json").read_text())
     root = tmp_path / "clean"

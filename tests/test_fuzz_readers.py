@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segaudit.readers import CocoDataset, VocDataset, is_annotation_issue, read_samples
-from segaudit.readers._image import load_rgb
-from segaudit.sample import IGNORE, ErrorRow, Sample, SampleError
+from segaudit.data.readers import CocoDataset, VocDataset, is_annotation_issue, read_samples
+from segaudit.data.readers._image import load_rgb
+from segaudit.data.sample import IGNORE, ErrorRow, Sample, SampleError
 
 FUZZ = settings(
     max_examples=120,

@@ -1,4 +1,4 @@
-"""Instance coverage (segaudit.instances) on hand-built maps with known answers, plus a cross-check of the
+"""Instance coverage (segaudit.metrics.instances) on hand-built maps with known answers, plus a cross-check of the
 local-maximum test against scipy.ndimage."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from segaudit.instances import PEAK_FRACTION, instance_scores, local_peaks
-from segaudit.scores import energy_in_mask
+from segaudit.metrics.instances import PEAK_FRACTION, instance_scores, local_peaks
+from segaudit.metrics.scores import energy_in_mask
 
 SIZE = 40
 ROWS, COLS = torch.meshgrid(torch.arange(SIZE, dtype=torch.float64), torch.arange(SIZE, dtype=torch.float64),
@@ -162,7 +162,7 @@ def test_bad_input_raises() -> None:
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("scenes")
     generate_dataset(root, n_train=0, n_val=6, seed=4)
@@ -171,17 +171,18 @@ def scenes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_model():
-    from segaudit.models import load_model
+    from segaudit.models.registry import load_model
 
     return load_model("demo")
 
 
 def _audit(path, out, model, methods=("gradcam",), mapping=None, split=None):
-    from segaudit.audit import AuditConfig, BatchRows, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.readers import open_dataset, read_samples
-    from segaudit.run import plan_batches, run_metadata, write_run_rows
-    from segaudit.tables import load_run
+    from segaudit.auditors.batch import BatchRows, explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.runs.run import plan_batches, run_metadata, write_run_rows
+    from segaudit.runs.tables import load_run
+    from segaudit.settings import AuditConfig
 
     data = open_dataset(path, split=split)
     class_map = build_class_map(data.category_names, model.class_names, mapping)
@@ -206,7 +207,7 @@ def _coco_instances(path, ignore=()):
 
 
 def test_run_has_an_instances_table_matching_the_annotations(scenes, demo_model, tmp_path) -> None:
-    from segaudit.tables import SCHEMAS
+    from segaudit.runs.tables import SCHEMAS
 
     ann = scenes / "annotations" / "instances_val.json"
     run = _audit(ann, tmp_path / "coco", demo_model, methods=("gradcam", "gradcampp"))

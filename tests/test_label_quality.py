@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from segaudit.label_quality import pixel_label_quality, softmin_pool
+from segaudit.metrics.label_quality import pixel_label_quality, softmin_pool
 
 
 def test_pixel_quality_is_label_probability_and_void_is_nan():

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 import torch
 
-from segaudit.models import (
+from segaudit.models.registry import (
     DEFAULT_LAYERS,
     ModelLoadError,
     build_architecture,

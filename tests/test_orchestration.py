@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from segaudit.audit import AuditConfig, BatchRows, finish_tables
-from segaudit.classmap import build_class_map
-from segaudit.readers import open_dataset
-from segaudit.run import (
+from segaudit.auditors.batch import BatchRows, finish_tables
+from segaudit.data.classmap import build_class_map
+from segaudit.data.readers import open_dataset
+from segaudit.data.sample import ImageRef
+from segaudit.runs.run import (
     Progress,
     aggregate_run,
     pending_shards,
@@ -23,9 +24,17 @@ from segaudit.run import (
     write_run_rows,
     write_shard_rows,
 )
-from segaudit.sample import ImageRef
-from segaudit.shards import plan_shards, process_shard, shard_refs
-from segaudit.tables import SCHEMAS, SHARD_TABLES, load_run, part_path, read_plan, read_table, write_table
+from segaudit.runs.shards import plan_shards, process_shard, shard_refs
+from segaudit.runs.tables import (
+    SCHEMAS,
+    SHARD_TABLES,
+    load_run,
+    part_path,
+    read_plan,
+    read_table,
+    write_table,
+)
+from segaudit.settings import AuditConfig
 
 TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings")
 
@@ -33,8 +42,8 @@ TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "inst
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Five synthetic images (one unreadable), the demo model, and their rows processed in one go."""
-    from segaudit.models import load_model
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
+    from segaudit.models.registry import load_model
 
     root = tmp_path_factory.mktemp("shards") / "data"
     generate_dataset(root, n_train=0, n_val=5, seed=3, plant_errors=0.5)
@@ -97,7 +106,7 @@ def test_sharded_run_equals_one_shot_run(setup, tmp_path) -> None:
     assert counts["images"] == 4 and sharded.run["n_images"] == 4 and sharded.run["n_errors"] == 1
     assert sorted(sharded.images["review_rank"]) == [1, 2, 3, 4]
     assert sharded.errors["file_name"].tolist() == ["val_000002.jpg"]
-    # and equal to the frames segaudit.audit.finish_tables makes from the same rows
+    # and equal to the frames segaudit.auditors.batch.finish_tables makes from the same rows
     frames = finish_tables(rows, config.rules, config.methods, [model.default_layer])
     pd.testing.assert_frame_equal(frames["images"], sharded.images, check_exact=False, atol=1e-6)
     pd.testing.assert_frame_equal(frames["findings"], sharded.findings, check_exact=False, atol=1e-6)
@@ -143,7 +152,7 @@ def test_resume_skips_complete_shards_and_ignores_torn_parts(setup, tmp_path) ->
 def test_out_of_memory_halves_the_micro_batch(setup, monkeypatch) -> None:
     """Simulated CUDA out-of-memory on micro-batches of more than one image: the shard halves its batch
     (down to 1) and gets the same rows; an image that runs out of memory alone becomes an error row."""
-    import segaudit.shards as shards
+    import segaudit.runs.shards as shards
 
     data, model, class_map, config, rows, _ = setup
     real_score = shards.score_batch

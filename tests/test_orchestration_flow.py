@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from segaudit.flows.audit import audit
 from test_orchestration import assert_runs_equal
 
-from flows.audit import audit
-from segaudit.tables import load_run, read_plan, shard_markers
+from segaudit.runs.tables import load_run, read_plan, shard_markers
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SETTINGS = {"model": "demo", "methods": ["gradcam"], "shard_size": 2, "batch_siz
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("flowdata")
     generate_dataset(root, n_train=0, n_val=10, seed=5, plant_errors=0.4)
@@ -35,10 +35,10 @@ def data(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def reference(prefect_server, data, tmp_path_factory):
     """An uninterrupted run whose first shard write fails once with a transient error (retried)."""
-    import tasks.audit
+    import segaudit.tasks.audit
 
     calls = []
-    real = tasks.audit.write_shard_rows
+    real = segaudit.tasks.audit.write_shard_rows
 
     def flaky(*args, **kwargs):
         calls.append(args[1].name)
@@ -48,7 +48,7 @@ def reference(prefect_server, data, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ref")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks.audit, "write_shard_rows", flaky)
+        patch.setattr(segaudit.tasks.audit, "write_shard_rows", flaky)
         run_dir = audit(dataset=data, out=str(out), run_id="reference", **SETTINGS)
     return load_run(run_dir), calls
 
@@ -63,7 +63,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(prefect_server, data, re
     from prefect.settings import PREFECT_API_URL
 
     run_dir = tmp_path / "killed"
-    code = (f"from flows.audit import audit; audit(dataset={data!r}, out={str(tmp_path)!r}, run_id='killed', "
+    code = (f"from segaudit.flows.audit import audit; audit(dataset={data!r}, out={str(tmp_path)!r}, run_id='killed', "
             f"**{SETTINGS!r})")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.DEVNULL,

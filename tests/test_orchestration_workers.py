@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_orchestration import assert_runs_equal
 
-from segaudit.tables import load_run, shard_markers
+from segaudit.runs.tables import load_run, shard_markers
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 240) -> str:
 
 
 def test_two_workers_share_the_shards_and_the_merge_equals_one_process(server, tmp_path) -> None:
-    from segaudit.synth import generate_dataset
+    from segaudit.devtools.synth import generate_dataset
 
     env = server
     generate_dataset(tmp_path / "data", n_train=0, n_val=8, seed=7, plant_errors=0.4)
@@ -102,7 +102,7 @@ def test_two_workers_share_the_shards_and_the_merge_equals_one_process(server, t
                 log))
         settings = ("model='demo', methods=['gradcam'], shard_size=2, batch_size=2, report=False, "
                     f"dataset={dataset!r}, out={str(tmp_path / 'runs')!r}")
-        script = (f"from flows.audit import audit\n"
+        script = (f"from segaudit.flows.audit import audit\n"
                   f"audit(run_id='fanned', deployment='audit-shards/shard', child_runs=2, poll_seconds=1, {settings})\n"
                   f"audit(run_id='single', {settings})\n")
         _run([sys.executable, "-c", script], env, timeout=420)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from segaudit.preprocess import letterbox_geometry
-from segaudit.prompting import (
+from segaudit.data.preprocess import letterbox_geometry
+from segaudit.metrics.prompting import (
     GrabCutSegmenter,
     Prompt,
     SamSegmenter,
@@ -23,8 +23,8 @@ from segaudit.prompting import (
     prompt_rows,
     thresholded_region,
 )
-from segaudit.scores import iou_at_threshold, segmentation_iou
-from segaudit.tables import SCHEMAS, write_table
+from segaudit.metrics.scores import iou_at_threshold, segmentation_iou
+from segaudit.runs.tables import SCHEMAS, write_table
 
 S = 48
 ROWS, COLS = np.mgrid[:S, :S]

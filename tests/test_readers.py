@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segaudit.readers import (
+from segaudit.data.readers import (
     CocoDataset,
     SegmentationDataset,
     VocDataset,
@@ -20,9 +20,9 @@ from segaudit.readers import (
     open_dataset,
     read_samples,
 )
-from segaudit.readers._image import load_rgb
-from segaudit.readers.voc import VOC_CLASSES, voc_colormap
-from segaudit.sample import IGNORE, ErrorRow, ImageRef, Sample, SampleError
+from segaudit.data.readers._image import load_rgb
+from segaudit.data.readers.voc import VOC_CLASSES, voc_colormap
+from segaudit.data.sample import IGNORE, ErrorRow, ImageRef, Sample, SampleError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 

@@ -28,16 +28,30 @@ from report_runs import (
     METHODS,
     make_run,
 )
+from segaudit.reports import compare_runs, render_report
+from segaudit.reports.cards import encode_map
+from segaudit.reports.compare import class_deltas, image_deltas
+from segaudit.reports.embed import page_script, script_json
+from segaudit.reports.overlay import (
+    blend,
+    colorize_cam,
+    label_colors,
+    normalize_map,
+    to_data_uri,
+    upsample_map,
+)
+from segaudit.reports.render import DEFAULT_CENTROID_CUTOFF, assets_dir
+from segaudit.reports.summary import (
+    CLASS_METRICS,
+    class_facts,
+    class_scores,
+    class_summary,
+    histograms,
+    layer_order,
+)
 
-from reports import compare_runs, render_report
-from reports.cards import encode_map
-from reports.compare import class_deltas, image_deltas
-from reports.embed import page_script, script_json
-from reports.overlay import blend, colorize_cam, label_colors, normalize_map, to_data_uri, upsample_map
-from reports.render import DEFAULT_CENTROID_CUTOFF, assets_dir
-from reports.summary import CLASS_METRICS, class_facts, class_scores, class_summary, histograms, layer_order
-from segaudit.findings import FINDING_KINDS
-from segaudit.tables import SCHEMAS, load_run, write_table
+from segaudit.findings.rules import FINDING_KINDS
+from segaudit.runs.tables import SCHEMAS, load_run, write_table
 
 
 @pytest.fixture
@@ -287,7 +301,7 @@ def test_report_of_a_run_on_object_storage() -> None:
 
 
 def test_default_centroid_cutoff_is_the_cores() -> None:
-    from segaudit.scores import CENTROID_CUTOFF
+    from segaudit.metrics.scores import CENTROID_CUTOFF
 
     assert DEFAULT_CENTROID_CUTOFF == CENTROID_CUTOFF
 
@@ -411,7 +425,7 @@ def test_compare_runs(tmp_path: Path) -> None:
 
 
 def test_compare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import EXIT_USER_ERROR, main
+    from segaudit.cli import EXIT_USER_ERROR, main
 
     make_run(tmp_path / "a", n_images=3)
     make_run(tmp_path / "b", n_images=3, seed=2)
@@ -423,7 +437,7 @@ def test_compare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_report_link() -> None:
-    from tasks.report import report_link
+    from segaudit.tasks.report import report_link
 
     assert report_link("s3://bucket/runs/x/report.html") == "s3://bucket/runs/x/report.html"
     link = report_link("runs/x/report.html")

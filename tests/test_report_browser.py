@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from report_runs import EVIL_CLASS, EVIL_FILE, EVIL_REASON, EVIL_UNKNOWN, make_run
-
-from reports import render_report
+from segaudit.reports import render_report
 
 
 def _chromium() -> str | None:
@@ -43,12 +42,13 @@ N_IMAGES = 8
 def demo_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo (its data and shipped model) audited on its first images, with a layer sweep and an image
     that cannot be read (an errors row), through the core functions the flow calls."""
-    from segaudit.audit import AuditConfig, BatchRows, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
-    from segaudit.readers import open_dataset, read_samples
-    from segaudit.run import plan_batches, run_metadata, write_run_rows
-    from segaudit.sample import ImageRef
+    from segaudit.auditors.batch import BatchRows, explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.data.sample import ImageRef
+    from segaudit.models.registry import load_model
+    from segaudit.runs.run import plan_batches, run_metadata, write_run_rows
+    from segaudit.settings import AuditConfig
 
     data = open_dataset(str(demo_data / "annotations" / "instances_val.json"))
     model = load_model("demo")
@@ -212,12 +212,12 @@ def test_demo_report_in_chromium(demo_run: Path, browser: Any, shots: Path) -> N
 
 
 def test_page_points_are_the_cores(demo_run: Path, browser: Any) -> None:
-    """The point prompts the page draws are segaudit.scores' on the map upsampled to the thumbnail."""
+    """The point prompts the page draws are segaudit.metrics.scores' on the map upsampled to the thumbnail."""
     import torch
 
     from segaudit.cam.maps import upsample_maps
-    from segaudit.scores import CENTROID_CUTOFF, background_point, max_point, weighted_centroid
-    from segaudit.tables import load_run
+    from segaudit.metrics.scores import CENTROID_CUTOFF, background_point, max_point, weighted_centroid
+    from segaudit.runs.tables import load_run
 
     report = render_report(demo_run, page_size=2)
     view = Page(browser, report)
@@ -292,12 +292,13 @@ def test_hostile_strings_stay_text(browser: Any, tmp_path: Path, shots: Path) ->
 
 def test_fixation_points_are_drawn_on_the_card(demo_data: Path, browser: Any, tmp_path: Path, shots: Path) -> None:
     """Issue 8: the shipped VGG-FCN's CNN-Fixations, picked in a card, draw one dot per fixation point."""
-    from segaudit.audit import AuditConfig, explain_batch, score_batch
-    from segaudit.classmap import build_class_map
-    from segaudit.models import load_model
-    from segaudit.readers import open_dataset, read_samples
-    from segaudit.run import run_metadata, write_run_rows
-    from segaudit.tables import load_run
+    from segaudit.auditors.batch import explain_batch, score_batch
+    from segaudit.data.classmap import build_class_map
+    from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.models.registry import load_model
+    from segaudit.runs.run import run_metadata, write_run_rows
+    from segaudit.runs.tables import load_run
+    from segaudit.settings import AuditConfig
 
     data = open_dataset(str(demo_data / "annotations" / "instances_val.json"))
     model = load_model("demo-fcn")

@@ -9,8 +9,8 @@ import torch
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
-import segaudit.scores as scores_module
-from segaudit.scores import (
+import segaudit.metrics.scores as scores_module
+from segaudit.metrics.scores import (
     BEST_IOU_THRESHOLDS,
     _average_ranks,
     agreement_consistency,

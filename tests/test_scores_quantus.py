@@ -1,4 +1,4 @@
-"""Agreement of segaudit.scores with Quantus 0.6 (Hedström et al. 2023, JMLR 24(34)) on the same maps and
+"""Agreement of segaudit.metrics.scores with Quantus 0.6 (Hedström et al. 2023, JMLR 24(34)) on the same maps and
 masks: PointingGame, AttributionLocalisation, TopKIntersection, RelevanceRankAccuracy, RelevanceMassAccuracy
 and AUC, where Quantus is right; the comments say where and why we differ.
 
@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from segaudit.scores import auroc, energy_in_mask, pointing_game, relevance_rank_accuracy, top_k_intersection
+from segaudit.metrics.scores import (
+    auroc,
+    energy_in_mask,
+    pointing_game,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator :mod:`segaudit.synth`."""
+"""Tests of the synthetic dataset generator :mod:`segaudit.devtools.synth`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from segaudit.synth import (
+from segaudit.devtools.synth import (
     CLASS_NAMES,
     CONTEXT_BACKGROUND,
     CONTEXT_CLASS,

@@ -97,9 +97,9 @@
     return values;
   }
 
-  /* The point prompts of segaudit.scores on an upsampled map: max_point, weighted_centroid (cutoff x max
+  /* The point prompts of segaudit.metrics.scores on an upsampled map: max_point, weighted_centroid (cutoff x max
      of the positive part) and background_point, over valid pixels (valid: Uint8Array or null = all).
-     Returns [[row, col] | null] x 3, null where segaudit.scores says undefined. */
+     Returns [[row, col] | null] x 3, null where segaudit.metrics.scores says undefined. */
   function mapPoints(up, H, W, valid, cutoff) {
     var best = -Infinity, bestAt = -1, low = Infinity, lowAt = -1, peak = 0, i;
     for (i = 0; i < up.length; i++) {
@@ -712,7 +712,7 @@
       inst, prompts]);
     var node = el("article", {"class": "img-card", id: "card-" + card.i, "data-rank": card.rank === null ? "" : card.rank},
                   [head, el("div", {"class": "card-body"}, [viewerCol, side])]);
-    /* the page's point prompts of the card's k-th map (tests compare them with segaudit.scores) */
+    /* the page's point prompts of the card's k-th map (tests compare them with segaudit.metrics.scores) */
     node.mapPoints = function (k) { var got = compute(card.maps[k]); return got ? got.pts : null; };
     node.selectClass = function (classId) {
       var i = subjectOf(classId);

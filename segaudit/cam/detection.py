@@ -32,7 +32,7 @@ Input frame
 -----------
 torchvision's ``GeneralizedRCNNTransform`` normalises and resizes every image (shorter side to
 ``min_size``, longer at most ``max_size``) and pads the batch to a multiple of ``size_divisible`` (32).
-segaudit feeds letterboxed squares already normalised by :func:`segaudit.preprocess.prepare_batch` (ImageNet
+segaudit feeds letterboxed squares already normalised by :func:`segaudit.data.preprocess.prepare_batch` (ImageNet
 mean and std, the statistics torchvision's Mask R-CNN weights expect), so
 :func:`configure_detection_transform` sets ``min_size = max_size = S`` (scale factor 1: bilinear
 resampling at scale 1 with half-pixel centres returns the image unchanged, checked in the tests),

@@ -15,7 +15,7 @@ Target kinds (``kind``), for every class present in an image's prediction or lab
 The fallback in ``pred`` and ``gt`` keeps a map for every class an audit scores; the ``source`` code of
 each (image, class) records which set was used.
 
-**Classifiers** (per-image presence log-odds ``s`` of shape ``(B, K)``, see :mod:`segaudit.classifier`)
+**Classifiers** (per-image presence log-odds ``s`` of shape ``(B, K)``, see :mod:`segaudit.models.classifier`)
 have no pixels to choose: the target of class ``c`` is its class score, ``y^c = s^c`` (``logits``) or the
 class probability ``y^c = sigmoid(s^c)`` (``softmax``; for an ImageNet classifier read over dataset
 classes, exactly the summed ImageNet softmax of the mapped classes; a softmax over the ``K`` presence

@@ -1,0 +1,237 @@
+"""Findings: what an audit tells a user to look at, derived from the score tables alone.
+
+Each finding is one (image, class) with a ``kind``, a ``score`` in [0, 1] (higher = stronger evidence) and
+the evidence columns it was decided on. Kinds, decided on the primary map (first method, first layer):
+
+``label_error``
+    The label is probably wrong: the prediction disagrees with it (``seg_iou < rules.disagreement_iou``),
+    the model is confident against the label on the class's pixels (label quality ``Q_c`` below
+    ``rules.label_quality``, see :mod:`segaudit.metrics.label_quality`), at least ``rules.min_pixels`` pixels are in
+    dispute (``|G xor P|``), and the CAM supports the prediction rather
+    than the label (its mass share in the predicted mask is at least that in the GT mask; a side whose mask
+    is empty does not count against). Score ``1 - Q_c``.
+``context_reliance``
+    Right for the wrong reason: the prediction is right (``seg_iou >= rules.right_iou``) but most of the
+    map's strongest pixels lie outside the object: ``1 - RRA`` (relevance rank accuracy, Arras et al. 2022)
+    above ``rules.outside_share``. Score ``1 - RRA``.
+``missed_object``
+    The model misses most of a labelled object (recall ``|P_c & G_c| / |G_c| < rules.missed_recall``)
+    without being confident that the label is wrong (not a ``label_error``). Score ``1 - recall``.
+``neglected_instances``
+    The map covers few of the class's instances (``instance_coverage < rules.instance_coverage`` with at
+    least 2 instances, see :mod:`segaudit.metrics.instances`). Score ``1 - coverage``.
+``out_of_label_space``
+    The image has labelled pixels of a dataset class the model does not know. Score: that class's share
+    of the image's pixels (at least ``rules.unknown_pixels`` pixels).
+
+The per-image **suspicion** orders images for review. It is a weighted geometric mean of the two kinds of
+agreement an audit measures, label quality ``Q`` (the model's belief in the labels, softmin-pooled) and
+CAM consistency ``C`` (prediction, label and map agree, :func:`segaudit.metrics.scores.agreement_consistency`)::
+
+    suspicion = 1 - Q^(1 - w) * C^w,        w = rules.consistency_weight (default 0.25)
+
+``Q`` alone is cleanlab's label-quality score (Lad and Mueller 2023); ``C`` adds what the model looked at.
+On the demo data (300 val images, 60 planted errors, ``bench/label_errors.py``) w = 0.25 keeps ``Q``'s
+ranking of the confident errors and lifts the planted errors the model is unsure about (see
+``bench/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FINDING_KINDS", "FindingRules", "primary_map", "suspicion", "find", "class_reliance"]
+
+FINDING_KINDS = ("label_error", "context_reliance", "missed_object", "neglected_instances", "out_of_label_space")
+
+
+@dataclass(frozen=True)
+class FindingRules:
+    """Thresholds of the findings (all recorded in the run's config).
+
+    Parameters
+    ----------
+    disagreement_iou : float
+        A class whose predicted and labelled masks overlap with IoU below this is a disagreement.
+    label_quality : float
+        A disagreement whose label quality ``Q_c`` is below this is one the model is confident about
+        (``Q_c`` is the softmin-pooled probability of the labels over the class's pixels: below 0.5 means the
+        worst pixels' labels get less than about even odds).
+    right_iou : float
+        A prediction with IoU at least this is right (for ``context_reliance``).
+    outside_share : float
+        Share of the map's top-|G| pixels outside the object above which a right prediction relies on context.
+    missed_recall : float
+        Share of the labelled object the model must predict, below which the object is missed.
+    instance_coverage : float
+        Share of a class's instances the map must cover, below which instances are neglected.
+    min_pixels : int
+        Least pixels in disagreement, ``|G xor P|`` for a label error and ``|G - P|`` for a missed object, in
+        the model's input frame: stray predictions of a few pixels are not worth a review.
+    unknown_pixels : int
+        Labelled pixels of a class unknown to the model for an ``out_of_label_space`` finding.
+    consistency_weight : float
+        ``w`` of the suspicion score (0 = label quality only, 1 = CAM consistency only).
+    """
+
+    disagreement_iou: float = 0.5
+    label_quality: float = 0.5
+    right_iou: float = 0.5
+    outside_share: float = 0.5
+    missed_recall: float = 0.5
+    instance_coverage: float = 0.5
+    min_pixels: int = 64
+    unknown_pixels: int = 1
+    consistency_weight: float = 0.25
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def primary_map(scores: pd.DataFrame, methods: Sequence[str] = (), layers: Sequence[str] = ()) -> tuple[str, str]:
+    """The (method, layer) findings are decided on: the first requested method and layer that have scores
+    (for a method only computed at the input, e.g. guided backprop, its one layer)."""
+    if scores.empty:
+        return (methods[0] if methods else "", layers[0] if layers else "")
+    present = list(dict.fromkeys(scores["method"]))
+    method = next((m for m in methods if m in present), present[0])
+    mine = list(dict.fromkeys(scores.loc[scores["method"] == method, "layer"]))
+    layer = next((layer for layer in layers if layer in mine), mine[0])
+    return method, layer
+
+
+def suspicion(label_quality: np.ndarray, consistency: np.ndarray, weight: float = 0.25) -> np.ndarray:
+    """Per-image review score ``1 - Q^(1-w) C^w`` (see the module docstring); an undefined ``Q`` or ``C``
+    (nothing labelled or predicted) counts as full agreement (1)."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"consistency_weight must be in [0, 1], got {weight}")
+    q = np.clip(np.nan_to_num(np.asarray(label_quality, dtype=float), nan=1.0), 0.0, 1.0)
+    c = np.clip(np.nan_to_num(np.asarray(consistency, dtype=float), nan=1.0), 0.0, 1.0)
+    return 1.0 - q ** (1.0 - weight) * c**weight
+
+
+_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
+             "instance_coverage")
+
+
+def _pairs(scores: pd.DataFrame, method: str, layer: str) -> pd.DataFrame:
+    """One row per (image, class) of the primary map with the GT-mask and predicted-mask scores side by side."""
+    mine = scores[(scores["method"] == method) & (scores["layer"] == layer)]
+    keys = ["image_id", "class_id"]
+    gt = mine[mine["mask"] == "gt"].set_index(keys)
+    pred = mine[mine["mask"] == "pred"].set_index(keys)
+    out = pd.DataFrame(index=gt.index.union(pred.index))
+    first = gt.combine_first(pred)
+    for col in ("class_name", "target", "seg_iou", "label_quality"):
+        out[col] = first[col] if col in first else np.nan
+    g = gt["mask_pixels"].reindex(out.index).astype(float)
+    p = pred["mask_pixels"].reindex(out.index).astype(float)
+    iou = out["seg_iou"].astype(float)
+    intersection = iou * (g + p) / (1.0 + iou)  # |P & G| from IoU = I / (|G| + |P| - I)
+    out["gt_pixels"], out["pred_pixels"] = g, p
+    out["recall"] = np.where(g > 0, intersection / g.where(g > 0), np.nan)
+    out["disagreement"] = g.fillna(0) + p.fillna(0) - 2 * intersection.fillna(0)
+    out["missed_pixels"] = g.fillna(0) - intersection.fillna(0)
+    out["energy_in_gt"] = gt["energy_in_mask"].reindex(out.index)
+    out["energy_in_pred"] = pred["energy_in_mask"].reindex(out.index)
+    out["outside_share"] = 1.0 - gt["relevance_rank"].reindex(out.index)
+    return out.reset_index()
+
+
+def _rows(frame: pd.DataFrame, kind: str, score: pd.Series, method: str, layer: str) -> pd.DataFrame:
+    out = frame.assign(kind=kind, score=score.astype(float), method=method, layer=layer)
+    for col in _EVIDENCE:
+        if col not in out:
+            out[col] = np.nan
+    return out
+
+
+def find(
+    images: pd.DataFrame,
+    scores: pd.DataFrame,
+    instances: pd.DataFrame | None = None,
+    rules: FindingRules = FindingRules(),
+    methods: Sequence[str] = (),
+    layers: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The findings of a run (columns of the ``findings`` table), strongest first within each kind.
+
+    Parameters
+    ----------
+    images, scores, instances : pd.DataFrame
+        The run's tables (``images`` needs ``unknown_classes`` and ``unknown_pixels``; ``instances`` may be None or empty).
+    rules : FindingRules
+    methods, layers : sequence of str
+        The run's methods and layers in order, to pick the primary map (:func:`primary_map`).
+    """
+    method, layer = primary_map(scores, methods, layers)
+    parts = []
+    if not scores.empty:
+        pairs = _pairs(scores, method, layer)
+        iou = pairs["seg_iou"].astype(float)
+        quality = pairs["label_quality"].astype(float)
+        supports_pred = ~(pairs["energy_in_gt"] > pairs["energy_in_pred"])  # NaN on one side: no objection
+        label_error = ((iou < rules.disagreement_iou) & (quality < rules.label_quality) & supports_pred
+                       & (pairs["disagreement"] >= rules.min_pixels))
+        parts.append(_rows(pairs[label_error], "label_error", 1.0 - quality[label_error], method, layer))
+        context = (iou >= rules.right_iou) & (pairs["outside_share"] > rules.outside_share)
+        parts.append(_rows(pairs[context], "context_reliance", pairs.loc[context, "outside_share"], method, layer))
+        missed = (pairs["recall"] < rules.missed_recall) & ~label_error & (pairs["missed_pixels"] >= rules.min_pixels)
+        parts.append(_rows(pairs[missed], "missed_object", 1.0 - pairs.loc[missed, "recall"], method, layer))
+    if instances is not None and not instances.empty:
+        mine = instances[(instances["method"] == method) & (instances["layer"] == layer)]
+        per_class = mine.groupby(["image_id", "class_id"], as_index=False).agg(
+            class_name=("class_name", "first"), target=("target", "first"),
+            n_instances=("n_instances", "first"), instance_coverage=("instance_coverage", "first"))
+        low = (per_class["n_instances"] >= 2) & (per_class["instance_coverage"] < rules.instance_coverage)
+        hits = per_class[low].drop(columns="n_instances")
+        parts.append(_rows(hits, "neglected_instances", 1.0 - hits["instance_coverage"], method, layer))
+    unknown = []
+    for row in images.itertuples(index=False):
+        names = getattr(row, "unknown_classes", None)
+        counts = getattr(row, "unknown_pixels", None)
+        if not isinstance(names, (list, tuple, np.ndarray)) or not isinstance(counts, (list, tuple, np.ndarray)):
+            continue  # no record (e.g. a classifier's or an older run's images table)
+        for name, pixels in zip(names, counts, strict=True):
+            if pixels >= rules.unknown_pixels:
+                unknown.append({"image_id": row.image_id, "class_id": -1, "class_name": name,
+                                "target": "", "score": min(1.0, pixels / max(1, row.width * row.height))})
+    if unknown:
+        frame = pd.DataFrame(unknown)
+        parts.append(_rows(frame.drop(columns="score"), "out_of_label_space", frame["score"], "", ""))
+    columns = ["image_id", "file_name", "class_id", "class_name", "kind", "score", "rank", "method", "layer",
+               "target", *_EVIDENCE]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+    found["file_name"] = found["image_id"].map(images.set_index("image_id")["file_name"])
+    found["kind"] = pd.Categorical(found["kind"], FINDING_KINDS)
+    found = found.sort_values(["kind", "score", "image_id", "class_id"], ascending=[True, False, True, True],
+                              kind="stable")
+    found["kind"] = found["kind"].astype(str)
+    found["rank"] = found.groupby("kind").cumcount() + 1
+    return found[columns].reset_index(drop=True)
+
+
+def class_reliance(scores: pd.DataFrame, rules: FindingRules = FindingRules(), methods: Sequence[str] = (),
+                   layers: Sequence[str] = ()) -> pd.DataFrame:
+    """Per class, how much the primary map of its right predictions lies outside the object.
+
+    ``reliance_c = mean over right predictions of class c of (1 - RRA)`` (see ``context_reliance``); a
+    class the model recognises by its surroundings (e.g. boats by water) scores highest. Columns
+    ``class_id, class_name, reliance, n`` sorted by reliance, highest first, with ``rank`` (1 = highest).
+    """
+    method, layer = primary_map(scores, methods, layers)
+    pairs = _pairs(scores, method, layer) if not scores.empty else pd.DataFrame(
+        columns=["class_id", "class_name", "seg_iou", "outside_share"])
+    right = pairs[pairs["seg_iou"].astype(float) >= rules.right_iou]
+    table = right.groupby(["class_id", "class_name"], as_index=False).agg(
+        reliance=("outside_share", "mean"), n=("outside_share", "count"))
+    table = table.sort_values("reliance", ascending=False, kind="stable").reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    return table

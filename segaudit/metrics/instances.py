@@ -1,0 +1,197 @@
+"""Instance coverage: does a class's map light every object of the class, or only one of them?
+
+A map can score well against a class's mask (most of its mass inside, its maximum inside) and still
+explain only one of two cars. Chattopadhay et al. 2018 ("Grad-CAM++: Generalized Gradient-Based Visual
+Explanations for Deep Convolutional Networks", WACV; Fig. 1 and Sec. 1) motivate Grad-CAM++ by exactly this:
+with several instances of a class, Grad-CAM tends to light one and Grad-CAM++ all of them. This module
+measures it, per instance and per (image, class, map).
+
+Inputs are batched: ``maps`` ``(N, H, W)`` (one map per (image, class) pair, raw and non-negative where
+relevant, at the masks' resolution), ``valid`` ``(N, H, W)`` bool (False = void, ignored everywhere), and
+the instances of all pairs stacked as ``instance_masks`` ``(M, H, W)`` bool with ``owner`` ``(M,)``, the
+row of ``maps`` each instance belongs to (the instances of that pair's class in that image).
+
+Per instance ``I`` of a map ``L`` with valid pixels ``V`` and positive part ``L+ = max(L, 0)``::
+
+    mass_share       = sum_{p in I & V} L+_p / sum_{p in V} L+_p
+    class_mass_share = sum_{p in I & V} L+_p / sum_{p in U & V} L+_p,   U = union of the class's instances
+    peak_height      = max { L_p / max_V L : p in I & V, p a local maximum of L }   (0 if none)
+    has_peak         = peak_height >= PEAK_FRACTION
+    covered          = has_peak or class_mass_share >= 1 / (2 n)                     (n = instances of the class)
+
+A *local maximum* is a valid pixel whose value equals the maximum of the valid pixels in the
+``PEAK_WINDOW`` x ``PEAK_WINDOW`` window centred on it (max-pooling with stride 1; void and out-of-image
+pixels never count), so plateaus count as maxima at every pixel. Per (image, class, map)::
+
+    instance_coverage = mean over the class's instances with a defined ``covered`` of covered
+
+NaN rules (as in :mod:`segaudit.metrics.scores`): an instance with no valid pixel, or a map with no positive valid
+value, leaves that instance's shares, peak and ``covered`` undefined (NaN); ``instance_coverage`` is NaN
+when no instance has a defined ``covered`` (no instances at all, e.g. a class only the model predicts, or a
+dataset without instance labels). With a single instance the coverage is trivially 1 whenever the map has
+any positive mass on it (its ``class_mass_share`` is 1), so only classes with 2 or more instances say
+anything about multi-instance coverage; filter on ``n_instances``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PEAK_FRACTION", "PEAK_WINDOW", "InstanceScores", "local_peaks", "instance_scores"]
+
+#: A local maximum counts as a peak when its value is at least this share of the map's maximum.
+PEAK_FRACTION = 0.5
+#: Side (pixels, odd) of the square window in which a peak must be the largest value.
+PEAK_WINDOW = 3
+
+_NAN = float("nan")
+
+
+@dataclass
+class InstanceScores:
+    """Per-instance and per-map instance-coverage scores.
+
+    Attributes
+    ----------
+    pixels : torch.Tensor
+        ``(M,)`` int64 valid pixels of each instance.
+    mass_share, class_mass_share, peak_height, has_peak, covered : torch.Tensor
+        ``(M,)`` float64 per instance (``has_peak`` and ``covered`` are 0/1), NaN where undefined.
+    n_instances : torch.Tensor
+        ``(N,)`` int64 instances per map (all of them, defined or not).
+    instance_coverage : torch.Tensor
+        ``(N,)`` float64 share of each map's instances covered, NaN when undefined.
+    """
+
+    pixels: torch.Tensor
+    mass_share: torch.Tensor
+    class_mass_share: torch.Tensor
+    peak_height: torch.Tensor
+    has_peak: torch.Tensor
+    covered: torch.Tensor
+    n_instances: torch.Tensor
+    instance_coverage: torch.Tensor
+
+
+def local_peaks(maps: torch.Tensor, valid: torch.Tensor, window: int = PEAK_WINDOW) -> torch.Tensor:
+    """Heights of the maps' local maxima relative to each map's maximum; 0 elsewhere.
+
+    ``out_p = L_p / max_V L`` where ``p`` is valid, ``L_p > 0`` and ``L_p = max_{q in W(p) & V} L_q`` with
+    ``W(p)`` the ``window`` x ``window`` square centred on ``p``; ``out_p = 0`` otherwise.
+
+    Parameters
+    ----------
+    maps : ``(N, H, W)`` float.  valid : ``(N, H, W)`` bool.
+    window : int
+        Odd side of the neighbourhood, >= 1 (1: every positive pixel is a local maximum).
+
+    Returns
+    -------
+    ``(N, H, W)`` float64 in [0, 1].
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number >= 1, got {window}")
+    if maps.dim() != 3 or valid.shape != maps.shape or valid.dtype != torch.bool:
+        raise ValueError(f"expected maps (N, H, W) and bool valid of that shape, got {tuple(maps.shape)}, "
+                         f"{tuple(valid.shape)} {valid.dtype}")
+    values = torch.where(valid, maps.double(), torch.full_like(maps, -torch.inf, dtype=torch.float64))
+    pooled = F.max_pool2d(values[:, None], window, stride=1, padding=window // 2)[:, 0]
+    top = values.flatten(1).max(1).values.clamp(min=1e-300)[:, None, None]
+    is_peak = valid & (values >= pooled) & (values > 0)
+    return torch.where(is_peak, values / top, torch.zeros_like(values))
+
+
+def instance_scores(
+    maps: torch.Tensor,
+    valid: torch.Tensor,
+    instance_masks: torch.Tensor,
+    owner: torch.Tensor,
+    *,
+    peak_fraction: float = PEAK_FRACTION,
+    window: int = PEAK_WINDOW,
+    chunk: int = 64,
+) -> InstanceScores:
+    """Mass share, peak and coverage of every instance, and each map's instance coverage (see the module
+    docstring for the formulas).
+
+    Parameters
+    ----------
+    maps : ``(N, H, W)`` float
+        One map per (image, class) pair.
+    valid : ``(N, H, W)`` bool
+        False = void.
+    instance_masks : ``(M, H, W)`` bool
+        The instances of every pair, stacked.
+    owner : ``(M,)`` int64
+        Row of ``maps`` each instance belongs to.
+    peak_fraction : float
+        :data:`PEAK_FRACTION`.
+    window : int
+        :data:`PEAK_WINDOW`.
+    chunk : int
+        Instances per step (bounds memory at ``chunk * H * W``; results do not depend on it).
+
+    Returns
+    -------
+    InstanceScores
+    """
+    n, height, width = maps.shape
+    if valid.shape != maps.shape or valid.dtype != torch.bool:
+        raise ValueError(f"expected bool valid of shape {tuple(maps.shape)}, got {tuple(valid.shape)} {valid.dtype}")
+    if instance_masks.dim() != 3 or instance_masks.shape[1:] != (height, width) or instance_masks.dtype != torch.bool:
+        raise ValueError(f"expected bool instance_masks (M, {height}, {width}), got "
+                         f"{tuple(instance_masks.shape)} {instance_masks.dtype}")
+    owner = owner.long().to(maps.device)
+    if owner.shape != (len(instance_masks),) or (len(owner) and (owner.min() < 0 or owner.max() >= n)):
+        raise ValueError(f"owner must be ({len(instance_masks)},) indices into the {n} maps")
+    if not 0 < peak_fraction <= 1:
+        raise ValueError(f"peak_fraction must be in (0, 1], got {peak_fraction}")
+    instance_masks = instance_masks.to(maps.device)
+
+    positive = torch.where(valid, maps.double().clamp(min=0), torch.zeros_like(maps, dtype=torch.float64))
+    total = positive.flatten(1).sum(1)
+    peaks = local_peaks(maps, valid, window)
+    n_instances = torch.bincount(owner, minlength=n)
+
+    m = len(instance_masks)
+    union = torch.zeros((n, height, width), dtype=torch.int32, device=maps.device)
+    pixels = torch.zeros(m, dtype=torch.long, device=maps.device)
+    inside = torch.zeros(m, dtype=torch.float64, device=maps.device)
+    peak_height = torch.zeros(m, dtype=torch.float64, device=maps.device)
+    for start in range(0, m, chunk):
+        part = slice(start, start + chunk)
+        rows = owner[part]
+        mine = instance_masks[part] & valid[rows]
+        union.index_add_(0, rows, mine.int())
+        pixels[part] = mine.flatten(1).sum(1)
+        inside[part] = (positive[rows] * mine).flatten(1).sum(1)
+        peak_height[part] = (peaks[rows] * mine).flatten(1).max(1).values
+    class_total = (positive * (union > 0)).flatten(1).sum(1)
+
+    undefined = (pixels == 0) | (total[owner] <= 0)
+    nan = torch.full_like(inside, _NAN)
+    mass_share = torch.where(undefined, nan, inside / total[owner].clamp(min=1e-300))
+    class_mass_share = torch.where(undefined, nan, inside / class_total[owner].clamp(min=1e-300))
+    has_peak = (peak_height >= peak_fraction).double()
+    fair = 1.0 / (2.0 * n_instances[owner].clamp(min=1).double())
+    covered = ((peak_height >= peak_fraction) | (class_mass_share >= fair)).double()
+    defined = ~undefined
+    covered_sum = torch.zeros(n, dtype=torch.float64, device=maps.device).index_add_(
+        0, owner, torch.where(defined, covered, torch.zeros_like(covered))
+    )
+    counted = torch.bincount(owner[defined], minlength=n)
+    coverage = torch.where(counted > 0, covered_sum / counted.clamp(min=1).double(),
+                           torch.full_like(covered_sum, _NAN))
+    return InstanceScores(
+        pixels=pixels,
+        mass_share=mass_share,
+        class_mass_share=class_mass_share,
+        peak_height=torch.where(undefined, nan, peak_height),
+        has_peak=torch.where(undefined, nan, has_peak),
+        covered=torch.where(undefined, nan, covered),
+        n_instances=n_instances,
+        instance_coverage=coverage,
+    )

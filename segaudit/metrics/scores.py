@@ -1,0 +1,524 @@
+"""Map-vs-mask scores: how well a heatmap agrees with a mask, vectorised over many (map, mask) pairs.
+
+Every function takes ``maps`` ``(N, H, W)`` float (raw, non-negative CAMs at input resolution), ``masks``
+``(N, H, W)`` bool and ``valid`` ``(N, H, W)`` bool (False = void, ignored everywhere) and returns ``(N,)``
+float64 with NaN where the score is undefined: an empty mask is never a hit, and a map with no positive
+value points nowhere. (Quantus 0.6's PointingGame counts an empty mask as a hit; we do not.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CENTROID_CUTOFF",
+    "energy_in_mask",
+    "pointing_game",
+    "iou_at_threshold",
+    "max_point",
+    "weighted_centroid",
+    "point_hit_and_distance",
+    "segmentation_iou",
+    "segmentation_dice",
+    "confusion_counts",
+    "mean_iou",
+    "agreement_consistency",
+    "relevance_rank_accuracy",
+    "top_k_intersection",
+    "auroc",
+    "spearman",
+    "BEST_IOU_THRESHOLDS",
+    "iou_and_dice_at",
+    "best_iou",
+    "background_point",
+    "mask_scores",
+]
+
+#: Weighted-centroid cutoff: only pixels with normalised value >= this share of the map's max count.
+CENTROID_CUTOFF = 0.6
+
+_NAN = float("nan")
+
+
+def _nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
+    values = values.double()
+    return torch.where(undefined, torch.full_like(values, _NAN), values)
+
+
+def _mask_empty(masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return ~(masks & valid).flatten(1).any(1)
+
+
+def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Share of the positive map mass inside the mask (energy-based pointing game, Wang et al. 2020,
+    Score-CAM; relevance mass accuracy, Arras et al. 2022)::
+
+        E = sum_{p in M} max(L_p, 0) / sum_p max(L_p, 0)        (void pixels excluded from both sums)
+
+    NaN for an empty mask or a map without positive mass.
+    """
+    pos = maps.clamp(min=0) * valid
+    total = pos.flatten(1).sum(1)
+    inside = (pos * masks).flatten(1).sum(1)
+    return _nan_where(inside / total.clamp(min=1e-30), _mask_empty(masks, valid) | (total <= 0))
+
+
+def _argmax_points(maps: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 2)`` (row, col) of each map's maximum over valid pixels (first in row-major order on ties),
+    and ``(N,)`` whether the map has a positive value there."""
+    width = maps.shape[-1]
+    masked = torch.where(valid, maps, torch.full_like(maps, -torch.inf)).flatten(1)
+    best, index = masked.max(1)
+    points = torch.stack([index // width, index % width], dim=1)
+    return points, best > 0
+
+
+def pointing_game(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, tolerance: int = 0
+) -> torch.Tensor:
+    """Pointing game (Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop", ECCV):
+    1 if the map's maximum lies inside the mask, else 0; NaN for an empty mask or a map with no positive
+    value.
+
+    ``tolerance`` > 0: a hit if the maximum lies within ``tolerance`` pixels (Euclidean, between pixel
+    centres, at the maps' resolution) of a valid mask pixel; Zhang et al. use 15 px at image resolution.
+    The default 0 is the strict test. The maximum is the first in row-major order on ties.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    points, positive = _argmax_points(maps, valid)
+    if tolerance > 0:
+        _, distance = point_hit_and_distance(points.double(), positive, masks, valid)
+        return _nan_where((distance <= tolerance).double(), distance.isnan())
+    rows = torch.arange(len(maps), device=maps.device)
+    hit = masks[rows, points[:, 0], points[:, 1]].double()
+    return _nan_where(hit, _mask_empty(masks, valid) | ~positive)
+
+
+def iou_at_threshold(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, threshold: float = 0.5
+) -> torch.Tensor:
+    """IoU of the min-max normalised map thresholded at ``threshold`` with the mask (Grad-CAM's
+    weakly-supervised localisation, Selvaraju et al. 2017)::
+
+        IoU = |{L~ >= t} & M| / |{L~ >= t} | M|,   L~ = (L - min L) / (max L - min L)
+
+    NaN for an empty mask or a constant map. (One threshold of :func:`iou_and_dice_at`.)
+    """
+    return iou_and_dice_at(maps, masks, valid, (threshold,))[0][:, 0]
+
+
+def max_point(maps: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map's maximum as a point prompt: ``(N, 2)`` float (row, col) and ``(N,)`` whether defined."""
+    points, positive = _argmax_points(maps, valid)
+    return points.double(), positive
+
+
+def weighted_centroid(
+    maps: torch.Tensor, valid: torch.Tensor, cutoff: float = CENTROID_CUTOFF
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted centroid of the map above ``cutoff`` x its maximum, as a point prompt::
+
+        c = sum_p w_p p / sum_p w_p,   w_p = L_p if L_p >= cutoff * max L else 0
+
+    Returns ``(N, 2)`` float (row, col) and ``(N,)`` whether defined (map with a positive maximum).
+    """
+    pos = torch.where(valid, maps.clamp(min=0), torch.zeros_like(maps))
+    peak = pos.flatten(1).max(1).values
+    weights = torch.where(pos >= cutoff * peak[:, None, None], pos, torch.zeros_like(pos)).double()
+    height, width = maps.shape[-2:]
+    rows = torch.arange(height, device=maps.device, dtype=torch.float64).view(1, -1, 1)
+    cols = torch.arange(width, device=maps.device, dtype=torch.float64).view(1, 1, -1)
+    total = weights.flatten(1).sum(1).clamp(min=1e-30)
+    centroid = torch.stack(
+        [(weights * rows).flatten(1).sum(1) / total, (weights * cols).flatten(1).sum(1) / total], dim=1
+    )
+    return centroid, peak > 0
+
+
+def point_hit_and_distance(
+    points: torch.Tensor, defined: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, chunk: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each point falls inside its mask, and its Euclidean distance in pixels to the nearest mask
+    pixel centre (0 inside).
+
+    The point is rounded to the nearest pixel for the hit test. NaN for an empty mask or an undefined point.
+    """
+    n, height, width = masks.shape
+    truth = masks & valid
+    rounded = points.round().long()
+    rounded[:, 0].clamp_(0, height - 1)
+    rounded[:, 1].clamp_(0, width - 1)
+    index = torch.arange(n, device=masks.device)
+    hit = truth[index, rounded[:, 0], rounded[:, 1]]
+    rows = torch.arange(height, device=masks.device, dtype=torch.float64).view(1, -1, 1)
+    cols = torch.arange(width, device=masks.device, dtype=torch.float64).view(1, 1, -1)
+    distance = torch.empty(n, dtype=torch.float64, device=masks.device)
+    for start in range(0, n, chunk):  # bounds memory at chunk * H * W
+        part = slice(start, start + chunk)
+        d2 = (rows - points[part, 0, None, None]) ** 2 + (cols - points[part, 1, None, None]) ** 2
+        d2 = torch.where(truth[part], d2, torch.full_like(d2, torch.inf))
+        distance[part] = d2.flatten(1).min(1).values.sqrt()
+    distance = torch.where(hit, torch.zeros_like(distance), distance)
+    undefined = _mask_empty(masks, valid) | ~defined
+    return _nan_where(hit.double(), undefined), _nan_where(distance, undefined)
+
+
+def segmentation_iou(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of predicted and labelled masks (Everingham et al. 2010, Pascal VOC)::
+
+        IoU = |P & G| / |P | G|          (void pixels excluded)
+
+    ``pred``, ``gt``: ``(N, H, W)`` bool. NaN when both are empty.
+    """
+    p, g = pred & valid, gt & valid
+    inter = (p & g).flatten(1).sum(1)
+    union = (p | g).flatten(1).sum(1)
+    return _nan_where(inter.double() / union.clamp(min=1), union == 0)
+
+
+def segmentation_dice(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Dice coefficient of predicted and labelled masks (Dice 1945; the F1 score of pixels)::
+
+        Dice = 2 |P & G| / (|P| + |G|)          (void pixels excluded)
+
+    ``pred``, ``gt``: ``(N, H, W)`` bool. NaN when both are empty.
+    """
+    p, g = pred & valid, gt & valid
+    inter = (p & g).flatten(1).sum(1)
+    total = p.flatten(1).sum(1) + g.flatten(1).sum(1)
+    return _nan_where(2 * inter.double() / total.clamp(min=1), total == 0)
+
+
+def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore: int = 255) -> torch.Tensor:
+    """Per-image confusion matrices ``(B, K, K)`` int64: ``[b, i, j]`` = pixels labelled ``i`` and predicted
+    ``j`` in image ``b``; pixels labelled ``ignore`` are left out.
+
+    ``pred``, ``gt``: ``(B, H, W)`` int64 class ids.
+    """
+    keep = gt != ignore
+    image = torch.arange(len(gt), device=gt.device)[:, None, None].expand_as(gt)
+    flat = (image * num_classes + gt) * num_classes + pred
+    counts = torch.bincount(flat[keep], minlength=len(gt) * num_classes * num_classes)
+    return counts.view(len(gt), num_classes, num_classes)
+
+
+def mean_iou(matrix: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean intersection over union over classes from a confusion matrix (Pascal VOC's mIoU, Everingham
+    et al. 2010)::
+
+        IoU_k = C_kk / (sum_j C_kj + sum_i C_ik - C_kk)
+
+    Classes absent from both labels and predictions are left out of the mean.
+    """
+    inter = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - inter
+    per_class = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return float(np.nanmean(per_class)), per_class
+
+
+def agreement_consistency(seg_iou: torch.Tensor, energy_gt: torch.Tensor, energy_pred: torch.Tensor) -> torch.Tensor:
+    """Consistency of label, prediction and map for one (image, class, method), in [0, 1]::
+
+        C = IoU(P, G) * min(1, E_G / E_P)
+
+    ``E_G``, ``E_P``: the map's energy share inside the GT and predicted masks. The first factor asks
+    whether the model agrees with the label; the second whether the evidence the model used for its mask
+    lies where the label is (a shifted or wrong label loses evidence even where masks overlap). When
+    ``E_P`` is undefined or 0 (no evidence either way) the second factor is 1; an empty mask on either side
+    makes ``IoU`` 0, so ``C`` is 0 for a class that only the label or only the model sees.
+    """
+    iou = torch.nan_to_num(seg_iou, nan=0.0)
+    ratio = torch.where(
+        torch.nan_to_num(energy_pred, nan=0.0) > 0,
+        (torch.nan_to_num(energy_gt, nan=0.0) / energy_pred).clamp(max=1.0),
+        torch.ones_like(energy_pred),
+    )
+    return iou * ratio
+
+
+# --- Rank-based scores, thresholded overlaps and the background point -----------------------------------
+
+#: Rows per chunk are chosen so that a chunk holds at most this many pixels (bounds the float64 temporaries
+#: of the sort-based scores to ~128 MiB each).
+_CHUNK_ELEMENTS = 1 << 24
+
+#: Thresholds of :func:`best_iou`: 0.05, 0.10, ..., 0.95 (``torch.linspace(0.05, 0.95, 19)`` in exact decimals).
+BEST_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def _check(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> None:
+    if maps.dim() != 3 or masks.shape != maps.shape or valid.shape != maps.shape:
+        raise ValueError(
+            "expected maps, masks and valid of one shape (N, H, W), got "
+            f"{tuple(maps.shape)}, {tuple(masks.shape)}, {tuple(valid.shape)}"
+        )
+    if masks.dtype != torch.bool or valid.dtype != torch.bool:
+        raise ValueError(f"expected bool masks and valid, got {masks.dtype} and {valid.dtype}")
+
+
+def _over_chunks(fn, *tensors: torch.Tensor):
+    """``fn`` applied to chunks of rows of ``(N, H, W)`` tensors, results concatenated along N (tuples of
+    results concatenated element-wise). Only bounds memory: rows never interact."""
+    n, height, width = tensors[0].shape
+    step = max(1, _CHUNK_ELEMENTS // max(1, height * width))
+    parts = [fn(*(t[start : start + step] for t in tensors)) for start in range(0, max(n, 1), step)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+    return torch.cat(parts)
+
+
+def _average_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(N, M)`` float64 1-based ranks of ``values`` ``(N, M)`` among the valid entries of each row, ties
+    given the mean of the ranks they span (``scipy.stats.rankdata(method="average")``); 0 where not valid."""
+    keyed = torch.where(valid, values.double(), torch.full_like(values, torch.inf, dtype=torch.float64))
+    ordered = keyed.sort(1).values
+    # a value's tie block spans sorted positions [low, high): its average 1-based rank is (low + 1 + high) / 2
+    low = torch.searchsorted(ordered, keyed)
+    high = torch.searchsorted(ordered, keyed, right=True)
+    ranks = (low + high + 1).double() / 2
+    return torch.where(valid, ranks, torch.zeros_like(ranks))
+
+
+def _top_k_share(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, k: torch.Tensor
+) -> torch.Tensor:
+    """Share of the ``k[i]`` highest-valued valid pixels of map i that lie in mask i, ties at the k-th value
+    shared out in proportion (the expected share over random tie-breaking), so the answer does not depend on
+    a sort's order. NaN when ``k < 1``, when fewer than ``k`` pixels are valid, or for a map with no positive
+    valid value."""
+    floor = torch.full_like(maps, -torch.inf, dtype=torch.float64)
+    vals = torch.where(valid, maps.double(), floor).flatten(1)
+    ok = valid.flatten(1)
+    truth = (masks & valid).flatten(1)
+    ordered = vals.sort(1, descending=True).values
+    kth = ordered.gather(1, (k - 1).clamp(0, vals.shape[1] - 1)[:, None])
+    above = (vals > kth) & ok
+    tied = (vals == kth) & ok
+    n_above, in_above = above.sum(1), (above & truth).sum(1)
+    n_tied, in_tied = tied.sum(1), (tied & truth).sum(1)
+    hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
+    undefined = (k < 1) | (k > ok.sum(1)) | (ordered[:, 0] <= 0)
+    return _nan_where(hits / k.clamp(min=1), undefined)
+
+
+def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Relevance rank accuracy (Arras et al. 2022, "CLEVR-XAI: A benchmark dataset for the ground truth
+    evaluation of neural network explanations", Information Fusion 81)::
+
+        RRA = |P_top-K & M| / K,   K = |M|,   P_top-K = the K highest-valued pixels     (void pixels excluded)
+
+    Ties at the K-th value are shared out in proportion (expected value over random tie-breaking; Quantus'
+    RelevanceRankAccuracy breaks them by ``np.argsort`` order). NaN for an empty mask or a map with no
+    positive value.
+
+    Parameters
+    ----------
+    maps : ``(N, H, W)`` float.  masks, valid : ``(N, H, W)`` bool.
+
+    Returns
+    -------
+    ``(N,)`` float64 in [0, 1].
+    """
+    _check(maps, masks, valid)
+
+    def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _top_k_share(m, g, v, (g & v).flatten(1).sum(1))
+
+    return _over_chunks(one, maps, masks, valid)
+
+
+def top_k_intersection(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k intersection (Theiner et al. 2021, "Interpretable Semantic Photo Geolocation",
+    arXiv:2104.14995; as Quantus' TopKIntersection, whose default is k = 1000 at 224 x 224)::
+
+        TKI = |P_top-k & M| / k,   P_top-k = the k highest-valued valid pixels
+
+    Ties at the k-th value are shared out in proportion (see :func:`relevance_rank_accuracy`). NaN for an
+    empty mask, a map with no positive value, or fewer than ``k`` valid pixels.
+
+    Returns ``(N,)`` float64 in [0, 1].
+    """
+    _check(maps, masks, valid)
+    if not 1 <= k <= maps.shape[-2] * maps.shape[-1]:
+        raise ValueError(f"k must be between 1 and H * W = {maps.shape[-2] * maps.shape[-1]}, got {k}")
+
+    def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        share = _top_k_share(m, g, v, torch.full((len(m),), k, dtype=torch.long, device=m.device))
+        return torch.where(_mask_empty(g, v), torch.full_like(share, _NAN), share)
+
+    return _over_chunks(one, maps, masks, valid)
+
+
+def auroc(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of the map as a pixel classifier of the mask, over valid pixels, ties
+    counted 1/2 (Mann-Whitney U; Hanley & McNeil 1982)::
+
+        AUC = (sum_{p in M} rank(L_p) - n_pos (n_pos + 1) / 2) / (n_pos n_neg)     (average ranks for ties)
+
+    Equal to ``sklearn.metrics.roc_auc_score(mask, map)`` on the valid pixels; a constant map scores 0.5.
+    NaN when the mask or its complement (within the valid pixels) is empty.
+
+    Returns ``(N,)`` float64 in [0, 1].
+    """
+    _check(maps, masks, valid)
+
+    def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ok, truth = v.flatten(1), (g & v).flatten(1)
+        ranks = _average_ranks(m.flatten(1), ok)
+        n_pos = truth.sum(1).double()
+        n_neg = ok.sum(1).double() - n_pos
+        u = (ranks * truth).sum(1) - n_pos * (n_pos + 1) / 2
+        return _nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))
+
+    return _over_chunks(one, maps, masks, valid)
+
+
+def spearman(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation between the map and the mask indicator over valid pixels (Pearson
+    correlation of average ranks; as ``scipy.stats.spearmanr``)::
+
+        rho = cov(R(L), R(1_M)) / (sd(R(L)) sd(R(1_M)))
+
+    NaN when the map is constant or the mask is empty or full (within the valid pixels).
+
+    Returns ``(N,)`` float64 in [-1, 1].
+    """
+    _check(maps, masks, valid)
+
+    def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ok, truth = v.flatten(1), (g & v).flatten(1)
+        n = ok.sum(1).clamp(min=1)
+        rx = _average_ranks(m.flatten(1), ok)
+        ry = truth.double()  # the indicator's average ranks are an affine map of it: same correlation
+        dx = (rx - (rx.sum(1) / n)[:, None]) * ok
+        dy = (ry - (ry.sum(1) / n)[:, None]) * ok
+        rho = (dx * dy).sum(1) / ((dx * dx).sum(1) * (dy * dy).sum(1)).sqrt().clamp(min=1e-300)
+        vals = m.flatten(1)
+        high = torch.where(ok, vals, torch.full_like(vals, -torch.inf)).max(1).values
+        low = torch.where(ok, vals, torch.full_like(vals, torch.inf)).min(1).values
+        n_pos = truth.sum(1)
+        constant = ~(high > low) | (n_pos == 0) | (n_pos == ok.sum(1))
+        return _nan_where(rho.clamp(-1.0, 1.0), constant)
+
+    return _over_chunks(one, maps, masks, valid)
+
+
+def iou_and_dice_at(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, thresholds: Sequence[float] | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and Dice of the min-max normalised map thresholded at each of ``thresholds`` with the mask
+    (:func:`iou_at_threshold` is its one-threshold case)::
+
+        R_t = {L~ >= t},   IoU_t = |R_t & M| / |R_t | M|,   Dice_t = 2 |R_t & M| / (|R_t| + |M|)
+
+    with ``L~ = (L - min L) / (max L - min L)`` over valid pixels and void pixels excluded. NaN for an empty
+    mask or a constant map.
+
+    Returns
+    -------
+    iou, dice : ``(N, T)`` float64.
+    """
+    _check(maps, masks, valid)
+    levels = [float(t) for t in torch.as_tensor(thresholds, dtype=torch.float64).flatten().tolist()]
+    if not levels:
+        raise ValueError("expected at least one threshold")
+
+    def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = torch.where(v, m, torch.full_like(m, torch.nan)).flatten(1)
+        low = torch.nan_to_num(flat, nan=torch.inf).min(1).values
+        high = torch.nan_to_num(flat, nan=-torch.inf).max(1).values
+        span = high - low
+        norm = (m - low[:, None, None]) / span.clamp(min=1e-30)[:, None, None]
+        truth = g & v
+        n_truth = truth.flatten(1).sum(1)
+        ious, dices = [], []
+        for level in levels:  # a loop over thresholds; each step is vectorised over N
+            region = (norm >= level) & v
+            inter = (region & truth).flatten(1).sum(1).double()
+            union = (region | truth).flatten(1).sum(1)
+            ious.append(inter / union.clamp(min=1))
+            dices.append(2 * inter / (region.flatten(1).sum(1) + n_truth).clamp(min=1))
+        undefined = (_mask_empty(g, v) | (span <= 0))[:, None]
+        return _nan_where(torch.stack(ious, 1), undefined), _nan_where(torch.stack(dices, 1), undefined)
+
+    return _over_chunks(one, maps, masks, valid)
+
+
+def best_iou(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor,
+    thresholds: Sequence[float] | torch.Tensor = BEST_IOU_THRESHOLDS,
+) -> torch.Tensor:
+    """The best IoU over ``thresholds`` of :func:`iou_and_dice_at` (an oracle threshold per map: an upper
+    bound on what one fixed threshold achieves). ``(N,)`` float64; NaN where :func:`iou_and_dice_at` is."""
+    iou, _ = iou_and_dice_at(maps, masks, valid, thresholds)
+    return iou.max(1).values
+
+
+def background_point(maps: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map's minimum over valid pixels as a background (negative) point prompt, the counterpart of
+    :func:`max_point` in the CAM -> point-prompt pipeline.
+
+    Returns ``(N, 2)`` float (row, col) and ``(N,)`` whether defined: the map has a positive value and is
+    not constant over the valid pixels. On ties the first minimum in row-major order is taken, so for a CAM
+    that is 0 on a large area this is the first such pixel, often the top-left corner.
+    """
+    if maps.dim() != 3 or valid.shape != maps.shape or valid.dtype != torch.bool:
+        raise ValueError(f"expected maps (N, H, W) and bool valid of that shape, got {tuple(valid.shape)}")
+    width = maps.shape[-1]
+    low, index = torch.where(valid, maps, torch.full_like(maps, torch.inf)).flatten(1).min(1)
+    high = torch.where(valid, maps, torch.full_like(maps, -torch.inf)).flatten(1).max(1).values
+    points = torch.stack([index // width, index % width], dim=1)
+    return points.double(), (high > low) & (high > 0)
+
+
+def mask_scores(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, iou_threshold: float = 0.5,
+    centroid_cutoff: float = CENTROID_CUTOFF,
+) -> dict[str, torch.Tensor]:
+    """Every score of the scores table for ``N`` (map, mask) pairs: the columns of one mask kind.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` float raw maps at mask resolution.
+    masks, valid : torch.Tensor
+        ``(N, H, W)`` bool reference masks and valid (non-void) pixels.
+    iou_threshold : float
+        Threshold of the normalised map for ``iou_at_0_5`` / ``dice_at_0_5``.
+    centroid_cutoff : float
+        Weighted-centroid cutoff (share of the map's max).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``(N,)`` per column: ``mask_pixels``, ``energy_in_mask``, ``pointing_hit``, ``relevance_rank``,
+        ``auroc``, ``iou_at_0_5``, ``dice_at_0_5``, ``max_point_hit``/``_distance``,
+        ``centroid_hit``/``_distance``, ``background_point_hit``.
+    """
+    top, top_ok = max_point(maps, valid)
+    centre, centre_ok = weighted_centroid(maps, valid, centroid_cutoff)
+    bottom, bottom_ok = background_point(maps, valid)
+    top_hit, top_distance = point_hit_and_distance(top, top_ok, masks, valid)
+    centre_hit, centre_distance = point_hit_and_distance(centre, centre_ok, masks, valid)
+    bottom_hit, _ = point_hit_and_distance(bottom, bottom_ok, masks, valid)
+    iou, dice = iou_and_dice_at(maps, masks, valid, (iou_threshold,))
+    return {
+        "mask_pixels": (masks & valid).flatten(1).sum(1),
+        "energy_in_mask": energy_in_mask(maps, masks, valid),
+        "pointing_hit": pointing_game(maps, masks, valid),
+        "relevance_rank": relevance_rank_accuracy(maps, masks, valid),
+        "auroc": auroc(maps, masks, valid),
+        "iou_at_0_5": iou[:, 0],
+        "dice_at_0_5": dice[:, 0],
+        "max_point_hit": top_hit,
+        "max_point_distance": top_distance,
+        "centroid_hit": centre_hit,
+        "centroid_distance": centre_distance,
+        "background_point_hit": bottom_hit,
+    }
