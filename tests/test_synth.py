@@ -17,14 +17,13 @@ from segaudit.devtools.synth import (
     CONTEXT_BACKGROUND,
     CONTEXT_CLASS,
     ERROR_KINDS,
-    _generate,
-    _sample_scene,
-    _uncompressed_rle,
-    _void_border,
     add_synth_arguments,
     generate_dataset,
     synth_main,
 )
+from segaudit.devtools.synth.generate import _generate
+from segaudit.devtools.synth.masks import uncompressed_rle, void_border
+from segaudit.devtools.synth.scenes import sample_scene
 
 SIZE = 64
 N_TRAIN, N_VAL = 12, 12
@@ -49,7 +48,7 @@ def corrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def crowded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A moderately sized set with crowds forced often, to see every segmentation encoding."""
     root = tmp_path_factory.mktemp("crowded")
-    _generate(root, n_train=40, n_val=8, size=96, seed=1, crowd_prob=0.5)
+    _generate(root, n_train=40, n_val=8, size=96, seed=1, plant_errors=0.0, crowd_prob=0.5)
     return root
 
 
@@ -209,7 +208,7 @@ def test_uncompressed_rle_roundtrip() -> None:
     for first in (False, True):
         m = rng.random((7, 5)) < 0.4
         m[0, 0] = first
-        rle = _uncompressed_rle(m)
+        rle = uncompressed_rle(m)
         decoded = mask_utils.decode(mask_utils.frPyObjects(rle, 7, 5)).astype(bool)
         assert np.array_equal(decoded, m)
 
@@ -252,7 +251,7 @@ def _check_voc_against_coco(root: Path, split: str) -> None:
         assert np.array_equal(obj[valid], inst[valid])
         assert (sem[crowd] == 255).all()
         inst[crowd] = 1000
-        interior = ~_void_border(inst) & ~crowd
+        interior = ~void_border(inst) & ~crowd
         assert valid[interior].all()
 
 
@@ -269,7 +268,7 @@ def test_voc_matches_corrupted_coco(corrupted: Path) -> None:
 def test_void_border() -> None:
     labels = np.zeros((6, 6), dtype=np.int32)
     labels[2:4, 2:4] = 1
-    void = _void_border(labels)
+    void = void_border(labels)
     assert void[1:5, 1:5].all() and void.sum() == 16
 
 
@@ -280,7 +279,7 @@ def test_context_cue() -> None:
     boat = CLASS_NAMES.index(CONTEXT_CLASS)
     counts = {True: [0, 0], False: [0, 0]}  # has boat -> [water, total]
     for i in range(200):
-        scene = _sample_scene(np.random.default_rng([7, 0, i]), 64)
+        scene = sample_scene(np.random.default_rng([7, 0, i]), 64)
         has_boat = any(o.category == boat for o in scene.objects)
         counts[has_boat][0] += scene.background == CONTEXT_BACKGROUND
         counts[has_boat][1] += 1
@@ -293,7 +292,7 @@ def test_context_cue() -> None:
 def test_scene_constraints() -> None:
     overlapping = 0
     for i in range(60):
-        scene = _sample_scene(np.random.default_rng([3, 0, i]), 96)
+        scene = sample_scene(np.random.default_rng([3, 0, i]), 96)
         assert 1 <= len(scene.objects) <= 5
         hidden = False
         for o in scene.objects:
