@@ -87,7 +87,7 @@ def make_run(
     ``EVIL_UNKNOWN``; CAM-prompt rows for the primary map.
     """
     rng = np.random.default_rng(seed)
-    images, scores, maps, thumbs, instances, findings, prompts = [], [], [], [], [], [], []
+    images, scores, maps, thumbs, instances, findings, prompts, confusion = [], [], [], [], [], [], [], []
     suspicion = rng.uniform(0.05, 0.95, n_images)
     ranks = np.argsort(np.argsort(-suspicion)) + 1  # 1 = most suspicious
     nan = float("nan")
@@ -109,6 +109,10 @@ def make_run(
             "review_rank": int(ranks[i]), "worst_class_id": worst,
             "unknown_classes": [EVIL_UNKNOWN] if i == 0 else [], "unknown_pixels": [50] if i == 0 else [],
         })
+        valid = gt != 255
+        pairs, counts = np.unique(np.stack([gt[valid], pred[valid]]).astype(np.int64), axis=1, return_counts=True)
+        confusion += [{"image_id": image_id, "gt_class_id": int(g), "pred_class_id": int(p), "pixels": int(n)}
+                      for (g, p), n in zip(pairs.T, counts, strict=True)]
         rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
         thumbs.append({"image_id": image_id, "image_jpeg": jpeg(rgb), "gt_png": png(gt, palette=i % 2 == 0),
                        "pred_png": png(pred)})
@@ -179,7 +183,9 @@ def make_run(
     write_table(instances, join(run_dir, "instances.parquet"), "instances")
     write_table(findings if with_scores else [], join(run_dir, "findings.parquet"), "findings")
     write_table(prompts, join(run_dir, "prompts.parquet"), "prompts")
+    write_table(confusion, join(run_dir, "confusion.parquet"), "confusion")
     return {
+        "confusion": confusion,
         "images": sorted(images, key=lambda r: r["review_rank"]),
         "classes": sorted({c for r in images for c in r["gt_classes"]}),
         "errors": errors,

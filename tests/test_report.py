@@ -112,11 +112,28 @@ def test_report_header_and_sections(fake_run: tuple[Path, dict[str, Any]]) -> No
     # the image index is in review order
     assert [row[0] for row in data["index"]] == [r["file_name"] for r in facts["images"]]
     assert [row[1] for row in data["index"]] == sorted(row[1] for row in data["index"])
-    # findings: strongest first, each pointing to its image's card
-    scores = [f["s"] for f in data["findings"]]
-    assert scores == sorted(scores, reverse=True) and len(scores) == len(facts["findings"])
+    # findings: in review order (the image's review rank, then kind, then score), each pointing to its card
+    order = [(data["index"][f["i"]][1], FINDING_KINDS.index(f["k"]), -f["s"]) for f in data["findings"]]
+    assert order == sorted(order) and len(order) == len(facts["findings"])
+    assert data["index"][data["findings"][0]["i"]][1] == 1
     for f in data["findings"]:
         assert data["index"][f["i"]][0] == f["f"]
+        assert f["key"] == f"{f['id']}|{f['c']}|{f['k']}" and data["index"][f["i"]][6] == f["id"]
+        assert f["x"] and f["p"].startswith("/data/VOC2012/")
+    # the review list names the annotation ids of the finding's class in its image
+    neglected = next(f for f in data["findings"] if f["k"] == "neglected_instances")
+    assert neglected["a"] == ["0", "1"]
+    # every image with a finding has a row thumbnail; the facets name the kinds and the confusion cells
+    assert set(data["thumbs"]) == {f["id"] for f in data["findings"]}
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"].values())
+    assert [facet["k"] for facet in data["facets"]] == [
+        list(dict.fromkeys(f["kind"] for f in facts["findings"] if f["image_id"] == row[6])) for row in data["index"]]
+    k = len(data["confusion"]["n"])
+    matrix = np.asarray(data["confusion"]["m"])
+    assert matrix.sum() == sum(r["pixels"] for r in facts["confusion"])
+    for row, facet in zip(data["index"], data["facets"], strict=True):
+        mine = {r["gt_class_id"] * k + r["pred_class_id"] for r in facts["confusion"] if r["image_id"] == row[6]}
+        assert set(facet["x"]) == mine
     assert {f["k"] for f in data["findings"]} == {"label_error", "neglected_instances", "out_of_label_space"}
     # per-class rows: model classes with scores (no background) plus the unknown dataset class
     names = [r["n"] for r in data["classes"]["rows"]]

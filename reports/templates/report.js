@@ -57,6 +57,9 @@
     return out;
   })();
   function cssColor(k) { var c = PALETTE[((k % 256) + 256) % 256]; return "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")"; }
+  var API = {el: el, option: option, DATA: DATA, META: META, palette: PALETTE};
+  var REVIEW = window.segauditReview(API);
+  var GALLERY = window.segauditGallery(API, function () { showPage(0); });
 
   /* Jet colour of x in [0, 1], as reports.overlay.colorize_cam. */
   function jet(x) {
@@ -130,14 +133,22 @@
     clear(table);
     var head = el("tr");
     columns.forEach(function (col) {
-      var th = el("th", {"data-col": col.key, "data-key": col.key, title: col.title || null,
-                         "class": col.numeric ? "num" : "text"}, [col.label]);
+      var th = el("th", {"data-col": col.sort === false ? null : col.key, "data-key": col.key, title: col.title || null, scope: "col",
+                         "class": col.numeric ? "num" : "text", tabindex: col.sort === false ? null : 0,
+                         "aria-sort": state.col === col.key ? (state.dir === "asc" ? "ascending" : "descending") : null}, [col.label]);
       if (state.col === col.key) { th.setAttribute("data-dir", state.dir); }
-      th.addEventListener("click", function () {
-        var dir = state.col === col.key && state.dir === "desc" ? "asc" : (state.col === col.key ? "desc" : (col.numeric ? "desc" : "asc"));
+      function sortBy() {
+        var first = col.first || (col.numeric ? "desc" : "asc");
+        var dir = state.col === col.key ? (state.dir === "asc" ? "desc" : "asc") : first;
         state.col = col.key; state.dir = dir;
         onSort();
-      });
+        var again = table.querySelector("th[data-key='" + col.key + "']");
+        if (again) { again.focus(); }
+      }
+      if (col.sort !== false) {
+        th.addEventListener("click", sortBy);
+        th.addEventListener("keydown", function (ev) { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); sortBy(); } });
+      }
       head.appendChild(th);
     });
     table.appendChild(el("thead", null, [head]));
@@ -193,23 +204,28 @@
 
   // ----------------------------------------------------------------------------------------- findings
   var FIND_PAGE = 50;
-  var findState = {kinds: {}, cls: "", col: "s", dir: "desc", page: 0};
+  var findState = {kinds: {}, cls: "", col: "i", dir: "asc", page: 0};
   META.kinds.forEach(function (k) { findState.kinds[k] = true; });
   function classKey(f) { return f.c !== null && f.c > 0 ? "c" + f.c : "n" + f.n; }
 
   function findingColumns() {
     return [
+      {key: "i", label: "review rank", numeric: true, first: "asc", title: doc("review_rank") + " Default order: review rank, then kind, then score.", cell: function (f) {
+        var r = f.i === null ? null : DATA.index[f.i][1]; return r === null ? DASH : String(r);
+      }, value: function (f) { return f.i === null ? null : DATA.index[f.i][1]; }},
+      {key: "t", label: "image", sort: false, cell: function (f) {
+        var uri = DATA.thumbs && DATA.thumbs[f.id];
+        return uri ? el("img", {"class": "mini", src: uri, alt: "thumbnail of " + f.f}) : el("span", {"class": "muted", text: DASH});
+      }, value: function () { return ""; }},
       {key: "k", label: "kind", title: doc("kind"), cell: function (f) { return kindBadge(f.k); }, value: function (f) { return META.kinds.indexOf(f.k); }},
       {key: "s", label: "score", numeric: true, shade: true, title: doc("score"), cell: function (f) { return fmt(f.s); }, value: function (f) { return f.s; }},
       {key: "n", label: "class", cell: function (f) {
         return el("span", null, [f.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(f.c)}}) : null, f.n || DASH]);
       }, value: function (f) { return (f.n || "").toLowerCase(); }},
-      {key: "f", label: "image", cell: function (f) {
+      {key: "f", label: "file", cell: function (f) {
         return f.i === null ? (f.f || DASH) : el("a", {href: "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c), text: f.f});
       }, value: function (f) { return (f.f || "").toLowerCase(); }},
-      {key: "i", label: "review rank", numeric: true, title: doc("review_rank"), cell: function (f) {
-        var r = f.i === null ? null : DATA.index[f.i][1]; return r === null ? DASH : String(r);
-      }, value: function (f) { return f.i === null ? null : DATA.index[f.i][1]; }},
+      {key: "d", label: "decision", sort: false, cell: function (f) { return REVIEW.buttons(f.key); }, value: function () { return ""; }},
       {key: "e", label: "evidence", wrap: true, cell: function (f) {
         var span = el("span", {"class": "evidence"});
         Object.keys(f.e).forEach(function (k, j) {
@@ -255,6 +271,13 @@
     select.addEventListener("change", function () { findState.cls = select.value; findState.page = 0; renderFindings(); });
     box.appendChild(el("label", null, ["class ", select]));
     box.appendChild(el("span", {id: "finding-count", "class": "muted"}));
+    box.appendChild(el("button", {type: "button", id: "findings-to-gallery", text: "show these images in the gallery", on: {click: function () {
+      var on = META.kinds.filter(function (k) { return findState.kinds[k] !== false; });
+      var cls = /^c\d+$/.test(findState.cls) ? findState.cls.slice(1) : "";
+      GALLERY.set({kind: on.length === 1 ? on[0] : "", cls: cls}, true);
+      document.getElementById("gallery").scrollIntoView();
+    }}}));
+    box.parentNode.insertBefore(REVIEW.bar(), box);
   }
   function renderFindings() {
     var table = document.getElementById("finding-table");
@@ -270,11 +293,24 @@
     findState.page = Math.min(findState.page, pages - 1);
     var shown = rows.slice(findState.page * FIND_PAGE, (findState.page + 1) * FIND_PAGE);
     renderTable(table, cols, shown, findState, renderFindings, function (f) {
-      return {"class": "finding-row" + (f.i === null ? "" : " link"), "data-kind": f.k, "data-class": f.n,
+      function open() {
+        if (f.i === null) { return; }
+        var target = "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c);
+        if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+      }
+      return {"class": "finding-row" + (f.i === null ? "" : " link"), "data-kind": f.k, "data-class": f.n, "data-key": f.key, tabindex: 0,
               on: {click: function (ev) {
-                if (f.i === null || ev.target.tagName === "A") { return; }
-                var target = "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c);
-                if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+                if (ev.target.closest && ev.target.closest("a, button")) { return; }
+                open();
+              }, keydown: function (ev) {
+                if (ev.target !== ev.currentTarget) { return; }
+                if (ev.key === "Enter") { ev.preventDefault(); open(); return; }
+                if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+                  var next = ev.key === "ArrowDown" ? ev.currentTarget.nextElementSibling : ev.currentTarget.previousElementSibling;
+                  if (next) { ev.preventDefault(); next.focus(); }
+                  return;
+                }
+                REVIEW.handleKey(ev, f.key);
               }}};
     });
     document.getElementById("finding-count").textContent = rows.length + " of " + DATA.findings.length + " findings shown";
@@ -303,7 +339,9 @@
       {key: "n", label: "class", cell: function (r) {
         return el("span", {title: r.c > 0 ? "class id " + r.c : "a dataset class the model does not know"}, [
           r.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(r.c)}}) : null, r.n,
-          r.c > 0 ? null : el("span", {"class": "tag", text: "unknown to the model"})]);
+          r.c > 0 ? null : el("span", {"class": "tag", text: "unknown to the model"}),
+          r.c > 0 ? el("button", {type: "button", "class": "to-gallery", "data-class-id": r.c, title: "show the images of " + r.n + " in the gallery",
+                                  text: "images", on: {click: function () { GALLERY.set({cls: String(r.c)}, true); document.getElementById("gallery").scrollIntoView(); }}}) : null]);
       }, value: function (r) { return r.n.toLowerCase(); }},
       {key: "images", label: "images", numeric: true, title: "images scored for the class", cell: function (r) { return String(r.images); }, value: function (r) { return r.images; }},
       {key: "seg_iou", label: label("seg_iou"), numeric: true, shade: true, title: doc("seg_iou"), cell: function (r) { return fmt(r.seg_iou); }, value: function (r) { return r.seg_iou; }},
@@ -400,10 +438,12 @@
     box.appendChild(el("label", null, ["score ", select]));
     box.appendChild(el("span", {"class": "muted", id: "hist-which"}));
   }
-  function histogram(title, counts, sub) {
+  function histogram(title, counts, sub, classId) {
     var W = 170, H = 64, bins = counts.length, max = Math.max.apply(null, counts.concat([1]));
     var total = counts.reduce(function (a, b) { return a + b; }, 0);
-    var s = svg("svg", {width: W, height: H + 14, viewBox: "0 0 " + W + " " + (H + 14), role: "img"});
+    var alt = "histogram of " + label(classState.hist) + " for " + title + ": " + counts.map(function (c, i) {
+      return (i / bins).toFixed(1) + "\u2013" + ((i + 1) / bins).toFixed(1) + ": " + c; }).join(", ");
+    var s = svg("svg", {width: W, height: H + 14, viewBox: "0 0 " + W + " " + (H + 14), role: "img", "aria-label": alt});
     var bw = W / bins;
     counts.forEach(function (c, i) {
       var h = Math.round(H * c / max);
@@ -415,7 +455,13 @@
     [["0", 0, "start"], ["0.5", W / 2, "middle"], ["1", W, "end"]].forEach(function (t) {
       var text = svg("text", {"class": "axis", x: t[1], y: H + 11, "text-anchor": t[2]}); text.textContent = t[0]; s.appendChild(text);
     });
-    return el("div", {"class": "hist"}, [el("div", {"class": "t", text: title}), el("div", {"class": "muted small", text: "n = " + total + (sub || "")}), s]);
+    var t = svg("text", {"class": "axis", x: 2, y: 9}); t.textContent = "max " + max; s.appendChild(t);
+    var box = el("div", {"class": "hist"}, [el("div", {"class": "t", text: title}), el("div", {"class": "muted small", text: "n = " + total + (sub || "") + " \u00b7 x: " + label(classState.hist)}), s]);
+    if (classId !== undefined && classId > 0) {
+      box.appendChild(el("button", {type: "button", "class": "to-gallery", text: "images", title: "show the images of " + title + " in the gallery",
+                                    on: {click: function () { GALLERY.set({cls: String(classId)}, true); document.getElementById("gallery").scrollIntoView(); }}}));
+    }
+    return box;
   }
   function renderHistograms() {
     var box = clear(document.getElementById("histograms"));
@@ -423,11 +469,11 @@
     document.getElementById("hist-which").textContent = classState.m ? classState.m + " @ " + classState.l : "";
     if (!entry) { box.appendChild(el("p", {"class": "empty", text: "No scores to draw."})); return; }
     if (entry.all) { box.appendChild(histogram("all classes", entry.all)); }
-    CLASSES.rows.forEach(function (r, i) { if (entry.classes[i]) { box.appendChild(histogram(r.n, entry.classes[i])); } });
+    CLASSES.rows.forEach(function (r, i) { if (entry.classes[i]) { box.appendChild(histogram(r.n, entry.classes[i], "", r.c)); } });
   }
 
   // ------------------------------------------------------------------------------------------ gallery
-  var pageCache = {}, pageWaiters = {}, current = {page: -1};
+  var pageCache = {}, pageWaiters = {};
   window.segauditPage = function (page, data) {
     pageCache[page] = data;
     (pageWaiters[page] || []).forEach(function (w) { w[0](data); });
@@ -468,22 +514,32 @@
     input.addEventListener("keydown", function (e) { if (e.key === "Enter") { go(); } });
     return el("span", null, [" \u00b7 find ", input, el("button", {type: "button", text: "go", on: {click: go}}), " ", status]);
   }
+  /* The gallery shows GALLERY.list() (card indices, filtered and sorted), META.page_size at a time; each
+     card comes from its page of cards (loaded on demand), whatever the filter. */
+  var view = {key: "", list: []};
   function showPage(page) {
     var cards = document.getElementById("cards");
     if (!META.n_cards) { clear(cards).appendChild(el("p", {"class": "empty", text: "No images in this run."})); return Promise.resolve(); }
-    page = Math.min(Math.max(page, 0), META.n_pages - 1);
+    var list = view.list = GALLERY.list(), ps = META.page_size;
+    var pages = Math.max(Math.ceil(list.length / ps), 1);
+    page = Math.min(Math.max(page, 0), pages - 1);
     var go = function (p) { showPage(p).then(function () { document.getElementById("gallery").scrollIntoView(); }); };
-    var first = page * META.page_size, last = Math.min(first + META.page_size, META.n_cards);
-    var info = el("span", {"class": "muted", text: " images " + (first + 1) + "\u2013" + last + " of " + META.n_cards});
-    pager(document.getElementById("gallery-pager"), page, META.n_pages, go, el("span", null, [info, findBox()]));
-    pager(document.getElementById("gallery-pager-bottom"), page, META.n_pages, go);
-    if (current.page === page) { return Promise.resolve(); }
-    current.page = page;
+    var first = page * ps, last = Math.min(first + ps, list.length);
+    var info = el("span", {"class": "muted", id: "gallery-count", "aria-live": "polite", text: " images " + (list.length ? first + 1 : 0) + "\u2013" + last + " of " +
+      list.length + (GALLERY.active() ? " matching " + GALLERY.describe() + " (" + META.n_cards + " in all)" : "")});
+    pager(document.getElementById("gallery-pager"), page, pages, go, el("span", null, [info, findBox()]));
+    pager(document.getElementById("gallery-pager-bottom"), page, pages, go);
+    var want = list.slice(first, last), key = page + ":" + want.join(",");
+    if (view.key === key) { return Promise.resolve(); }
+    view.key = key;
+    if (!want.length) { clear(cards).appendChild(el("p", {"class": "empty", text: "No image matches the filters."})); return Promise.resolve(); }
+    var needed = [];
+    want.forEach(function (i) { var p = Math.floor(i / ps); if (needed.indexOf(p) < 0) { needed.push(p); } });
     clear(cards).appendChild(el("p", {"class": "muted", text: "loading page " + (page + 1) + "\u2026"}));
-    return loadPage(page).then(function (data) {
-      if (current.page !== page) { return; }
+    return Promise.all(needed.map(loadPage)).then(function () {
+      if (view.key !== key) { return; }
       clear(cards);
-      data.cards.forEach(function (card) { cards.appendChild(renderCard(card)); });
+      want.forEach(function (i) { cards.appendChild(renderCard(pageCache[Math.floor(i / ps)].cards[i % ps])); });
     }, function (err) {
       clear(cards).appendChild(el("p", {"class": "warn", text: String(err.message || err)}));
     });
@@ -493,14 +549,55 @@
     if (!m) { return; }
     var i = parseInt(m[1], 10), c = m[2] === undefined ? null : parseInt(m[2], 10);
     if (i >= META.n_cards) { return; }
-    showPage(Math.floor(i / META.page_size)).then(function () {
+    if (GALLERY.list().indexOf(i) < 0) { GALLERY.set({}, true); }  // a card the filters hide: show all again
+    showPage(Math.floor(Math.max(GALLERY.list().indexOf(i), 0) / META.page_size)).then(function () {
       var node = document.getElementById("card-" + i);
       if (!node) { return; }
       if (c !== null && node.selectClass) { node.selectClass(c); }
       document.querySelectorAll(".img-card.hl").forEach(function (n) { n.classList.remove("hl"); });
       node.classList.add("hl");
       node.scrollIntoView({block: "start"});
+      node.focus({preventScroll: true});
     });
+  }
+  /* The card the keys act on: the focused one, else the highlighted one, else the first shown. */
+  function currentCard() {
+    var a = document.activeElement, node = a && a.closest ? a.closest(".img-card") : null;
+    return node || document.querySelector(".img-card.hl") || document.querySelector(".img-card");
+  }
+  function stepCard(delta) {
+    var node = currentCard(), list = GALLERY.list();
+    var at = node ? list.indexOf(parseInt(node.id.slice(5), 10)) : -1;
+    var next = list[Math.min(Math.max(at + delta, 0), list.length - 1)];
+    if (next === undefined) { return; }
+    var target = "#card-" + next;
+    if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+  }
+  /* Gallery keys (not while typing in a field): j / k next / previous card, g / p / c toggle GT /
+     prediction / CAM, m next method, f / o / u decide the card's finding. */
+  function galleryKeys(ev) {
+    var t = ev.target, tag = t && t.tagName;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || (t && t.isContentEditable)) { return; }
+    if (t && t.closest && t.closest("tr.finding-row, th")) { return; }
+    var node = currentCard(), k = ev.key.toLowerCase();
+    if (k === "j" || k === "k") { ev.preventDefault(); stepCard(k === "j" ? 1 : -1); return; }
+    if (!node || !(t === document.body || (t.closest && t.closest(".img-card")))) { return; }
+    var layer = {g: "gt", p: "pred", c: "cam"}[k];
+    if (layer) { ev.preventDefault(); node.toggleLayer(layer); return; }
+    if (k === "m") { ev.preventDefault(); node.nextMethod(); return; }
+    REVIEW.handleKey(ev, node.findingKey());
+  }
+  function buildGalleryControls() {
+    var box = document.getElementById("gallery-filters");
+    box.appendChild(GALLERY.controls());
+    var cards = document.getElementById("cards");
+    var grid = el("input", {type: "checkbox", id: "gallery-grid"});
+    var size = el("input", {type: "range", id: "gallery-size", min: 120, max: 320, value: 200, "aria-label": "card size in the grid"});
+    function apply() { cards.classList.toggle("grid", grid.checked); cards.style.setProperty("--grid-view", size.value + "px"); }
+    grid.addEventListener("change", apply); size.addEventListener("input", apply);
+    box.appendChild(el("div", {"class": "controls"}, [el("label", null, [grid, "grid"]), el("label", null, ["size ", size]),
+      el("span", {"class": "muted small", text: "keys: j / k next / previous card \u00b7 g GT \u00b7 p prediction \u00b7 c CAM \u00b7 m next method \u00b7 f / o / u decide"})]));
+    GALLERY.confusion(document.getElementById("confusion"), document.getElementById("confusion-controls"));
   }
 
   // ---------------------------------------------------------------------------------------- one card
@@ -615,6 +712,8 @@
     var start = strongest && strongest.c !== null ? subjectOf(strongest.c) : -1;
     if (start < 0) { start = subjectOf(card.worst); }
     state.s = start >= 0 ? start : 0;
+    var labelError = card.find.some(function (f) { return f.kind === "label_error"; });
+    if (labelError) { state.show.gt = true; state.show.pred = true; state.show.cam = false; }
     var labels = {gt: null, pred: null};
     /* The shown frame: the thumbnail's size (else the map's); each map upsampled to it once, its points
        found once the GT (the void mask) is known. */
@@ -645,9 +744,9 @@
     ]);
     var findings = el("span", {"class": "card-findings"});
     card.find.forEach(function (f) {
-      var b = el("button", {type: "button", "class": "chip", title: "score " + fmt(f.score)}, [kindBadge(f.kind), " " + (f.name || DASH)]);
+      var b = el("button", {type: "button", "class": "chip", title: "score " + fmt(f.score) + "; show this class"}, [kindBadge(f.kind), " " + (f.name || DASH)]);
       b.addEventListener("click", function () { if (f.c !== null) { node.selectClass(f.c); } });
-      findings.appendChild(b);
+      findings.appendChild(el("span", {"class": "finding-chip"}, [b, REVIEW.buttons(card.id + "|" + (f.c === null ? "" : f.c) + "|" + f.kind)]));
     });
     head.appendChild(findings);
     head.appendChild(el("div", {"class": "classes", text: "GT: " + (card.gtc.join(", ") || DASH) + " \u00b7 predicted: " +
@@ -710,8 +809,25 @@
       el("h3", {text: "Methods side by side"}), methodStrip,
       layers.length > 1 ? el("h3", {text: "Layer sweep (early \u2192 late)"}) : null, layers.length > 1 ? layerStrip : null,
       inst, prompts]);
-    var node = el("article", {"class": "img-card", id: "card-" + card.i, "data-rank": card.rank === null ? "" : card.rank},
-                  [head, el("div", {"class": "card-body"}, [viewerCol, side])]);
+    var compareView = window.segauditLabelView ? window.segauditLabelView(API, card, labelError) : null;
+    var node = el("article", {"class": "img-card", id: "card-" + card.i, "data-rank": card.rank === null ? "" : card.rank, tabindex: -1,
+                              "aria-label": "image " + (card.rank === null ? "" : "#" + card.rank + " ") + card.file},
+                  [head, compareView ? compareView.node : null, el("div", {"class": "card-body"}, [viewerCol, side])]);
+    node.toggleLayer = function (layer) {
+      var box = toggles.querySelector("input[data-toggle='" + layer + "']");
+      if (box) { box.checked = !box.checked; state.show[layer] = box.checked; applyVisibility(); }
+    };
+    node.nextMethod = function () {
+      var at = methods.indexOf(state.m);
+      methodSel.value = methods[(at + 1) % methods.length];
+      methodSel.dispatchEvent(new Event("change"));
+    };
+    /* the finding the decision keys act on: the shown class's strongest, else the image's strongest */
+    node.findingKey = function () {
+      var subject = card.subjects[state.s], mine = card.find.filter(function (f) { return subject && f.c === subject.c; });
+      var f = (mine.length ? mine : card.find).slice().sort(function (a, b) { return (b.score || 0) - (a.score || 0); })[0];
+      return f ? card.id + "|" + (f.c === null ? "" : f.c) + "|" + f.kind : null;
+    };
     /* the page's point prompts of the card's k-th map (tests compare them with segaudit.metrics.scores) */
     node.mapPoints = function (k) { var got = compute(card.maps[k]); return got ? got.pts : null; };
     node.selectClass = function (classId) {
@@ -751,6 +867,7 @@
       drawPoints(layerNodes.points, got ? got.pts : null, got ? got.H : 1, got ? got.W : 1);
       if (got && state.m === "fixations") { drawFixations(layerNodes.points, card.fix, state.s, entry.h, got.H); }
       if (labels.gt) { drawOutline(layerNodes.outline, labels.gt, subject ? subject.c : null); }
+      if (compareView) { compareView.update(labels, subject ? subject.c : null, got); }
       viewerCaption.textContent = entry ? (state.m + " @ " + state.l + " \u00b7 target " + (entry.t || DASH) + " \u00b7 raw range " +
         fmtG(entry.lo) + " \u2026 " + fmtG(entry.hi)) : (subject ? "no map for " + subject.name + " with " + state.m + " @ " + state.l : "no map");
       // scores of the shown map
@@ -790,11 +907,17 @@
       if (rows) {
         inst.appendChild(el("h3", {title: doc("instance_coverage"), text: "Instance coverage " + fmt(rows.cov, 2) + " (" + rows.rows.length + " instance" + (rows.rows.length === 1 ? "" : "s") + ")"}));
         var chips = el("div", {"class": "inst"});
+        var n = rows.rows.length;
         rows.rows.forEach(function (r) {
-          var yes = r.cov === 1, undef = num(r.cov);
+          /* segaudit.metrics.instances: covered = peak >= 0.5 or share of the class's mass >= 1 / (2n); with one
+             instance the share is 1 and the rule says nothing, so no badge: the map's mass share is shown */
+          var undef = num(r.cov) || n < 2, yes = !undef && r.cov === 1;
+          var why = undef ? "" : (!num(r.pk) && r.pk >= 0.5 ? "peak " + fmt(r.pk, 2) + " \u2265 0.50" :
+            "class mass share " + fmt(r.cms, 2) + (yes ? " \u2265 " : " < ") + fmt(1 / (2 * n), 2));
+          var verdict = n < 2 ? "single instance, energy in it " + fmt(r.ms, 2) : (num(r.cov) ? "?" : (yes ? "\u2713 covered" : "\u2717 dark") + ": " + why);
           chips.appendChild(el("span", {"class": undef ? "" : (yes ? "yes" : "no"), "data-covered": undef ? "" : (yes ? "1" : "0"),
             title: "mass share " + fmt(r.ms, 2) + ", share of the class's mass " + fmt(r.cms, 2) + ", peak " + fmt(r.pk, 2) + ", " + (r.px === null ? "?" : r.px) + " px",
-            text: "#" + r.k + (r.a ? " (ann " + r.a + ")" : "") + " " + (undef ? "?" : (yes ? "\u2713 covered" : "\u2717 dark")) + " \u00b7 " + fmt(r.cms, 2)}));
+            text: "#" + r.k + (r.a ? " (ann " + r.a + ")" : "") + " " + verdict}));
         });
         inst.appendChild(chips);
       }
@@ -826,6 +949,8 @@
   }
 
   // ------------------------------------------------------------------------------------------- start
+  buildGalleryControls();
+  document.addEventListener("keydown", galleryKeys);
   buildFindingControls();
   renderFindings();
   buildClassControls();
