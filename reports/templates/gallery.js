@@ -49,12 +49,13 @@ window.segauditGallery = function (api, onChange) {
   }
   /* Set some filters (others kept unless reset), update the controls, redraw. */
   function set(changes, reset) {
+    var before = JSON.stringify(f);
     if (reset) { f.kind = ""; f.cls = ""; f.cell = null; f.lo = ""; f.hi = ""; f.rlo = ""; f.rhi = ""; }
     Object.keys(changes || {}).forEach(function (k) { f[k] = changes[k]; });
     Object.keys(inputs).forEach(function (k) { inputs[k].value = f[k] === null ? "" : String(f[k]); });
     cellChip.hidden = f.cell === null;
     cellChip.textContent = f.cell === null ? "" : "cell: " + cellName(f.cell) + " \u2715";
-    onChange();
+    if (JSON.stringify(f) !== before) { onChange(); }  // a field's late change event (on blur) redraws nothing
   }
   var cellChip = el("button", {type: "button", "class": "chip", id: "gallery-cell", hidden: true, title: "remove the confusion-cell filter"});
   cellChip.addEventListener("click", function () { set({cell: null}); });
