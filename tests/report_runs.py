@@ -191,3 +191,30 @@ def make_run(
         "errors": errors,
         "findings": findings,
     }
+
+
+def rewrite_run(run_dir: Path, *, coco: bool = False, methods: list[str] | None = None) -> None:
+    """Rewrite a run written by :func:`make_run` in place: as if read from COCO (numeric image ids, base
+    file names, another dataset kind, path and fingerprint) and/or with only ``methods``."""
+    from segaudit.runs.tables import SCHEMAS, load_run
+
+    run = load_run(run_dir)
+    ids = {f"img{i}": str(i + 1) for i in range(len(run.images))}
+    for name in SCHEMAS:
+        if name in ("run", "reviews") or not (run_dir / f"{name}.parquet").is_file():
+            continue
+        frame = getattr(run, name).copy()
+        if coco and "image_id" in frame:
+            frame["image_id"] = frame["image_id"].map(lambda i: ids.get(i, i))
+        if coco and "file_name" in frame:
+            frame["file_name"] = frame["file_name"].map(lambda f: f.rsplit("/", 1)[-1])
+        if methods is not None and "method" in frame:
+            frame = frame[frame["method"].isin(methods) | (frame["method"] == "")]
+        write_table(frame.reset_index(drop=True), join(run_dir, f"{name}.parquet"), name)
+    row = dict(run.run)
+    if coco:
+        row.update(dataset_kind="coco", dataset_path="/data/coco/annotations/instances_val.json",
+                   dataset_fingerprint="c" * 64, split="")
+    if methods is not None:
+        row["methods"] = methods
+    write_table([row], join(run_dir, "run.parquet"), "run")

@@ -553,3 +553,32 @@ def test_report_has_no_serious_accessibility_violation(fake_report: tuple[Path, 
     view = Page(browser, report)
     assert _axe(view.page) == []
     view.close()
+
+
+def test_compare_page_warns_and_is_accessible(browser: Any, tmp_path: Path) -> None:
+    """The same images as VOC and as COCO: the page pairs them by file name, says why its deltas need
+    care, sorts the images A / B column by keyboard, and has no serious accessibility violation."""
+    from report_runs import rewrite_run
+    from segaudit.reports import compare_runs
+
+    make_run(tmp_path / "voc", seed=0, run_id="run-voc")
+    make_run(tmp_path / "coco", seed=1, run_id="run-coco")
+    rewrite_run(tmp_path / "coco", coco=True)
+    out = compare_runs(tmp_path / "voc", tmp_path / "coco")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(out.resolve().as_uri())
+    warnings = page.locator("#compare-warnings li").all_inner_texts()
+    assert any(w.startswith("Dataset formats differ") for w in warnings)
+    assert page.locator("text=The runs share no image").count() == 0
+    assert page.locator(".changed-row").count() > 0 and page.locator(".changed-row a.card-link").count() > 0
+    header = page.locator("#class-deltas-base th[data-col='1']")
+    header.focus()
+    page.keyboard.press("Enter")
+    assert header.get_attribute("aria-sort") == "ascending"
+    sums = [sum(int(x) for x in t.split(" / ")) for t in page.locator("#class-deltas-base tbody td:nth-child(2)").all_inner_texts()]
+    assert sums == sorted(sums)
+    assert _axe(page) == []
+    assert problems == []
+    page.close()
