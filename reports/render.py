@@ -100,8 +100,8 @@ METRIC_LABELS: dict[str, str] = {
 DEFAULT_CENTROID_CUTOFF = 0.6
 
 _TEMPLATE = "report.html.j2"
-#: The page's scripts, in order: the helpers report.js calls (review, gallery, label view) come first.
-_SCRIPTS = ("sortable.js", "review.js", "gallery.js", "labelview.js", "report.js")
+#: The page's scripts, in order: the parts report.js calls (review, gallery, label view, cards) come first.
+_SCRIPTS = ("sortable.js", "review.js", "gallery.js", "labelview.js", "cards.js", "report.js")
 _MARKER = ".segaudit-report"  # marks a page folder as ours, so a re-render may replace it
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
