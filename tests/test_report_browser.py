@@ -391,6 +391,9 @@ def test_review_decisions_persist_and_export(fake_report: tuple[Path, Path, dict
     rows = page.locator("#finding-table tbody tr")
     keys = rows.evaluate_all("rs => rs.map(r => r.dataset.key)")
     rows.nth(0).locator("button[data-decision='fix']").click()
+    rows.nth(0).locator("input.note").fill("mask shifted, \"see\" left edge")
+    rows.nth(0).locator("input.note").press("Enter")
+    rows.nth(0).locator("input.note").dispatch_event("change")
     rows.nth(1).locator("button[data-decision='unsure']").click()
     rows.nth(2).focus()
     page.keyboard.press("o")  # the keys decide the focused row
@@ -423,6 +426,7 @@ def test_review_decisions_persist_and_export(fake_report: tuple[Path, Path, dict
         finding = next(f for f in first if f"{f['image_id']}|{f['class_id']}|{f['kind']}" == keys[0])
         assert fixed["file_name"] == finding["file_name"] and fixed["score"] == pytest.approx(finding["score"])
         assert fixed["path"].startswith("/data/VOC2012/") and fixed["suggested_fix"]
+        assert fixed["note"] == 'mask shifted, "see" left edge'  # CSV quoting survives
     coco = __import__("json").loads(exports["coco"].read_text())
     assert coco["annotation_ids"] == [int(a) for a in reviews[reviews["decision"] == "fix"].iloc[0]["annotation_ids"]]
     view.check_clean()

@@ -383,9 +383,10 @@ window.segauditCards = function (api) {
       clear(inst);
       var rows = card.inst.filter(function (x) { return x.s === state.s && x.m === state.m && x.l === state.l; })[0];
       if (rows) {
-        inst.appendChild(el("h3", {title: doc("instance_coverage"), text: "Instance coverage " + fmt(rows.cov, 2) + " (" + rows.rows.length + " instance" + (rows.rows.length === 1 ? "" : "s") + ")"}));
-        var chips = el("div", {"class": "inst"});
         var n = rows.rows.length;
+        inst.appendChild(el("h3", {title: doc("instance_coverage"), text: n < 2 ? "Instance coverage: one instance (the rule needs 2 or more)" :
+          "Instance coverage " + fmt(rows.cov, 2) + " (" + n + " instances)"}));
+        var chips = el("div", {"class": "inst"});
         rows.rows.forEach(function (r) {
           /* segaudit.metrics.instances: covered = peak >= 0.5 or share of the class's mass >= 1 / (2n); with one
              instance the share is 1 and the rule says nothing, so no badge: the map's mass share is shown */

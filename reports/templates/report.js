@@ -162,7 +162,7 @@
       {key: "f", label: "file", cell: function (f) {
         return f.i === null ? (f.f || DASH) : el("a", {href: "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c), text: f.f});
       }, value: function (f) { return (f.f || "").toLowerCase(); }},
-      {key: "d", label: "decision", sort: false, cell: function (f) { return REVIEW.buttons(f.key); }, value: function () { return ""; }},
+      {key: "d", label: "decision", sort: false, cell: function (f) { return REVIEW.buttons(f.key, true); }, value: function () { return ""; }},
       {key: "e", label: "evidence", wrap: true, cell: function (f) {
         var span = el("span", {"class": "evidence"});
         Object.keys(f.e).forEach(function (k, j) {

@@ -39,8 +39,9 @@ window.segauditReview = function (api) {
     return out;
   }
 
-  /* Buttons fix / OK / unsure for one finding; aria-pressed shows the decision. */
-  function buttons(key) {
+  /* Buttons fix / OK / unsure for one finding (aria-pressed shows the decision), and with withNote a note
+     field, kept with the decision (enabled once the finding is decided). */
+  function buttons(key, withNote) {
     var box = el("span", {"class": "decide", role: "group", "aria-label": "decision", "data-key": key});
     DECISIONS.forEach(function (d) {
       var b = el("button", {type: "button", "class": "dec dec-" + d[0], "data-decision": d[0], "aria-pressed": "false",
@@ -48,9 +49,17 @@ window.segauditReview = function (api) {
       b.addEventListener("click", function (ev) { ev.stopPropagation(); set(key, d[0]); });
       box.appendChild(b);
     });
+    var note = withNote ? el("input", {type: "text", "class": "note", "aria-label": "note", placeholder: "note", size: 12}) : null;
+    if (note) {
+      note.addEventListener("change", function () { setNote(key, note.value); });
+      note.addEventListener("click", function (ev) { ev.stopPropagation(); });
+      note.addEventListener("keydown", function (ev) { ev.stopPropagation(); });
+      box.appendChild(note);
+    }
     function paint() {
       var now = get(key);
       box.querySelectorAll("button").forEach(function (b) { b.setAttribute("aria-pressed", b.getAttribute("data-decision") === now ? "true" : "false"); });
+      if (note) { note.disabled = !now; note.value = state[key] ? state[key].n || "" : ""; }
     }
     paint();
     listeners.push(function (k) { if (k === key || k === null) { paint(); } });
