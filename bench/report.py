@@ -15,9 +15,12 @@ Measured:
 * ``report_render_seconds_5k``: wall time of :func:`reports.render_report` on the run (tables read,
   cards built, files written), in this process, after the imports;
 * ``first_paint_seconds``: Chromium's ``first-contentful-paint`` of the report opened from its file://
-  URL, the median of 3 fresh pages (also printed: the time until the first image card is drawn).
+  URL, the median of 3 fresh pages (also printed: the time until the first image card is drawn);
+* ``gallery_filter_seconds``: from a click on an off-diagonal cell of the confusion matrix to the first
+  card of the filtered gallery drawn (its pages of cards loaded from ``report_files/``), median of the 3.
 
-Ends with the lines ``report_render_seconds_5k: X`` and ``first_paint_seconds: Y``.
+Ends with the lines ``report_render_seconds_5k: X``, ``first_paint_seconds: Y`` and
+``gallery_filter_seconds: Z``.
 """
 
 from __future__ import annotations
@@ -116,12 +119,25 @@ def synthetic_run(source: Path, out: Path, n_images: int, seed: int = 0) -> Path
     return run_dir
 
 
-def first_paint(report: Path, repeats: int = 3) -> tuple[list[float], list[float]]:
-    """First contentful paint and first card drawn (seconds) of fresh Chromium pages."""
+#: Click an off-diagonal confusion cell, resolve with the milliseconds until a card of the filtered gallery
+#: is drawn (page.evaluate runs outside the report's CSP, which forbids Playwright's wait_for_function).
+_FILTER_MS = """() => new Promise((resolve, reject) => {
+  const cell = document.querySelector('#confusion-table td:not(.diag) button.cell');
+  if (!cell) { reject(new Error('no off-diagonal confusion cell')); return; }
+  const start = performance.now();
+  cell.click();
+  const poll = () => document.querySelector("#cards .img-card[data-ready='1']") ?
+    resolve(performance.now() - start) : requestAnimationFrame(poll);
+  poll();
+})"""
+
+
+def first_paint(report: Path, repeats: int = 3) -> tuple[list[float], list[float], list[float]]:
+    """First contentful paint, first card drawn and the confusion-cell filter (seconds) of fresh pages."""
     from playwright.sync_api import sync_playwright
 
     chromium = os.environ.get("SEGAUDIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    paints, cards = [], []
+    paints, cards, filters = [], [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         for _ in range(repeats):
@@ -136,9 +152,12 @@ def first_paint(report: Path, repeats: int = 3) -> tuple[list[float], list[float
                 raise RuntimeError(f"page errors: {errors}")
             paints.append(fcp / 1000.0)
             cards.append(card_ms / 1000.0)
+            filters.append(page.evaluate(_FILTER_MS) / 1000.0)
+            if errors:
+                raise RuntimeError(f"page errors: {errors}")
             page.close()
         browser.close()
-    return paints, cards
+    return paints, cards, filters
 
 
 def main() -> None:
@@ -165,11 +184,13 @@ def main() -> None:
         pages_mb = sum(p.stat().st_size for p in pages) / 1e6
         print(f"report: {report}: {html_mb:.1f} MB + {len(pages)} page files, {pages_mb:.0f} MB "
               f"(render {seconds:.1f} s wall, {cpu:.1f} s CPU, {os.cpu_count()} cores)")
-        paints, cards = first_paint(report)
+        paints, cards, filters = first_paint(report)
         print("first contentful paint (s): " + ", ".join(f"{p:.3f}" for p in paints))
         print("first image card drawn (s): " + ", ".join(f"{c:.3f}" for c in cards))
         print(f"report_render_seconds_5k: {seconds:.1f}")
+        print("confusion-cell filter to first card (s): " + ", ".join(f"{f:.3f}" for f in filters))
         print(f"first_paint_seconds: {statistics.median(paints):.3f}")
+        print(f"gallery_filter_seconds: {statistics.median(filters):.3f}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 images whose scores changed most, as one self-contained HTML page (``segaudit compare RUN_A RUN_B``).
 
 Read from the two runs' tables alone (:func:`segaudit.runs.tables.load_run`). Classes are matched by name
-(case-insensitive), images by ``image_id`` (by ``file_name`` when the ids do not overlap), methods by name;
-each run's maps are taken at its primary layer (the first of its ``layer``), so two runs of one model at
-two layers compare layer against layer. Every delta is ``B - A``.
+(case-insensitive), images by ``image_id`` or by file name, whichever pairs more (:mod:`reports.pairing`:
+the same images read as COCO and as VOC pair up), methods by name; each run's maps are taken at its
+primary layer (the first of its ``layer``), so two runs of one model at two layers compare layer against
+layer. Every delta is ``B - A``. The page opens with a warning for every difference beyond the model
+(format, dataset, split, classes, methods, layer, unpaired images), lists the findings new in B and
+resolved since A, and links each image to its card in both runs' reports.
+
+An image "changed" when, on the chosen method (the first common one by default), its label quality or
+its mean consistency over its classes moved by at least 0.0005 (what the page shows as a non-zero
+delta); images whose every delta rounds to 0.000 are not listed.
 
 Examples
 --------
@@ -16,6 +23,7 @@ PosixPath('compare.html')
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +43,8 @@ from segaudit.reports.overlay import (
     to_data_uri,
     upsample_map,
 )
-from segaudit.reports.render import METRIC_LABELS, _environment, _static
+from segaudit.reports.pairing import finding_changes, match_images, run_warnings
+from segaudit.reports.render import METRIC_LABELS, _environment, _review_order, _static
 from segaudit.reports.summary import CLASS_METRICS, class_facts, class_scores, layer_order
 from segaudit.reports.values import as_int, as_text
 
@@ -49,6 +58,8 @@ _LOWER_IS_BETTER = frozenset({"background_point_hit", "suspicion"})
 #: Picture side in the comparison's image rows.
 _SIDE = 160
 _TEMPLATE = "compare.html.j2"
+#: Smallest change shown as non-zero (deltas are printed with 3 decimals).
+_SHOWN = 5e-4
 
 
 def primary_layer(run: dict[str, Any], scores: pd.DataFrame) -> str:
@@ -97,49 +108,85 @@ def class_deltas(a: RunTables, b: RunTables) -> tuple[pd.DataFrame, list[str]]:
     return out.reset_index(drop=True), methods
 
 
-def image_deltas(a: RunTables, b: RunTables, top: int = 50) -> pd.DataFrame:
+def image_deltas(a: RunTables, b: RunTables, top: int = 50, method: str | None = None) -> pd.DataFrame:
     """The images whose scores changed most between the runs.
 
-    Images are matched by ``image_id`` (by ``file_name`` if no id is shared). The change is
-    ``max(|delta suspicion|, |delta consistency|)``; ties keep A's review order.
+    Images are paired by :func:`reports.pairing.match_images`. With ``method`` (a method both runs have),
+    the change is ``max(|delta label quality|, |delta consistency of the method|)``, the method's
+    consistency being the image's mean over its classes at each run's primary layer; without, it is
+    ``max(|delta suspicion|, |delta consistency|)``. Images that changed by less than 0.0005 are left out;
+    ties keep A's review order.
 
     Returns
     -------
     pd.DataFrame
         Up to ``top`` rows, largest change first: ``image_id_a``, ``image_id_b``, ``file_name``,
         ``suspicion_a/_b/_delta``, ``consistency_a/_b/_delta``, ``label_quality_a/_b/_delta``,
-        ``review_rank_a/_b``, ``change``.
+        ``method_consistency_a/_b/_delta`` (NaN without ``method``), ``review_rank_a/_b``, ``change``.
     """
     cols = ["image_id", "file_name", "suspicion", "consistency", "label_quality", "review_rank"]
     ia, ib = a.images[cols].copy(), b.images[cols].copy()
     if ia.empty or ib.empty:
         return pd.DataFrame(columns=["image_id_a", "image_id_b", "file_name", "change"])
-    key = "image_id" if set(ia["image_id"].astype(str)) & set(ib["image_id"].astype(str)) else "file_name"
-    ia["_key"], ib["_key"] = ia[key].astype(str), ib[key].astype(str)
+    _, ia["_key"], ib["_key"] = match_images(ia, ib)
+    ia["method_consistency"] = _method_consistency(a, method).reindex(ia["image_id"].astype(str)).to_numpy()
+    ib["method_consistency"] = _method_consistency(b, method).reindex(ib["image_id"].astype(str)).to_numpy()
     joined = ia.merge(ib, on="_key", suffixes=("_a", "_b"))
-    for col in ("suspicion", "consistency", "label_quality"):
+    for col in ("suspicion", "consistency", "label_quality", "method_consistency"):
         joined[f"{col}_delta"] = joined[f"{col}_b"].astype(float) - joined[f"{col}_a"].astype(float)
     joined["file_name"] = joined["file_name_a"].fillna(joined["file_name_b"])
-    change = np.fmax(joined["suspicion_delta"].abs(), joined["consistency_delta"].abs())
+    if method is not None:
+        change = np.fmax(joined["label_quality_delta"].abs(), joined["method_consistency_delta"].abs())
+    else:
+        change = np.fmax(joined["suspicion_delta"].abs(), joined["consistency_delta"].abs())
     joined["change"] = change
+    joined = joined[joined["change"] >= _SHOWN]
     joined = joined.sort_values(["change", "review_rank_a"], ascending=[False, True], kind="stable", na_position="last")
     return joined.head(max(int(top), 0)).reset_index(drop=True)
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, out_path: str | Path | None = None, top: int = 50
-                 ) -> Path | str:
+def _method_consistency(run: RunTables, method: str | None) -> pd.Series:
+    """Per image id: the mean consistency over its classes of ``method`` at the run's primary layer."""
+    if method is None or run.scores.empty:
+        return pd.Series(dtype=float)
+    s = run.scores
+    layer = primary_layer(run.run, s)
+    mine = s[(s["method"] == method) & (s["layer"] == layer) & (s["mask"] == "gt") & (s["class_id"] > 0)]
+    return pd.to_numeric(mine["consistency"], errors="coerce").groupby(mine["image_id"].astype(str)).mean()
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, out_path: str | Path | None = None, top: int = 50,
+                 method: str | None = None) -> Path | str:
     """Write the comparison page of two runs (local folders or fsspec URLs); ``<run_b>/compare.html`` by
-    default. Returns its path (its URL, a ``str``, when written to object storage)."""
+    default. Returns its path (its URL, a ``str``, when written to object storage).
+
+    ``method``: the method of the per-image deltas (default: the first both runs have)."""
     a, b = load_run(run_a), load_run(run_b)
     out = str(out_path) if out_path is not None else join(run_b, "compare.html")
     deltas, methods = class_deltas(a, b)
-    changed = image_deltas(a, b, top)
+    method = method if method in methods else (methods[0] if methods else None)
+    changed = image_deltas(a, b, top, method)
+    how, key_a, key_b = match_images(a.images, b.images) if len(a.images) and len(b.images) else \
+        ("id", pd.Series(dtype=str), pd.Series(dtype=str))
+    shared = len(set(key_a) & set(key_b))
+    warnings = run_warnings(a.run, b.run, _methods(a), _methods(b),
+                            (primary_layer(a.run, a.scores), primary_layer(b.run, b.scores)),
+                            (how, shared, len(a.images), len(b.images)))
+    ids_a = dict(zip(a.images["image_id"].astype(str), key_a, strict=True))
+    ids_b = dict(zip(b.images["image_id"].astype(str), key_b, strict=True))
+    new, resolved = finding_changes(a.findings, b.findings, ids_a, ids_b)
+    cards = (_card_links(a, run_a, out), _card_links(b, run_b, out))
     context = {
         "title": f"segaudit comparison {as_text(a.run.get('run_id'))} vs {as_text(b.run.get('run_id'))}",
         "runs": [_run_card("A", a, run_a), _run_card("B", b, run_b)],
-        "class_tables": [_class_table(deltas, m) for m in methods],
-        "base_table": _class_table(deltas, None),
-        "images": _image_rows(_Indexed(a), _Indexed(b), changed, methods),
+        "warnings": warnings,
+        "pairing": {"how": how, "shared": shared},
+        "method": method,
+        "class_tables": [_class_table(deltas, m, colour=shared > 0) for m in methods],
+        "base_table": _class_table(deltas, None, colour=shared > 0),
+        "images": _image_rows(_Indexed(a), _Indexed(b), changed, methods, method, cards),
+        "new_findings": _finding_rows(new, cards[1]),
+        "resolved_findings": _finding_rows(resolved, cards[0]),
         "top": int(top),
         "css": Markup(_static("report.css")),
         "script": Markup(_static("sortable.js")),
@@ -187,8 +234,31 @@ def _run_card(tag: str, run: RunTables, path: str | Path) -> dict[str, Any]:
     }
 
 
-def _class_table(deltas: pd.DataFrame, method: str | None) -> dict[str, Any]:
-    """Rows of one table: the method's metrics (A, B, delta), or seg IoU and label quality if None."""
+def _card_links(run: RunTables, run_dir: str | Path, out: str) -> tuple[str, dict[str, int]]:
+    """``(report href, image id -> card index)``: where the run's report is seen from the comparison page,
+    and each image's card in it (cards are in review order, as :func:`reports.render.render_report`)."""
+    report = join(run_dir, "report.html")
+    if not is_url(report) and not is_url(out):
+        report = os.path.relpath(report.removeprefix("file://"), Path(out.removeprefix("file://")).parent)
+    order = _review_order(run.images)
+    return Path(report).as_posix() if not is_url(report) else report, \
+        {str(i): k for k, i in enumerate(order["image_id"])} if len(order) else {}
+
+
+def _finding_rows(findings: pd.DataFrame, cards: tuple[str, dict[str, int]]) -> list[dict[str, Any]]:
+    report, index = cards
+    rows = []
+    for rec in findings.to_dict("records"):
+        card = index.get(str(rec.get("image_id")))
+        rows.append({"kind": as_text(rec.get("kind")).replace("_", " "), "class_name": as_text(rec.get("class_name")),
+                     "file_name": as_text(rec.get("file_name")), "score": _fmt(rec.get("score")),
+                     "href": f"{report}#card-{card}" if card is not None else None})
+    return rows
+
+
+def _class_table(deltas: pd.DataFrame, method: str | None, colour: bool = True) -> dict[str, Any]:
+    """Rows of one table: the method's metrics (A, B, delta), or seg IoU and label quality if None
+    (deltas uncoloured when ``colour`` is false: the runs share no image)."""
     cols = ["seg_iou", "label_quality"] if method is None else [f"{method}/{m}" for m in CLASS_METRICS]
     heads = [{"label": METRIC_LABELS.get(c.split("/")[-1], c), "title": COLUMN_DOCS.get(c.split("/")[-1], "")}
              for c in cols]
@@ -199,16 +269,16 @@ def _class_table(deltas: pd.DataFrame, method: str | None) -> dict[str, Any]:
             va, vb, d = rec[f"{col}_a"], rec[f"{col}_b"], rec[f"{col}_delta"]
             better = -1.0 if col.split("/")[-1] in _LOWER_IS_BETTER else 1.0
             cells.append({"a": _fmt(va), "b": _fmt(vb), "d": _signed(d), "sort": "" if _nan(d) else f"{d:.6g}",
-                          "style": _delta_style(d, better)})
+                          "style": _delta_style(d, better) if colour else ""})
         rows.append({"name": as_text(rec["class_name"]), "images": f"{rec['images_a']} / {rec['images_b']}",
-                     "cells": cells})
+                     "images_sort": int(rec["images_a"]) + int(rec["images_b"]), "cells": cells})
     return {"method": method, "heads": heads, "rows": rows}
 
 
-def _image_rows(a: _Indexed, b: _Indexed, changed: pd.DataFrame, methods: Sequence[str]) -> list[dict[str, Any]]:
+def _image_rows(a: _Indexed, b: _Indexed, changed: pd.DataFrame, methods: Sequence[str], method: str | None,
+                cards: tuple[tuple[str, dict[str, int]], tuple[str, dict[str, int]]]) -> list[dict[str, Any]]:
     if changed.empty:
         return []
-    method = methods[0] if methods else None
     layer_a, layer_b = primary_layer(a.run, a.scores), primary_layer(b.run, b.scores)
     rows = []
     for rec in changed.to_dict("records"):
@@ -223,8 +293,11 @@ def _image_rows(a: _Indexed, b: _Indexed, changed: pd.DataFrame, methods: Sequen
         if method is not None and class_id is not None:
             pictures.append(_picture(f"A: {method} · {class_name}", view, _cam_overlay(view, a, ida, class_id, method, layer_a)))
             pictures.append(_picture(f"B: {method} · {class_name}", view, _cam_overlay(view, b, idb, class_id, method, layer_b)))
+        links = [(tag, f"{report}#card-{index[i]}") for tag, (report, index), i in
+                 (("A", cards[0], ida), ("B", cards[1], idb)) if i in index]
         rows.append({
             "file_name": as_text(rec.get("file_name")),
+            "links": links,
             "change": _fmt(rec.get("change")),
             "rank_a": as_int(rec.get("review_rank_a")), "rank_b": as_int(rec.get("review_rank_b")),
             "values": [
@@ -234,7 +307,9 @@ def _image_rows(a: _Indexed, b: _Indexed, changed: pd.DataFrame, methods: Sequen
                  "d": _signed(rec.get("consistency_delta")), "style": _delta_style(rec.get("consistency_delta"))},
                 {"label": "label quality", "a": _fmt(rec.get("label_quality_a")), "b": _fmt(rec.get("label_quality_b")),
                  "d": _signed(rec.get("label_quality_delta")), "style": _delta_style(rec.get("label_quality_delta"))},
-            ],
+            ] + ([{"label": f"{method} consistency", "a": _fmt(rec.get("method_consistency_a")),
+                   "b": _fmt(rec.get("method_consistency_b")), "d": _signed(rec.get("method_consistency_delta")),
+                   "style": _delta_style(rec.get("method_consistency_delta"))}] if method is not None else []),
             "pictures": pictures,
         })
     return rows

@@ -44,6 +44,8 @@ import pandas as pd
 from markupsafe import Markup
 from segaudit.reports.cards import CardTables, build_cards
 from segaudit.reports.embed import page_script, script_json
+from segaudit.reports.facets import card_facets, confusion_data, mini_thumbnail
+from segaudit.reports.review_list import annotation_ids, entry, review_order
 from segaudit.reports.summary import (
     CLASS_METRICS,
     HISTOGRAM_BINS,
@@ -70,7 +72,7 @@ INLINE_LIMIT = 300
 HEAVY_BATCH = 1000
 
 #: The tables read whole; maps and thumbnails are read in batches of images.
-_LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations")
+_LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations", "confusion")
 
 #: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.runs.tables.COLUMN_DOCS`).
 METRIC_LABELS: dict[str, str] = {
@@ -98,6 +100,8 @@ METRIC_LABELS: dict[str, str] = {
 DEFAULT_CENTROID_CUTOFF = 0.6
 
 _TEMPLATE = "report.html.j2"
+#: The page's scripts, in order: the parts report.js calls (review, gallery, label view, cards) come first.
+_SCRIPTS = ("sortable.js", "review.js", "gallery.js", "labelview.js", "cards.js", "report.js")
 _MARKER = ".segaudit-report"  # marks a page folder as ours, so a re-render may replace it
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
@@ -192,12 +196,19 @@ def _render(
             "docs": {k: COLUMN_DOCS[k] for k in (*METRIC_LABELS, "kind", "score", "review_rank", "suspicion")
                      if k in COLUMN_DOCS},
             "cutoff": float(config.get("centroid_cutoff") or DEFAULT_CENTROID_CUTOFF),
+            "run_key": f"{as_text(run.get('run_id'))}|{as_text(run.get('dataset_fingerprint'))[:16]}",
+            "run_id": as_text(run.get("run_id")),
+            "dataset_kind": as_text(run.get("dataset_kind")),
         },
         "index": _index(order, tables.findings),
-        "findings": _findings(tables.findings, card_of),
+        "facets": card_facets(order, tables.findings, tables.confusion, class_names),
+        "findings": _findings(tables, card_of),
         "classes": _classes(tables, class_names),
+        "confusion": confusion_data(tables.confusion, class_names),
     }
-    pages = _pages(run_dir, tables, order, class_names, page_size)
+    with_findings = set(tables.findings["image_id"].astype(str)) if len(tables.findings) else set()
+    data["thumbs"] = {}
+    pages = _pages(run_dir, tables, order, class_names, page_size, with_findings, data["thumbs"])
     context = {
         "title": f"segaudit report {as_text(run.get('run_id'))}".strip(),
         "header": _header(run, config, tables, methods, layers),
@@ -207,7 +218,7 @@ def _render(
         "data_json": Markup(script_json(data)),
         "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
         "css": Markup(_static("report.css")),
-        "script": Markup(_static("sortable.js") + "\n" + _static("report.js")),
+        "script": Markup("\n".join(_static(name) for name in _SCRIPTS)),
     }
     html = _environment().get_template(_TEMPLATE).render(**context)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +288,8 @@ def _versions(run: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _index(order: pd.DataFrame, findings: pd.DataFrame) -> list[list[Any]]:
-    """Per card, in review order: file name, review rank, suspicion, label quality, consistency, findings."""
+    """Per card, in review order: file name, review rank, suspicion, label quality, consistency, findings,
+    image id."""
     counts = findings.groupby(findings["image_id"].astype(str)).size() if len(findings) else pd.Series(dtype=int)
     out = []
     for rec in order.to_dict("records"):
@@ -289,21 +301,22 @@ def _index(order: pd.DataFrame, findings: pd.DataFrame) -> list[list[Any]]:
             as_finite(rec.get("label_quality")),
             as_finite(rec.get("consistency")),
             int(counts.get(image_id, 0)),
+            image_id,
         ])
     return out
 
 
-def _findings(findings: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str, Any]]:
-    """The review list: every finding, strongest first (by score, then kind order, then rank)."""
+def _findings(tables: Any, card_of: dict[str, int]) -> list[dict[str, Any]]:
+    """The review list: every finding in review order (:func:`segaudit.reports.review_list.review_order`),
+    with what a reviewer exports (:func:`segaudit.reports.review_list.entry`)."""
+    findings = tables.findings
     if findings.empty:
         return []
-    kind_order = {k: i for i, k in enumerate(FINDING_KINDS)}
-    frame = findings.assign(
-        _score=pd.to_numeric(findings["score"], errors="coerce").fillna(-1.0),
-        _kind=findings["kind"].map(kind_order).fillna(len(kind_order)),
-    ).sort_values(["_score", "_kind", "rank"], ascending=[False, True, True], kind="stable")
+    ranks = {str(i): as_int(r) for i, r in zip(tables.images["image_id"], tables.images["review_rank"], strict=True)} \
+        if len(tables.images) else {}
+    anns = annotation_ids(tables.instances)
     out = []
-    for rec in frame.to_dict("records"):
+    for rec in review_order(findings, ranks, FINDING_KINDS).to_dict("records"):
         evidence = {k: as_finite(rec.get(k)) for k in _EVIDENCE if as_finite(rec.get(k)) is not None}
         out.append({
             "k": as_text(rec.get("kind")),
@@ -316,6 +329,7 @@ def _findings(findings: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str,
             "m": as_text(rec.get("method")),
             "l": as_text(rec.get("layer")),
             "e": evidence,
+            **entry(rec, tables.run, anns),
         })
     return out
 
@@ -360,9 +374,11 @@ def _classes(tables: Any, class_names: Sequence[str]) -> dict[str, Any]:
 
 
 def _pages(
-    run_dir: str | Path, tables: Any, order: pd.DataFrame, class_names: Sequence[str], page_size: int
+    run_dir: str | Path, tables: Any, order: pd.DataFrame, class_names: Sequence[str], page_size: int,
+    with_findings: set[str], thumbs: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """The pages of cards; the heavy tables (maps, thumbnails) are read for ``HEAVY_BATCH`` images at a time."""
+    """The pages of cards; the heavy tables (maps, thumbnails) are read for ``HEAVY_BATCH`` images at a time.
+    Fills ``thumbs`` with the small thumbnail of each image in ``with_findings`` (for the findings rows)."""
     card_tables = CardTables(
         images=tables.images, thumbnails=empty_frame("thumbnails"), maps=empty_frame("maps"), scores=tables.scores,
         instances=tables.instances, findings=tables.findings, prompts=tables.prompts,
@@ -372,8 +388,13 @@ def _pages(
     per_batch = max(HEAVY_BATCH // page_size, 1) * page_size
     for batch in range(0, len(order), per_batch):
         ids = [str(i) for i in order["image_id"].iloc[batch : batch + per_batch]]
-        card_tables.set_heavy(read_table(run_dir, "maps", image_ids=ids),
-                              read_table(run_dir, "thumbnails", image_ids=ids))
+        pictures = read_table(run_dir, "thumbnails", image_ids=ids)
+        card_tables.set_heavy(read_table(run_dir, "maps", image_ids=ids), pictures)
+        for image_id, jpeg in zip(pictures["image_id"].astype(str), pictures["image_jpeg"], strict=True):
+            if image_id in with_findings and image_id not in thumbs:
+                uri = mini_thumbnail(jpeg)
+                if uri:
+                    thumbs[image_id] = uri
         for start in range(batch, min(batch + per_batch, len(order)), page_size):
             cards = build_cards(card_tables, order.iloc[start : start + page_size], start, class_names)
             pages.append({"page": start // page_size, "cards": cards})

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("datasets", nargs="+", help="coco2017-val, coco2017-train, voc2012")
     pull.add_argument("--root", default="data", help="the data root (default data/)")
 
+    _add_review_parser(commands)
+
     synth = commands.add_parser("synth", help="generate a synthetic COCO + VOC dataset")
     add_synth_arguments(synth)
     return parser
@@ -317,6 +319,34 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_review_parser(commands: argparse._SubParsersAction) -> None:
+    review = commands.add_parser("review", help="read a report's exported review decisions into the run's reviews table")
+    review.add_argument("run_dir")
+    review.add_argument("--decisions", required=True, help="the JSON or CSV the report exported")
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from segaudit.runs.reviews import ReviewFileError, read_decisions, write_reviews
+    from segaudit.runs.tables import read_run_row
+
+    if not (Path(args.run_dir) / "run.parquet").is_file():
+        raise UserError(f"{args.run_dir} is not a segaudit run folder (no run.parquet)")
+    if not Path(args.decisions).is_file():
+        raise UserError(f"{args.decisions}: no such file")
+    try:
+        run_id, frame = read_decisions(args.decisions)
+    except (ReviewFileError, UnicodeDecodeError) as exc:
+        raise UserError(str(exc)) from None
+    own = str(read_run_row(args.run_dir).get("run_id") or "")
+    if run_id and own and run_id != own:
+        raise UserError(f"{args.decisions} holds decisions of run {run_id!r}, not of {own!r}")
+    frame["run_id"] = own
+    counts = frame["decision"].value_counts()
+    print(f"reviews: {write_reviews(args.run_dir, frame)} ({len(frame)} decisions: "
+          + ", ".join(f"{d} {int(counts.get(d, 0))}" for d in ("fix", "ok", "unsure")) + ")")
+    return 0
+
+
 def _cmd_layers(args: argparse.Namespace) -> int:
     from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
 
@@ -363,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return synth_main(args)
         return {"demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
-                "layers": _cmd_layers, "pull": _cmd_pull}[args.command](args)
+                "layers": _cmd_layers, "pull": _cmd_pull, "review": _cmd_review}[args.command](args)
     except UserError as exc:
         print(f"segaudit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -87,7 +87,7 @@ def make_run(
     ``EVIL_UNKNOWN``; CAM-prompt rows for the primary map.
     """
     rng = np.random.default_rng(seed)
-    images, scores, maps, thumbs, instances, findings, prompts = [], [], [], [], [], [], []
+    images, scores, maps, thumbs, instances, findings, prompts, confusion = [], [], [], [], [], [], [], []
     suspicion = rng.uniform(0.05, 0.95, n_images)
     ranks = np.argsort(np.argsort(-suspicion)) + 1  # 1 = most suspicious
     nan = float("nan")
@@ -109,6 +109,10 @@ def make_run(
             "review_rank": int(ranks[i]), "worst_class_id": worst,
             "unknown_classes": [EVIL_UNKNOWN] if i == 0 else [], "unknown_pixels": [50] if i == 0 else [],
         })
+        valid = gt != 255
+        pairs, counts = np.unique(np.stack([gt[valid], pred[valid]]).astype(np.int64), axis=1, return_counts=True)
+        confusion += [{"image_id": image_id, "gt_class_id": int(g), "pred_class_id": int(p), "pixels": int(n)}
+                      for (g, p), n in zip(pairs.T, counts, strict=True)]
         rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
         thumbs.append({"image_id": image_id, "image_jpeg": jpeg(rgb), "gt_png": png(gt, palette=i % 2 == 0),
                        "pred_png": png(pred)})
@@ -179,9 +183,38 @@ def make_run(
     write_table(instances, join(run_dir, "instances.parquet"), "instances")
     write_table(findings if with_scores else [], join(run_dir, "findings.parquet"), "findings")
     write_table(prompts, join(run_dir, "prompts.parquet"), "prompts")
+    write_table(confusion, join(run_dir, "confusion.parquet"), "confusion")
     return {
+        "confusion": confusion,
         "images": sorted(images, key=lambda r: r["review_rank"]),
         "classes": sorted({c for r in images for c in r["gt_classes"]}),
         "errors": errors,
         "findings": findings,
     }
+
+
+def rewrite_run(run_dir: Path, *, coco: bool = False, methods: list[str] | None = None) -> None:
+    """Rewrite a run written by :func:`make_run` in place: as if read from COCO (numeric image ids, base
+    file names, another dataset kind, path and fingerprint) and/or with only ``methods``."""
+    from segaudit.runs.tables import SCHEMAS, load_run
+
+    run = load_run(run_dir)
+    ids = {f"img{i}": str(i + 1) for i in range(len(run.images))}
+    for name in SCHEMAS:
+        if name in ("run", "reviews") or not (run_dir / f"{name}.parquet").is_file():
+            continue
+        frame = getattr(run, name).copy()
+        if coco and "image_id" in frame:
+            frame["image_id"] = frame["image_id"].map(lambda i: ids.get(i, i))
+        if coco and "file_name" in frame:
+            frame["file_name"] = frame["file_name"].map(lambda f: f.rsplit("/", 1)[-1])
+        if methods is not None and "method" in frame:
+            frame = frame[frame["method"].isin(methods) | (frame["method"] == "")]
+        write_table(frame.reset_index(drop=True), join(run_dir, f"{name}.parquet"), name)
+    row = dict(run.run)
+    if coco:
+        row.update(dataset_kind="coco", dataset_path="/data/coco/annotations/instances_val.json",
+                   dataset_fingerprint="c" * 64, split="")
+    if methods is not None:
+        row["methods"] = methods
+    write_table([row], join(run_dir, "run.parquet"), "run")

@@ -27,6 +27,7 @@ from report_runs import (
     LAYERS,
     METHODS,
     make_run,
+    rewrite_run,
 )
 from segaudit.reports import compare_runs, render_report
 from segaudit.reports.cards import encode_map
@@ -112,11 +113,28 @@ def test_report_header_and_sections(fake_run: tuple[Path, dict[str, Any]]) -> No
     # the image index is in review order
     assert [row[0] for row in data["index"]] == [r["file_name"] for r in facts["images"]]
     assert [row[1] for row in data["index"]] == sorted(row[1] for row in data["index"])
-    # findings: strongest first, each pointing to its image's card
-    scores = [f["s"] for f in data["findings"]]
-    assert scores == sorted(scores, reverse=True) and len(scores) == len(facts["findings"])
+    # findings: in review order (the image's review rank, then kind, then score), each pointing to its card
+    order = [(data["index"][f["i"]][1], FINDING_KINDS.index(f["k"]), -f["s"]) for f in data["findings"]]
+    assert order == sorted(order) and len(order) == len(facts["findings"])
+    assert data["index"][data["findings"][0]["i"]][1] == 1
     for f in data["findings"]:
         assert data["index"][f["i"]][0] == f["f"]
+        assert f["key"] == f"{f['id']}|{f['c']}|{f['k']}" and data["index"][f["i"]][6] == f["id"]
+        assert f["x"] and f["p"].startswith("/data/VOC2012/")
+    # the review list names the annotation ids of the finding's class in its image
+    neglected = next(f for f in data["findings"] if f["k"] == "neglected_instances")
+    assert neglected["a"] == ["0", "1"]
+    # every image with a finding has a row thumbnail; the facets name the kinds and the confusion cells
+    assert set(data["thumbs"]) == {f["id"] for f in data["findings"]}
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in data["thumbs"].values())
+    assert [facet["k"] for facet in data["facets"]] == [
+        list(dict.fromkeys(f["kind"] for f in facts["findings"] if f["image_id"] == row[6])) for row in data["index"]]
+    k = len(data["confusion"]["n"])
+    matrix = np.asarray(data["confusion"]["m"])
+    assert matrix.sum() == sum(r["pixels"] for r in facts["confusion"])
+    for row, facet in zip(data["index"], data["facets"], strict=True):
+        mine = {r["gt_class_id"] * k + r["pred_class_id"] for r in facts["confusion"] if r["image_id"] == row[6]}
+        assert set(facet["x"]) == mine
     assert {f["k"] for f in data["findings"]} == {"label_error", "neglected_instances", "out_of_label_space"}
     # per-class rows: model classes with scores (no background) plus the unknown dataset class
     names = [r["n"] for r in data["classes"]["rows"]]
@@ -434,6 +452,47 @@ def test_compare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert (tmp_path / "c.html").is_file()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path)]) == EXIT_USER_ERROR
     assert "not a segaudit run" in capsys.readouterr().err
+
+
+def test_compare_coco_and_voc_of_the_same_images(tmp_path: Path) -> None:
+    """Issue 17: the same images read as VOC (A) and as COCO (B) pair by file name, with warnings."""
+    make_run(tmp_path / "voc", seed=0, run_id="run-voc")
+    make_run(tmp_path / "coco", seed=0, run_id="run-coco")
+    rewrite_run(tmp_path / "coco", coco=True)
+    a, b = load_run(tmp_path / "voc"), load_run(tmp_path / "coco")
+    assert image_deltas(a, b, method="gradcam").empty  # the same scores: nothing changed
+    html = compare_runs(tmp_path / "voc", tmp_path / "coco").read_text(encoding="utf-8")
+    assert "The runs share no image" not in html and "images by file name (6 in both runs)" in html
+    warnings = re.findall(r'<li class="compare-warning">(.*?)</li>', html)
+    assert any(w.startswith("Dataset formats differ: A reads voc, B reads coco") for w in warnings)
+    assert any(w.startswith("Splits differ") for w in warnings) and any(w.startswith("Image ids differ") for w in warnings)
+    assert "No image changed" in html and 'class="img-card changed-row"' not in html
+    # no finding is new or resolved; every delta is 0 and no cell is coloured
+    assert "New in B (0)" in html and "Resolved since A (0)" in html
+    assert "+0.000" in html and "rgba(46, 160, 67" not in html
+
+
+def test_compare_method_lists_and_findings(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", seed=0, run_id="run-a")
+    make_run(tmp_path / "b", seed=0, run_id="run-b")
+    rewrite_run(tmp_path / "b", methods=["gradcam"])
+    html = compare_runs(tmp_path / "a", tmp_path / "b").read_text(encoding="utf-8")
+    warnings = re.findall(r'<li class="compare-warning">(.*?)</li>', html)
+    assert [w for w in warnings if w.startswith("Method lists differ")] == [
+        "Method lists differ: A gradcam, gradcampp, B gradcam; compared on gradcam. The first method decides "
+        "findings and suspicion, so those differ when the first methods do."]
+    assert 'class="img-card changed-row"' not in html  # per-class deltas all 0.000: nothing listed as changed
+    # a run with other scores: changed images link to their cards in both reports; findings new and resolved
+    make_run(tmp_path / "c", seed=1, run_id="run-c")
+    html = compare_runs(tmp_path / "a", tmp_path / "c", tmp_path / "out" / "cmp.html").read_text(encoding="utf-8")
+    links = re.findall(r'class="card-link" href="([^"]+)"', html)
+    assert links and all(href.startswith(("../a/report.html#card-", "../c/report.html#card-")) for href in links)
+    a, c = load_run(tmp_path / "a"), load_run(tmp_path / "c")
+    key = lambda f: {(r.image_id, r.class_name.lower(), r.kind) for r in f.itertuples()}  # noqa: E731
+    assert f"New in B ({len(key(c.findings) - key(a.findings))})" in html
+    assert f"Resolved since A ({len(key(a.findings) - key(c.findings))})" in html
+    # the images A / B column sorts: its cells carry a sort key
+    assert re.search(r'<td data-v="\d+">\d+ / \d+</td>', html)
 
 
 def test_report_link() -> None:

@@ -128,14 +128,18 @@ def test_demo_report_in_chromium(demo_run: Path, browser: Any, shots: Path) -> N
     assert page.locator("#errors-link").inner_text() == "1"
     assert page.locator("#error-table .error-row").count() == 1
 
-    # findings: sorting by score and filtering by kind and class change what is shown
+    # findings: in review order first (ranks from 1 up); sorting by score and filtering by kind and class
     rows = "#finding-table tbody tr"
     n_findings = page.locator(rows).count()
     assert n_findings > 0
-    first_scores = _numbers(view.texts(f"{rows} td:nth-child(2)"))
+    ranks = _numbers(view.texts(f"{rows} td:nth-child(1)"))
+    assert ranks == sorted(ranks) and ranks[0] >= 1
+    score_col = "td:nth-child(4)"
+    page.click("#finding-table th[data-key='s']")  # strongest first
+    first_scores = _numbers(view.texts(f"{rows} {score_col}"))
     assert first_scores == sorted(first_scores, reverse=True)
     page.click("#finding-table th[data-key='s']")  # now ascending
-    ascending = _numbers(view.texts(f"{rows} td:nth-child(2)"))
+    ascending = _numbers(view.texts(f"{rows} {score_col}"))
     assert ascending == sorted(ascending) and ascending[0] <= first_scores[-1]
     kinds = set(page.eval_on_selector_all(rows, "rs => rs.map(r => r.dataset.kind)"))
     kind = sorted(kinds)[0]
@@ -173,6 +177,9 @@ def test_demo_report_in_chromium(demo_run: Path, browser: Any, shots: Path) -> N
     # an image card: toggling an overlay or the opacity changes the picture
     card = page.locator("#card-0")
     viewer = card.locator("[data-role='viewer']")
+    card.locator("input[data-toggle='gt']").uncheck()  # a label-error card opens with GT and prediction shown
+    card.locator("input[data-toggle='pred']").uncheck()
+    card.locator("input[data-toggle='cam']").check()
     before = _png_pixels(viewer.screenshot())
     card.locator("input[data-toggle='cam']").uncheck()
     without_cam = _png_pixels(viewer.screenshot())
@@ -326,3 +333,256 @@ def test_fixation_points_are_drawn_on_the_card(demo_data: Path, browser: Any, tm
     card.screenshot(path=str(shots / "fixations_card.png"))
     view.check_clean()
     view.close()
+
+
+# ------------------------------------------------------------------------------ issue 17: acting on a report
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture()
+def fake_report(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """The fake run (6 images, hostile strings) rendered with 2 cards per page (3 pages, inline)."""
+    run_dir = tmp_path / "runs" / "fake"
+    facts = make_run(run_dir)
+    return run_dir, render_report(run_dir, page_size=2), facts
+
+
+def _until(page: Any, expression: str, seconds: float = 10.0) -> None:
+    """Wait until ``expression`` is true in the page (polled with evaluate: the report's CSP forbids the
+    eval that Playwright's wait_for_function uses)."""
+    for _ in range(int(seconds / 0.05)):
+        if page.evaluate(expression):
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"not true after {seconds} s: {expression}")
+
+
+def _shown_cards(page: Any) -> list[int]:
+    _until(page, "document.querySelectorAll('#cards .img-card').length > 0 || "
+                 "document.querySelector('#cards .empty') !== null")
+    return page.eval_on_selector_all("#cards .img-card", "cs => cs.map(c => +c.id.slice(5))")
+
+
+def _all_shown_cards(page: Any) -> list[int]:
+    """Every card the gallery's filters keep, over all its pages."""
+    seen = _shown_cards(page)
+    while page.locator("#gallery-pager button.next").is_enabled():
+        page.click("#gallery-pager button.next")
+        _until(page, f"!document.getElementById('card-{seen[-1]}')")
+        seen += _shown_cards(page)
+    return seen
+
+
+def _axe(page: Any) -> list[tuple[str, str, int]]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("axe.run(document).then(r => r.violations.map(v => [v.id, v.impact, v.nodes.length]))")
+    return [tuple(v) for v in found if v[1] in ("serious", "critical")]
+
+
+def test_review_decisions_persist_and_export(fake_report: tuple[Path, Path, dict[str, Any]], browser: Any,
+                                             tmp_path: Path) -> None:
+    from segaudit.cli import main
+    from segaudit.runs.tables import load_run
+
+    run_dir, report, facts = fake_report
+    view = Page(browser, report)
+    page = view.page
+    rows = page.locator("#finding-table tbody tr")
+    keys = rows.evaluate_all("rs => rs.map(r => r.dataset.key)")
+    rows.nth(0).locator("button[data-decision='fix']").click()
+    rows.nth(0).locator("input.note").fill("mask shifted, \"see\" left edge")
+    rows.nth(0).locator("input.note").press("Enter")
+    rows.nth(0).locator("input.note").dispatch_event("change")
+    rows.nth(1).locator("button[data-decision='unsure']").click()
+    rows.nth(2).focus()
+    page.keyboard.press("o")  # the keys decide the focused row
+    assert "fix 1 \u00b7 OK 1 \u00b7 unsure 1" in page.locator("#review-counts").inner_text()
+    page.reload()
+    page.wait_for_selector("html[data-ready='1']")
+    pressed = rows.evaluate_all("rs => rs.slice(0, 4).map(r => (r.querySelector('[aria-pressed=true]') || {}).dataset)")
+    assert [p["decision"] if p else None for p in pressed] == ["fix", "unsure", "ok", None]
+    # the card shows the same decision on its finding
+    first = facts["findings"]
+    card_key = keys[0]
+    page.evaluate("location.hash = '#card-0'")
+    page.wait_for_selector("#card-0[data-ready='1']")
+    on_card = page.locator(f"#card-0 .decide[data-key='{card_key}'] [aria-pressed='true']")
+    assert on_card.count() == (1 if card_key.split("|")[0] == page.evaluate("JSON.parse(document.getElementById("
+                                                                            "'sa-data').textContent).index[0][6]") else 0)
+    exports = {}
+    for button, name in (("#export-csv", "csv"), ("#export-json", "json"), ("#export-coco", "coco")):
+        with page.expect_download() as download:
+            page.click(button)
+        exports[name] = tmp_path / download.value.suggested_filename
+        download.value.save_as(exports[name])
+    # read back: JSON and CSV give the same three decisions
+    for name in ("csv", "json"):
+        assert main(["review", str(run_dir), "--decisions", str(exports[name])]) == 0
+        reviews = load_run(run_dir, tables=("images",)).reviews
+        got = {f"{r.image_id}|{r.class_id}|{r.kind}": r.decision for r in reviews.itertuples()}
+        assert got == {keys[0]: "fix", keys[1]: "unsure", keys[2]: "ok"}, name
+        fixed = reviews[reviews["decision"] == "fix"].iloc[0]
+        finding = next(f for f in first if f"{f['image_id']}|{f['class_id']}|{f['kind']}" == keys[0])
+        assert fixed["file_name"] == finding["file_name"] and fixed["score"] == pytest.approx(finding["score"])
+        assert fixed["path"].startswith("/data/VOC2012/") and fixed["suggested_fix"]
+        assert fixed["note"] == 'mask shifted, "see" left edge'  # CSV quoting survives
+    coco = __import__("json").loads(exports["coco"].read_text())
+    assert coco["annotation_ids"] == [int(a) for a in reviews[reviews["decision"] == "fix"].iloc[0]["annotation_ids"]]
+    view.check_clean()
+    view.close()
+
+
+def test_review_rejects_a_bad_export(fake_report: tuple[Path, Path, dict[str, Any]], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from segaudit.cli import main
+
+    run_dir, _, _ = fake_report
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "segaudit-review", "decisions": [{"image_id": "img1", "kind": "label_error", '
+                   '"decision": "delete"}]}')
+    assert main(["review", str(run_dir), "--decisions", str(bad)]) == 2
+    assert "decision 1" in capsys.readouterr().err and not (run_dir / "reviews.parquet").exists()
+
+
+def test_confusion_cell_filters_the_gallery(fake_report: tuple[Path, Path, dict[str, Any]], browser: Any) -> None:
+    _, report, facts = fake_report
+    view = Page(browser, report)
+    page = view.page
+    data = page.evaluate("JSON.parse(document.getElementById('sa-data').textContent)")
+    cell = page.locator("#confusion-table button.cell[data-gt='0']:not([data-pred='0'])").first
+    g, p = int(cell.get_attribute("data-gt")), int(cell.get_attribute("data-pred"))
+    assert int(cell.inner_text()) == sum(r["pixels"] for r in facts["confusion"]
+                                         if r["gt_class_id"] == g and r["pred_class_id"] == p)
+    cell.click()
+    expected = sorted(i for i, row in enumerate(data["index"]) if any(
+        r["image_id"] == row[6] and r["gt_class_id"] == g and r["pred_class_id"] == p for r in facts["confusion"]))
+    assert sorted(_all_shown_cards(page)) == expected and len(expected) < len(data["index"])
+    assert page.locator("#gallery-cell").is_visible()
+    # the row-normalised view shows shares of the label's pixels
+    page.check("#confusion-norm")
+    assert page.locator("#confusion-table button.cell").first.inner_text().endswith("%")
+    view.check_clean()
+    view.close()
+
+
+def test_gallery_filters_and_sorts(fake_report: tuple[Path, Path, dict[str, Any]], browser: Any) -> None:
+    _, report, facts = fake_report
+    view = Page(browser, report)
+    page = view.page
+    data = page.evaluate("JSON.parse(document.getElementById('sa-data').textContent)")
+    index = data["index"]
+    page.select_option("#gallery-kind", "neglected_instances")
+    assert _all_shown_cards(page) == [next(i for i, r in enumerate(index) if r[6] == "img0")]
+    page.click("#gallery-reset")
+    page.fill("#gallery-rank-lo", "2")
+    page.fill("#gallery-rank-hi", "4")
+    page.locator("#gallery-rank-hi").dispatch_event("change")
+    assert sorted(index[i][1] for i in _all_shown_cards(page)) == [2, 3, 4]
+    page.click("#gallery-reset")
+    page.select_option("#gallery-score", "lq")
+    page.fill("#gallery-lo", "0.5")
+    page.locator("#gallery-lo").dispatch_event("change")
+    assert sorted(_all_shown_cards(page)) == [i for i, r in enumerate(index) if r[3] >= 0.5]
+    page.click("#gallery-reset")
+    page.select_option("#gallery-sort", "susp")
+    page.select_option("#gallery-dir", "desc")
+    shown = _all_shown_cards(page)
+    assert [index[i][2] for i in shown] == sorted((r[2] for r in index), reverse=True)
+    # a class row of the per-class table filters the gallery to the class's images
+    button = page.locator("#class-table tbody tr button.to-gallery").first
+    class_id = int(button.get_attribute("data-class-id"))
+    button.click()
+    assert sorted(_all_shown_cards(page)) == [i for i, facet in enumerate(data["facets"]) if class_id in facet["c"]]
+    # grid mode and its size
+    page.check("#gallery-grid")
+    assert page.eval_on_selector("#cards", "c => c.classList.contains('grid')")
+    view.check_clean()
+    view.close()
+
+
+def test_keyboard_navigation(fake_report: tuple[Path, Path, dict[str, Any]], browser: Any) -> None:
+    _, report, _ = fake_report
+    view = Page(browser, report)
+    page = view.page
+    page.evaluate("location.hash = '#card-1'")
+    page.wait_for_selector("#card-1.hl")
+    _until(page, "document.activeElement && document.activeElement.id === 'card-1'")
+    page.keyboard.press("j")  # next card: on the next page
+    _until(page, "document.activeElement && document.activeElement.id === 'card-2'")
+    page.keyboard.press("k")
+    _until(page, "document.activeElement && document.activeElement.id === 'card-1'")
+    gt = page.locator("#card-1 input[data-toggle='gt']")
+    before = gt.is_checked()
+    page.keyboard.press("g")
+    assert gt.is_checked() != before
+    method = page.locator("#card-1 select[data-role='method']")
+    first = method.input_value()
+    page.keyboard.press("m")
+    assert method.input_value() != first
+    page.keyboard.press("f")
+    assert page.locator("#card-1 .decide [data-decision='fix'][aria-pressed='true']").count() == 1
+    # sort headers are reachable and work by keyboard
+    header = page.locator("#finding-table th[data-key='s']")
+    header.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#finding-table th[data-key='s']").get_attribute("aria-sort") == "descending"
+    view.check_clean()
+    view.close()
+
+
+def test_label_error_view(fake_report: tuple[Path, Path, dict[str, Any]], browser: Any) -> None:
+    _, report, _ = fake_report
+    view = Page(browser, report)
+    page = view.page
+    card = page.locator("#card-0")
+    lv = card.locator("[data-role='label-view']")
+    assert lv.get_attribute("open") is not None  # every fake image has a label-error finding
+    assert card.locator("input[data-toggle='gt']").is_checked() and card.locator("input[data-toggle='pred']").is_checked()
+    reading = lv.locator("[data-role='reading']").inner_text()
+    assert reading.startswith("The model predicts ") and "the label says" in reading
+    assert lv.locator(".lv-legend .lv-item").count() >= 3
+    stack = lv.locator(".lv-panel .stack").first
+    box = stack.bounding_box()
+    stack.hover(position={"x": box["width"] * 0.7, "y": box["height"] * 0.75})
+    assert "GT " in lv.locator("[data-role='readout']").inner_text()
+    assert "CAM " in lv.locator("[data-role='readout']").inner_text()
+    view.check_clean()
+    view.close()
+
+
+def test_report_has_no_serious_accessibility_violation(fake_report: tuple[Path, Path, dict[str, Any]],
+                                                       browser: Any) -> None:
+    _, report, _ = fake_report
+    view = Page(browser, report)
+    assert _axe(view.page) == []
+    view.close()
+
+
+def test_compare_page_warns_and_is_accessible(browser: Any, tmp_path: Path) -> None:
+    """The same images as VOC and as COCO: the page pairs them by file name, says why its deltas need
+    care, sorts the images A / B column by keyboard, and has no serious accessibility violation."""
+    from report_runs import rewrite_run
+    from segaudit.reports import compare_runs
+
+    make_run(tmp_path / "voc", seed=0, run_id="run-voc")
+    make_run(tmp_path / "coco", seed=1, run_id="run-coco")
+    rewrite_run(tmp_path / "coco", coco=True)
+    out = compare_runs(tmp_path / "voc", tmp_path / "coco")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(out.resolve().as_uri())
+    warnings = page.locator("#compare-warnings li").all_inner_texts()
+    assert any(w.startswith("Dataset formats differ") for w in warnings)
+    assert page.locator("text=The runs share no image").count() == 0
+    assert page.locator(".changed-row").count() > 0 and page.locator(".changed-row a.card-link").count() > 0
+    header = page.locator("#class-deltas-base th[data-col='1']")
+    header.focus()
+    page.keyboard.press("Enter")
+    assert header.get_attribute("aria-sort") == "ascending"
+    sums = [sum(int(x) for x in t.split(" / ")) for t in page.locator("#class-deltas-base tbody td:nth-child(2)").all_inner_texts()]
+    assert sums == sorted(sums)
+    assert _axe(page) == []
+    assert problems == []
+    page.close()

@@ -1,6 +1,8 @@
 /* segaudit report script. Reads the inert JSON of the page (#sa-data, #sa-page-N or page scripts beside the
-   report) and builds the findings list, the per-class table, the histograms and the image cards with DOM
-   calls only: every run string is set with textContent or setAttribute, never parsed as markup. */
+   report) and builds the review bar and findings list, the per-class table, the histograms, the confusion
+   matrix and the gallery of image cards (parts in review.js, gallery.js, labelview.js, cards.js, loaded
+   before this file) with DOM calls only: every run string is set with textContent or setAttribute, never
+   parsed as markup. */
 (function () {
   "use strict";
   var DATA = JSON.parse(document.getElementById("sa-data").textContent);
@@ -57,87 +59,33 @@
     return out;
   })();
   function cssColor(k) { var c = PALETTE[((k % 256) + 256) % 256]; return "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")"; }
-
-  /* Jet colour of x in [0, 1], as reports.overlay.colorize_cam. */
-  function jet(x) {
-    function f(v) { return Math.round(Math.min(Math.max(v, 0), 1) * 255); }
-    return [f(1.5 - Math.abs(4 * x - 3)), f(1.5 - Math.abs(4 * x - 2)), f(1.5 - Math.abs(4 * x - 1))];
-  }
-  var JET = (function () { var t = []; for (var i = 0; i < 256; i++) { t.push(jet(i / 255)); } return t; })();
-
-  /* Bilinear resampling with half-pixel centres (torch's align_corners=False), as reports.overlay.upsample_map. */
-  function axis(outSize, inSize) {
-    var i0 = new Int32Array(outSize), i1 = new Int32Array(outSize), w = new Float32Array(outSize);
-    var scale = inSize / outSize;
-    for (var o = 0; o < outSize; o++) {
-      var src = Math.max((o + 0.5) * scale - 0.5, 0);
-      var a = Math.min(Math.floor(src), inSize - 1);
-      i0[o] = a; i1[o] = Math.min(a + 1, inSize - 1); w[o] = src - a;
-    }
-    return {i0: i0, i1: i1, w: w};
-  }
-  function upsample(values, h, w, outH, outW) {
-    var ys = axis(outH, h), xs = axis(outW, w), out = new Float32Array(outH * outW);
-    for (var y = 0; y < outH; y++) {
-      var r0 = ys.i0[y] * w, r1 = ys.i1[y] * w, wy = ys.w[y];
-      for (var x = 0; x < outW; x++) {
-        var a = values[r0 + xs.i0[x]] * (1 - wy) + values[r1 + xs.i0[x]] * wy;
-        var b = values[r0 + xs.i1[x]] * (1 - wy) + values[r1 + xs.i1[x]] * wy;
-        out[y * outW + x] = a * (1 - xs.w[x]) + b * xs.w[x];
-      }
-    }
-    return out;
-  }
-  /* A map's raw values: base64 of little-endian float32, row-major. */
-  function decodeMap(entry) {
-    var raw = atob(entry.v), view = new DataView(new ArrayBuffer(raw.length)), n = raw.length / 4;
-    for (var i = 0; i < raw.length; i++) { view.setUint8(i, raw.charCodeAt(i)); }
-    var values = new Float32Array(n);
-    for (var k = 0; k < n; k++) { values[k] = view.getFloat32(4 * k, true); }
-    return values;
-  }
-
-  /* The point prompts of segaudit.metrics.scores on an upsampled map: max_point, weighted_centroid (cutoff x max
-     of the positive part) and background_point, over valid pixels (valid: Uint8Array or null = all).
-     Returns [[row, col] | null] x 3, null where segaudit.metrics.scores says undefined. */
-  function mapPoints(up, H, W, valid, cutoff) {
-    var best = -Infinity, bestAt = -1, low = Infinity, lowAt = -1, peak = 0, i;
-    for (i = 0; i < up.length; i++) {
-      if (valid && !valid[i]) { continue; }
-      var v = up[i];
-      if (v > best) { best = v; bestAt = i; }
-      if (v < low) { low = v; lowAt = i; }
-      if (v > peak) { peak = v; }
-    }
-    var out = [null, null, null];
-    if (bestAt >= 0 && best > 0) { out[0] = [Math.floor(bestAt / W), bestAt % W]; }
-    if (peak > 0) {
-      var sw = 0, sr = 0, sc = 0, cut = cutoff * peak;
-      for (i = 0; i < up.length; i++) {
-        if (valid && !valid[i]) { continue; }
-        var p = up[i];
-        if (p > 0 && p >= cut) { sw += p; sr += p * Math.floor(i / W); sc += p * (i % W); }
-      }
-      sw = Math.max(sw, 1e-30);
-      out[1] = [sr / sw, sc / sw];
-    }
-    if (lowAt >= 0 && best > low && best > 0) { out[2] = [Math.floor(lowAt / W), lowAt % W]; }
-    return out;
-  }
+  var API = {el: el, option: option, DATA: DATA, META: META, palette: PALETTE, svg: svg, clear: clear, fmt: fmt, fmtG: fmtG,
+             num: num, label: label, doc: doc, kindBadge: kindBadge, scoreStyle: scoreStyle};
+  var REVIEW = API.REVIEW = window.segauditReview(API);
+  var renderCard = window.segauditCards(API).renderCard;
+  var GALLERY = window.segauditGallery(API, function () { showPage(0); });
 
   /* Generic sortable table. columns: [{key, label, title, numeric, cell(row) -> node|string, value(row)}]. */
   function renderTable(table, columns, rows, state, onSort, rowAttrs, footer) {
     clear(table);
     var head = el("tr");
     columns.forEach(function (col) {
-      var th = el("th", {"data-col": col.key, "data-key": col.key, title: col.title || null,
-                         "class": col.numeric ? "num" : "text"}, [col.label]);
+      var th = el("th", {"data-col": col.sort === false ? null : col.key, "data-key": col.key, title: col.title || null, scope: "col",
+                         "class": col.numeric ? "num" : "text", tabindex: col.sort === false ? null : 0,
+                         "aria-sort": state.col === col.key ? (state.dir === "asc" ? "ascending" : "descending") : null}, [col.label]);
       if (state.col === col.key) { th.setAttribute("data-dir", state.dir); }
-      th.addEventListener("click", function () {
-        var dir = state.col === col.key && state.dir === "desc" ? "asc" : (state.col === col.key ? "desc" : (col.numeric ? "desc" : "asc"));
+      function sortBy() {
+        var first = col.first || (col.numeric ? "desc" : "asc");
+        var dir = state.col === col.key ? (state.dir === "asc" ? "desc" : "asc") : first;
         state.col = col.key; state.dir = dir;
         onSort();
-      });
+        var again = table.querySelector("th[data-key='" + col.key + "']");
+        if (again) { again.focus(); }
+      }
+      if (col.sort !== false) {
+        th.addEventListener("click", sortBy);
+        th.addEventListener("keydown", function (ev) { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); sortBy(); } });
+      }
       head.appendChild(th);
     });
     table.appendChild(el("thead", null, [head]));
@@ -193,23 +141,28 @@
 
   // ----------------------------------------------------------------------------------------- findings
   var FIND_PAGE = 50;
-  var findState = {kinds: {}, cls: "", col: "s", dir: "desc", page: 0};
+  var findState = {kinds: {}, cls: "", col: "i", dir: "asc", page: 0};
   META.kinds.forEach(function (k) { findState.kinds[k] = true; });
   function classKey(f) { return f.c !== null && f.c > 0 ? "c" + f.c : "n" + f.n; }
 
   function findingColumns() {
     return [
+      {key: "i", label: "review rank", numeric: true, first: "asc", title: doc("review_rank") + " Default order: review rank, then kind, then score.", cell: function (f) {
+        var r = f.i === null ? null : DATA.index[f.i][1]; return r === null ? DASH : String(r);
+      }, value: function (f) { return f.i === null ? null : DATA.index[f.i][1]; }},
+      {key: "t", label: "image", sort: false, cell: function (f) {
+        var uri = DATA.thumbs && DATA.thumbs[f.id];
+        return uri ? el("img", {"class": "mini", src: uri, alt: "thumbnail of " + f.f}) : el("span", {"class": "muted", text: DASH});
+      }, value: function () { return ""; }},
       {key: "k", label: "kind", title: doc("kind"), cell: function (f) { return kindBadge(f.k); }, value: function (f) { return META.kinds.indexOf(f.k); }},
       {key: "s", label: "score", numeric: true, shade: true, title: doc("score"), cell: function (f) { return fmt(f.s); }, value: function (f) { return f.s; }},
       {key: "n", label: "class", cell: function (f) {
         return el("span", null, [f.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(f.c)}}) : null, f.n || DASH]);
       }, value: function (f) { return (f.n || "").toLowerCase(); }},
-      {key: "f", label: "image", cell: function (f) {
+      {key: "f", label: "file", cell: function (f) {
         return f.i === null ? (f.f || DASH) : el("a", {href: "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c), text: f.f});
       }, value: function (f) { return (f.f || "").toLowerCase(); }},
-      {key: "i", label: "review rank", numeric: true, title: doc("review_rank"), cell: function (f) {
-        var r = f.i === null ? null : DATA.index[f.i][1]; return r === null ? DASH : String(r);
-      }, value: function (f) { return f.i === null ? null : DATA.index[f.i][1]; }},
+      {key: "d", label: "decision", sort: false, cell: function (f) { return REVIEW.buttons(f.key, true); }, value: function () { return ""; }},
       {key: "e", label: "evidence", wrap: true, cell: function (f) {
         var span = el("span", {"class": "evidence"});
         Object.keys(f.e).forEach(function (k, j) {
@@ -255,6 +208,13 @@
     select.addEventListener("change", function () { findState.cls = select.value; findState.page = 0; renderFindings(); });
     box.appendChild(el("label", null, ["class ", select]));
     box.appendChild(el("span", {id: "finding-count", "class": "muted"}));
+    box.appendChild(el("button", {type: "button", id: "findings-to-gallery", text: "show these images in the gallery", on: {click: function () {
+      var on = META.kinds.filter(function (k) { return findState.kinds[k] !== false; });
+      var cls = /^c\d+$/.test(findState.cls) ? findState.cls.slice(1) : "";
+      GALLERY.set({kind: on.length === 1 ? on[0] : "", cls: cls}, true);
+      document.getElementById("gallery").scrollIntoView();
+    }}}));
+    box.parentNode.insertBefore(REVIEW.bar(), box);
   }
   function renderFindings() {
     var table = document.getElementById("finding-table");
@@ -270,11 +230,24 @@
     findState.page = Math.min(findState.page, pages - 1);
     var shown = rows.slice(findState.page * FIND_PAGE, (findState.page + 1) * FIND_PAGE);
     renderTable(table, cols, shown, findState, renderFindings, function (f) {
-      return {"class": "finding-row" + (f.i === null ? "" : " link"), "data-kind": f.k, "data-class": f.n,
+      function open() {
+        if (f.i === null) { return; }
+        var target = "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c);
+        if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+      }
+      return {"class": "finding-row" + (f.i === null ? "" : " link"), "data-kind": f.k, "data-class": f.n, "data-key": f.key, tabindex: 0,
               on: {click: function (ev) {
-                if (f.i === null || ev.target.tagName === "A") { return; }
-                var target = "#card-" + f.i + "-c" + (f.c === null ? -1 : f.c);
-                if (location.hash === target) { openFromHash(); } else { location.hash = target; }
+                if (ev.target.closest && ev.target.closest("a, button")) { return; }
+                open();
+              }, keydown: function (ev) {
+                if (ev.target !== ev.currentTarget) { return; }
+                if (ev.key === "Enter") { ev.preventDefault(); open(); return; }
+                if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+                  var next = ev.key === "ArrowDown" ? ev.currentTarget.nextElementSibling : ev.currentTarget.previousElementSibling;
+                  if (next) { ev.preventDefault(); next.focus(); }
+                  return;
+                }
+                REVIEW.handleKey(ev, f.key);
               }}};
     });
     document.getElementById("finding-count").textContent = rows.length + " of " + DATA.findings.length + " findings shown";
@@ -303,7 +276,9 @@
       {key: "n", label: "class", cell: function (r) {
         return el("span", {title: r.c > 0 ? "class id " + r.c : "a dataset class the model does not know"}, [
           r.c > 0 ? el("span", {"class": "swatch", style: {background: cssColor(r.c)}}) : null, r.n,
-          r.c > 0 ? null : el("span", {"class": "tag", text: "unknown to the model"})]);
+          r.c > 0 ? null : el("span", {"class": "tag", text: "unknown to the model"}),
+          r.c > 0 ? el("button", {type: "button", "class": "to-gallery", "data-class-id": r.c, title: "show the images of " + r.n + " in the gallery",
+                                  text: "images", on: {click: function () { GALLERY.set({cls: String(r.c)}, true); document.getElementById("gallery").scrollIntoView(); }}}) : null]);
       }, value: function (r) { return r.n.toLowerCase(); }},
       {key: "images", label: "images", numeric: true, title: "images scored for the class", cell: function (r) { return String(r.images); }, value: function (r) { return r.images; }},
       {key: "seg_iou", label: label("seg_iou"), numeric: true, shade: true, title: doc("seg_iou"), cell: function (r) { return fmt(r.seg_iou); }, value: function (r) { return r.seg_iou; }},
@@ -400,10 +375,12 @@
     box.appendChild(el("label", null, ["score ", select]));
     box.appendChild(el("span", {"class": "muted", id: "hist-which"}));
   }
-  function histogram(title, counts, sub) {
+  function histogram(title, counts, sub, classId) {
     var W = 170, H = 64, bins = counts.length, max = Math.max.apply(null, counts.concat([1]));
     var total = counts.reduce(function (a, b) { return a + b; }, 0);
-    var s = svg("svg", {width: W, height: H + 14, viewBox: "0 0 " + W + " " + (H + 14), role: "img"});
+    var alt = "histogram of " + label(classState.hist) + " for " + title + ": " + counts.map(function (c, i) {
+      return (i / bins).toFixed(1) + "\u2013" + ((i + 1) / bins).toFixed(1) + ": " + c; }).join(", ");
+    var s = svg("svg", {width: W, height: H + 14, viewBox: "0 0 " + W + " " + (H + 14), role: "img", "aria-label": alt});
     var bw = W / bins;
     counts.forEach(function (c, i) {
       var h = Math.round(H * c / max);
@@ -415,7 +392,13 @@
     [["0", 0, "start"], ["0.5", W / 2, "middle"], ["1", W, "end"]].forEach(function (t) {
       var text = svg("text", {"class": "axis", x: t[1], y: H + 11, "text-anchor": t[2]}); text.textContent = t[0]; s.appendChild(text);
     });
-    return el("div", {"class": "hist"}, [el("div", {"class": "t", text: title}), el("div", {"class": "muted small", text: "n = " + total + (sub || "")}), s]);
+    var t = svg("text", {"class": "axis", x: 2, y: 9}); t.textContent = "max " + max; s.appendChild(t);
+    var box = el("div", {"class": "hist"}, [el("div", {"class": "t", text: title}), el("div", {"class": "muted small", text: "n = " + total + (sub || "") + " \u00b7 x: " + label(classState.hist)}), s]);
+    if (classId !== undefined && classId > 0) {
+      box.appendChild(el("button", {type: "button", "class": "to-gallery", text: "images", title: "show the images of " + title + " in the gallery",
+                                    on: {click: function () { GALLERY.set({cls: String(classId)}, true); document.getElementById("gallery").scrollIntoView(); }}}));
+    }
+    return box;
   }
   function renderHistograms() {
     var box = clear(document.getElementById("histograms"));
@@ -423,11 +406,11 @@
     document.getElementById("hist-which").textContent = classState.m ? classState.m + " @ " + classState.l : "";
     if (!entry) { box.appendChild(el("p", {"class": "empty", text: "No scores to draw."})); return; }
     if (entry.all) { box.appendChild(histogram("all classes", entry.all)); }
-    CLASSES.rows.forEach(function (r, i) { if (entry.classes[i]) { box.appendChild(histogram(r.n, entry.classes[i])); } });
+    CLASSES.rows.forEach(function (r, i) { if (entry.classes[i]) { box.appendChild(histogram(r.n, entry.classes[i], "", r.c)); } });
   }
 
   // ------------------------------------------------------------------------------------------ gallery
-  var pageCache = {}, pageWaiters = {}, current = {page: -1};
+  var pageCache = {}, pageWaiters = {};
   window.segauditPage = function (page, data) {
     pageCache[page] = data;
     (pageWaiters[page] || []).forEach(function (w) { w[0](data); });
@@ -468,22 +451,32 @@
     input.addEventListener("keydown", function (e) { if (e.key === "Enter") { go(); } });
     return el("span", null, [" \u00b7 find ", input, el("button", {type: "button", text: "go", on: {click: go}}), " ", status]);
   }
+  /* The gallery shows GALLERY.list() (card indices, filtered and sorted), META.page_size at a time; each
+     card comes from its page of cards (loaded on demand), whatever the filter. */
+  var view = {key: "", list: []};
   function showPage(page) {
     var cards = document.getElementById("cards");
     if (!META.n_cards) { clear(cards).appendChild(el("p", {"class": "empty", text: "No images in this run."})); return Promise.resolve(); }
-    page = Math.min(Math.max(page, 0), META.n_pages - 1);
+    var list = view.list = GALLERY.list(), ps = META.page_size;
+    var pages = Math.max(Math.ceil(list.length / ps), 1);
+    page = Math.min(Math.max(page, 0), pages - 1);
     var go = function (p) { showPage(p).then(function () { document.getElementById("gallery").scrollIntoView(); }); };
-    var first = page * META.page_size, last = Math.min(first + META.page_size, META.n_cards);
-    var info = el("span", {"class": "muted", text: " images " + (first + 1) + "\u2013" + last + " of " + META.n_cards});
-    pager(document.getElementById("gallery-pager"), page, META.n_pages, go, el("span", null, [info, findBox()]));
-    pager(document.getElementById("gallery-pager-bottom"), page, META.n_pages, go);
-    if (current.page === page) { return Promise.resolve(); }
-    current.page = page;
+    var first = page * ps, last = Math.min(first + ps, list.length);
+    var info = el("span", {"class": "muted", id: "gallery-count", "aria-live": "polite", text: " images " + (list.length ? first + 1 : 0) + "\u2013" + last + " of " +
+      list.length + (GALLERY.active() ? " matching " + GALLERY.describe() + " (" + META.n_cards + " in all)" : "")});
+    pager(document.getElementById("gallery-pager"), page, pages, go, el("span", null, [info, findBox()]));
+    pager(document.getElementById("gallery-pager-bottom"), page, pages, go);
+    var want = list.slice(first, last), key = page + ":" + want.join(",");
+    if (view.key === key) { return Promise.resolve(); }
+    view.key = key;
+    if (!want.length) { clear(cards).appendChild(el("p", {"class": "empty", text: "No image matches the filters."})); return Promise.resolve(); }
+    var needed = [];
+    want.forEach(function (i) { var p = Math.floor(i / ps); if (needed.indexOf(p) < 0) { needed.push(p); } });
     clear(cards).appendChild(el("p", {"class": "muted", text: "loading page " + (page + 1) + "\u2026"}));
-    return loadPage(page).then(function (data) {
-      if (current.page !== page) { return; }
+    return Promise.all(needed.map(loadPage)).then(function () {
+      if (view.key !== key) { return; }
       clear(cards);
-      data.cards.forEach(function (card) { cards.appendChild(renderCard(card)); });
+      want.forEach(function (i) { cards.appendChild(renderCard(pageCache[Math.floor(i / ps)].cards[i % ps])); });
     }, function (err) {
       clear(cards).appendChild(el("p", {"class": "warn", text: String(err.message || err)}));
     });
@@ -493,339 +486,60 @@
     if (!m) { return; }
     var i = parseInt(m[1], 10), c = m[2] === undefined ? null : parseInt(m[2], 10);
     if (i >= META.n_cards) { return; }
-    showPage(Math.floor(i / META.page_size)).then(function () {
+    if (GALLERY.list().indexOf(i) < 0) { GALLERY.set({}, true); }  // a card the filters hide: show all again
+    showPage(Math.floor(Math.max(GALLERY.list().indexOf(i), 0) / META.page_size)).then(function () {
       var node = document.getElementById("card-" + i);
       if (!node) { return; }
       if (c !== null && node.selectClass) { node.selectClass(c); }
       document.querySelectorAll(".img-card.hl").forEach(function (n) { n.classList.remove("hl"); });
       node.classList.add("hl");
       node.scrollIntoView({block: "start"});
+      node.focus({preventScroll: true});
     });
   }
-
-  // ---------------------------------------------------------------------------------------- one card
-  var labelCache = new WeakMap();
-  function decodeLabels(uri) {
-    return new Promise(function (resolve) {
-      if (!uri) { resolve(null); return; }
-      var img = new Image();
-      img.onload = function () {
-        var c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
-        var ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
-        var rgba = ctx.getImageData(0, 0, c.width, c.height).data, ids = new Uint8Array(c.width * c.height);
-        for (var i = 0; i < ids.length; i++) { ids[i] = rgba[4 * i]; }
-        resolve({w: c.width, h: c.height, ids: ids});
-      };
-      img.onerror = function () { resolve(null); };
-      img.src = uri;
-    });
+  /* The card the keys act on: the focused one, else the highlighted one, else the first shown. */
+  function currentCard() {
+    var a = document.activeElement, node = a && a.closest ? a.closest(".img-card") : null;
+    return node || document.querySelector(".img-card.hl") || document.querySelector(".img-card");
   }
-  function drawLabels(canvas, labels) {
-    canvas.width = labels.w; canvas.height = labels.h;
-    var ctx = canvas.getContext("2d"), out = ctx.createImageData(labels.w, labels.h);
-    for (var i = 0; i < labels.ids.length; i++) {
-      var k = labels.ids[i];
-      if (k === 0 || k === 255) { continue; }
-      var c = PALETTE[k];
-      out.data[4 * i] = c[0]; out.data[4 * i + 1] = c[1]; out.data[4 * i + 2] = c[2]; out.data[4 * i + 3] = 255;
-    }
-    ctx.putImageData(out, 0, 0);
+  function stepCard(delta) {
+    var node = currentCard(), list = GALLERY.list();
+    var at = node ? list.indexOf(parseInt(node.id.slice(5), 10)) : -1;
+    var next = list[Math.min(Math.max(at + delta, 0), list.length - 1)];
+    if (next === undefined) { return; }
+    var target = "#card-" + next;
+    if (location.hash === target) { openFromHash(); } else { location.hash = target; }
   }
-  function drawOutline(canvas, labels, classId) {
-    canvas.width = labels.w; canvas.height = labels.h;
-    var ctx = canvas.getContext("2d"), out = ctx.createImageData(labels.w, labels.h), w = labels.w, h = labels.h, ids = labels.ids;
-    if (classId === null || classId <= 0) { ctx.putImageData(out, 0, 0); return; }
-    for (var y = 0; y < h; y++) {
-      for (var x = 0; x < w; x++) {
-        var i = y * w + x;
-        if (ids[i] !== classId) { continue; }
-        var edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || ids[i - 1] !== classId || ids[i + 1] !== classId ||
-                   ids[i - w] !== classId || ids[i + w] !== classId;
-        if (edge) { out.data[4 * i] = 255; out.data[4 * i + 1] = 255; out.data[4 * i + 2] = 255; out.data[4 * i + 3] = 255; }
-      }
-    }
-    ctx.putImageData(out, 0, 0);
+  /* Gallery keys (not while typing in a field): j / k next / previous card, g / p / c toggle GT /
+     prediction / CAM, m next method, f / o / u decide the card's finding. */
+  function galleryKeys(ev) {
+    var t = ev.target, tag = t && t.tagName;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || (t && t.isContentEditable)) { return; }
+    if (t && t.closest && t.closest("tr.finding-row, th")) { return; }
+    var node = currentCard(), k = ev.key.toLowerCase();
+    if (k === "j" || k === "k") { ev.preventDefault(); stepCard(k === "j" ? 1 : -1); return; }
+    if (!node || !(t === document.body || (t.closest && t.closest(".img-card")))) { return; }
+    var layer = {g: "gt", p: "pred", c: "cam"}[k];
+    if (layer) { ev.preventDefault(); node.toggleLayer(layer); return; }
+    if (k === "m") { ev.preventDefault(); node.nextMethod(); return; }
+    REVIEW.handleKey(ev, node.findingKey());
   }
-  function drawCam(canvas, up, H, W) {
-    if (!up) { canvas.width = 1; canvas.height = 1; canvas.getContext("2d").clearRect(0, 0, 1, 1); return; }
-    canvas.width = W; canvas.height = H;
-    var lo = Infinity, hi = -Infinity, i;
-    for (i = 0; i < up.length; i++) { if (up[i] < lo) { lo = up[i]; } if (up[i] > hi) { hi = up[i]; } }
-    var span = hi > lo ? hi - lo : 1, ctx = canvas.getContext("2d"), out = ctx.createImageData(W, H);
-    for (i = 0; i < up.length; i++) {
-      var c = JET[Math.round(hi > lo ? (up[i] - lo) / span * 255 : 0)];
-      out.data[4 * i] = c[0]; out.data[4 * i + 1] = c[1]; out.data[4 * i + 2] = c[2]; out.data[4 * i + 3] = 255;
-    }
-    ctx.putImageData(out, 0, 0);
-  }
-  function drawPoints(node, pts, H, W) {
-    while (node.firstChild) { node.removeChild(node.firstChild); }
-    node.setAttribute("viewBox", "0 0 " + W + " " + H);
-    if (!pts) { return; }
-    var r = Math.max(W, H) / 32, sw = Math.max(W, H) / 160;
-    var styles = [["max", "#ff2d55"], ["centroid", "#ffd60a"], ["background", "#30d5ff"]];
-    pts.forEach(function (p, k) {
-      if (!p) { return; }
-      var x = p[1] + 0.5, y = p[0] + 0.5, shape;
-      if (k === 0) { shape = svg("polygon", {points: [x, y - r, x - r * 0.9, y + r * 0.7, x + r * 0.9, y + r * 0.7].join(" ")}); }
-      else if (k === 1) { shape = svg("circle", {cx: x, cy: y, r: r * 0.75}); }
-      else { shape = svg("path", {d: "M" + (x - r * 0.7) + " " + (y - r * 0.7) + "L" + (x + r * 0.7) + " " + (y + r * 0.7) + "M" + (x + r * 0.7) + " " + (y - r * 0.7) + "L" + (x - r * 0.7) + " " + (y + r * 0.7), "stroke-width": sw * 3.2}); }
-      shape.setAttribute("class", "pt pt-" + styles[k][0]);
-      shape.setAttribute("fill", k === 2 ? "none" : styles[k][1]);
-      shape.setAttribute("stroke", k === 2 ? styles[k][1] : "#000");
-      if (k !== 2) { shape.setAttribute("stroke-width", sw); }
-      var tip = svg("title", {}); tip.textContent = styles[k][0] + " point (row " + p[0].toFixed(1) + ", col " + p[1].toFixed(1) + ")";
-      shape.appendChild(tip);
-      node.appendChild(shape);
-    });
-  }
-
-  /* CNN-Fixations points (fixations table, model input frame of side S) as dots sized by weight */
-  function drawFixations(node, fix, subject, S, H) {
-    var mine = (fix || []).filter(function (f) { return f.s === subject; })[0];
-    if (!mine) { return; }
-    var scale = H / S, top = 0;
-    mine.p.forEach(function (q) { top = Math.max(top, q[2]); });
-    mine.p.forEach(function (q) {
-      var dot = svg("circle", {cx: (q[1] + 0.5) * scale, cy: (q[0] + 0.5) * scale,
-                               r: scale * (0.6 + 1.4 * Math.sqrt(top > 0 ? q[2] / top : 0))});
-      dot.setAttribute("class", "pt pt-fixation");
-      dot.setAttribute("fill", "#7CFC00");
-      dot.setAttribute("fill-opacity", "0.8");
-      node.appendChild(dot);
-    });
-  }
-
-  function renderCard(card) {
-    var byKey = {}, computed = {};
-    card.maps.forEach(function (m) { byKey[m.s + "|" + m.m + "|" + m.l] = m; });
-    var methods = META.methods.filter(function (m) { return card.maps.some(function (x) { return x.m === m; }); });
-    card.maps.forEach(function (x) { if (methods.indexOf(x.m) < 0) { methods.push(x.m); } });
-    var layers = META.layers.filter(function (l) { return card.maps.some(function (x) { return x.l === l; }); });
-    card.maps.forEach(function (x) { if (layers.indexOf(x.l) < 0) { layers.push(x.l); } });
-    var state = {s: 0, m: methods.indexOf(META.primary_method) >= 0 ? META.primary_method : methods[0],
-                 l: layers.indexOf(META.primary_layer) >= 0 ? META.primary_layer : layers[0],
-                 opacity: 0.5, show: {gt: false, pred: false, cam: true, outline: true, points: true}};
-    function subjectOf(classId) {
-      for (var i = 0; i < card.subjects.length; i++) { if (card.subjects[i].c === classId) { return i; } }
-      return -1;
-    }
-    // first shown: the class of the image's strongest finding, else its worst class
-    var strongest = card.find.slice().sort(function (a, b) { return (b.score || 0) - (a.score || 0); })[0];
-    var start = strongest && strongest.c !== null ? subjectOf(strongest.c) : -1;
-    if (start < 0) { start = subjectOf(card.worst); }
-    state.s = start >= 0 ? start : 0;
-    var labels = {gt: null, pred: null};
-    /* The shown frame: the thumbnail's size (else the map's); each map upsampled to it once, its points
-       found once the GT (the void mask) is known. */
-    function frameOf(entry) { return [card.th || entry.h, card.tw || entry.w]; }
-    function compute(entry) {
-      if (!entry) { return null; }
-      var key = entry.s + "|" + entry.m + "|" + entry.l, hit = computed[key], f = frameOf(entry);
-      if (!hit) {
-        hit = computed[key] = {H: f[0], W: f[1], up: upsample(decodeMap(entry), entry.h, entry.w, f[0], f[1]), pts: null, ptsValid: undefined};
-      }
-      var valid = null;
-      if (labels.gt && labels.gt.h === hit.H && labels.gt.w === hit.W) {
-        valid = new Uint8Array(labels.gt.ids.length);
-        for (var i = 0; i < valid.length; i++) { valid[i] = labels.gt.ids[i] !== 255 ? 1 : 0; }
-      }
-      if (hit.pts === null || (valid && !hit.ptsValid)) { hit.pts = mapPoints(hit.up, hit.H, hit.W, valid, META.cutoff); hit.ptsValid = !!valid; }
-      return hit;
-    }
-
-    // head
-    var head = el("div", {"class": "card-head"}, [
-      el("span", {"class": "rank", text: "#" + (card.rank === null ? DASH : card.rank)}),
-      el("span", {"class": "file", title: "image id " + card.id, text: card.file}),
-      el("span", {title: doc("suspicion"), text: "suspicion " + fmt(card.susp)}),
-      el("span", {title: doc("label_quality"), text: "label quality " + fmt(card.lq)}),
-      el("span", {title: META.docs.consistency || "", text: "consistency " + fmt(card.cons)}),
-      el("span", {"class": "muted", text: (card.w || "?") + "\u00d7" + (card.h || "?") + " px"})
-    ]);
-    var findings = el("span", {"class": "card-findings"});
-    card.find.forEach(function (f) {
-      var b = el("button", {type: "button", "class": "chip", title: "score " + fmt(f.score)}, [kindBadge(f.kind), " " + (f.name || DASH)]);
-      b.addEventListener("click", function () { if (f.c !== null) { node.selectClass(f.c); } });
-      findings.appendChild(b);
-    });
-    head.appendChild(findings);
-    head.appendChild(el("div", {"class": "classes", text: "GT: " + (card.gtc.join(", ") || DASH) + " \u00b7 predicted: " +
-      (card.prc.join(", ") || DASH) + (card.unk.length ? " \u00b7 unknown to the model: " + card.unk.join(", ") : "")}));
-
-    // viewer
-    var viewer = el("div", {"class": "viewer", "data-role": "viewer"});
-    var base = card.img ? el("img", {src: card.img, alt: "input view of " + card.file}) : el("div", {"class": "placeholder", text: "no thumbnail"});
-    var layerNodes = {
-      gt: el("canvas", {"class": "labels", "data-layer": "gt"}),
-      pred: el("canvas", {"class": "labels", "data-layer": "pred"}),
-      cam: el("canvas", {"class": "cam", "data-layer": "cam"}),
-      outline: el("canvas", {"class": "labels", "data-layer": "outline"}),
-      points: svg("svg", {"data-layer": "points", preserveAspectRatio: "none"})
-    };
-    viewer.appendChild(base);
-    ["gt", "pred", "cam", "outline"].forEach(function (k) { viewer.appendChild(layerNodes[k]); });
-    viewer.appendChild(layerNodes.points);
-    var toggles = el("div", {"class": "toggles"});
-    [["gt", "GT"], ["pred", "prediction"], ["cam", "CAM"], ["outline", "GT outline"], ["points", "points"]].forEach(function (t) {
-      var box = el("input", {type: "checkbox", "data-toggle": t[0], checked: state.show[t[0]]});
-      box.addEventListener("change", function () { state.show[t[0]] = box.checked; applyVisibility(); });
-      toggles.appendChild(el("label", null, [box, t[1]]));
-    });
-    var slider = el("input", {type: "range", min: 0, max: 100, value: 50, "data-role": "opacity", "aria-label": "overlay opacity"});
-    slider.addEventListener("input", function () { state.opacity = slider.value / 100; applyVisibility(); });
-    toggles.appendChild(el("label", null, ["opacity ", slider]));
-    var legend = el("div", {"class": "legend-pts", text: "\u25B2 CAM maximum \u00b7 \u25CF weighted centroid \u00b7 \u2715 background point"});
-    var viewerCaption = el("div", {"class": "muted small", "data-role": "caption"});
-    var viewerCol = el("div", {"class": "viewer-col"}, [viewer, toggles, legend, viewerCaption]);
-
-    // side: selectors, scores, strips, instances, prompts
-    var subjectSel = el("select", {"data-role": "subject", "aria-label": "class"});
-    card.subjects.forEach(function (s, i) {
-      subjectSel.appendChild(option(i, s.name + (s.d !== null ? " \u00b7 detection " + s.d : "") + (s.c === card.worst ? " (worst)" : ""), i === state.s));
-    });
-    var methodSel = el("select", {"data-role": "method", "aria-label": "method"});
-    methods.forEach(function (m) { methodSel.appendChild(option(m, m, m === state.m)); });
-    var layerSel = el("select", {"data-role": "layer", "aria-label": "layer"});
-    layers.forEach(function (l) { layerSel.appendChild(option(l, l, l === state.l)); });
-    subjectSel.addEventListener("change", function () { state.s = parseInt(subjectSel.value, 10); update(); });
-    methodSel.addEventListener("change", function () {
-      state.m = methodSel.value;
-      // a method computed at one layer only (fixations, guided backprop: the input) brings its layer along
-      if (!card.maps.some(function (x) { return x.m === state.m && x.l === state.l; })) {
-        var alt = card.maps.filter(function (x) { return x.m === state.m; })[0];
-        if (alt) { state.l = alt.l; layerSel.value = alt.l; }
-      }
-      update();
-    });
-    layerSel.addEventListener("change", function () { state.l = layerSel.value; update(); });
-    var selectors = el("div", {"class": "controls"}, [el("label", null, ["class ", subjectSel]), el("label", null, ["method ", methodSel]),
-                                                       layers.length > 1 ? el("label", null, ["layer ", layerSel]) : null]);
-    var scores = el("table", {"class": "scores plain"});
-    var methodStrip = el("div", {"class": "strip", "data-role": "methods"});
-    var layerStrip = el("div", {"class": "strip", "data-role": "layers"});
-    var inst = el("div", {"data-role": "instances"});
-    var prompts = el("div", {"data-role": "prompts"});
-    var side = el("div", {"class": "side"}, [selectors, scores,
-      el("h3", {text: "Methods side by side"}), methodStrip,
-      layers.length > 1 ? el("h3", {text: "Layer sweep (early \u2192 late)"}) : null, layers.length > 1 ? layerStrip : null,
-      inst, prompts]);
-    var node = el("article", {"class": "img-card", id: "card-" + card.i, "data-rank": card.rank === null ? "" : card.rank},
-                  [head, el("div", {"class": "card-body"}, [viewerCol, side])]);
-    /* the page's point prompts of the card's k-th map (tests compare them with segaudit.metrics.scores) */
-    node.mapPoints = function (k) { var got = compute(card.maps[k]); return got ? got.pts : null; };
-    node.selectClass = function (classId) {
-      var i = subjectOf(classId);
-      if (i >= 0) { state.s = i; subjectSel.value = String(i); update(); }
-    };
-
-    function applyVisibility() {
-      Object.keys(layerNodes).forEach(function (k) {
-        layerNodes[k].classList.toggle("layer-hidden", !state.show[k]);
-        if (k === "gt" || k === "pred" || k === "cam") { layerNodes[k].style.opacity = String(state.opacity); }
-      });
-    }
-    function panel(title, entry, selected, onPick, detail) {
-      var stack = el("div", {"class": "stack"}, [card.img ? el("img", {src: card.img, alt: ""}) : el("div", {"class": "placeholder", text: "no view"})]);
-      var cam = el("canvas", {"class": "cam"}), outline = el("canvas", {"class": "labels"}), pts = svg("svg", {preserveAspectRatio: "none"});
-      cam.style.opacity = "0.55";
-      stack.appendChild(cam); stack.appendChild(outline); stack.appendChild(pts);
-      var got = compute(entry);
-      if (got) { drawCam(cam, got.up, got.H, got.W); drawPoints(pts, got.pts, got.H, got.W); } else { stack.appendChild(el("div", {"class": "placeholder", text: "no map"})); }
-      if (labels.gt) { drawOutline(outline, labels.gt, card.subjects[state.s] ? card.subjects[state.s].c : null); }
-      var p = el("div", {"class": "panel" + (selected ? " sel" : ""), title: "show this map above"}, [stack,
-        el("div", {"class": "cap"}, [el("b", {text: title}), el("div", {"class": "muted", text: detail})])]);
-      p.addEventListener("click", onPick);
-      return p;
-    }
-    function detailOf(entry) {
-      if (!entry) { return "no map"; }
-      var sc = entry.sc || {};
-      return "energy in GT " + fmt(sc.energy_in_mask, 2) + " \u00b7 max " + fmtG(entry.hi);
-    }
-    function update() {
-      var subject = card.subjects[state.s];
-      var entry = subject ? byKey[state.s + "|" + state.m + "|" + state.l] : null;
-      var got = compute(entry);
-      drawCam(layerNodes.cam, got ? got.up : null, got ? got.H : 1, got ? got.W : 1);
-      drawPoints(layerNodes.points, got ? got.pts : null, got ? got.H : 1, got ? got.W : 1);
-      if (got && state.m === "fixations") { drawFixations(layerNodes.points, card.fix, state.s, entry.h, got.H); }
-      if (labels.gt) { drawOutline(layerNodes.outline, labels.gt, subject ? subject.c : null); }
-      viewerCaption.textContent = entry ? (state.m + " @ " + state.l + " \u00b7 target " + (entry.t || DASH) + " \u00b7 raw range " +
-        fmtG(entry.lo) + " \u2026 " + fmtG(entry.hi)) : (subject ? "no map for " + subject.name + " with " + state.m + " @ " + state.l : "no map");
-      // scores of the shown map
-      clear(scores);
-      var sc = entry ? entry.sc || {} : {};
-      var row1 = el("tr"), row2 = el("tr");
-      [["seg_iou", subject ? subject.iou : null], ["label_quality", subject ? subject.lq : null]].concat(
-        Object.keys(sc).map(function (k) { return [k, sc[k]]; })).forEach(function (kv) {
-        row1.appendChild(el("th", {title: doc(kv[0]), text: label(kv[0])}));
-        var td = el("td", {text: fmt(kv[1], 2)}); var st = scoreStyle(kv[1]); if (st) { td.style.backgroundColor = st.backgroundColor; }
-        row2.appendChild(td);
-      });
-      scores.appendChild(el("thead", null, [row1])); scores.appendChild(el("tbody", null, [row2]));
-      // methods side by side at the chosen layer
-      clear(methodStrip);
-      methods.forEach(function (m) {
-        // a method computed at another layer only (guided backprop and fixations at the input) shows its own
-        var at = byKey[state.s + "|" + m + "|" + state.l] ? state.l : layers.filter(function (l) { return byKey[state.s + "|" + m + "|" + l]; })[0];
-        var e = at === undefined ? undefined : byKey[state.s + "|" + m + "|" + at];
-        methodStrip.appendChild(panel(at === undefined || at === state.l ? m : m + " @ " + at, e, m === state.m, function () {
-          state.m = m; methodSel.value = m;
-          if (at !== undefined) { state.l = at; layerSel.value = at; }
-          update();
-        }, detailOf(e)));
-      });
-      // the layer sweep for the chosen method
-      clear(layerStrip);
-      if (layers.length > 1) {
-        layers.forEach(function (l) {
-          var e = byKey[state.s + "|" + state.m + "|" + l];
-          layerStrip.appendChild(panel(l, e, l === state.l, function () { state.l = l; layerSel.value = l; update(); }, detailOf(e)));
-        });
-      }
-      // instance coverage
-      clear(inst);
-      var rows = card.inst.filter(function (x) { return x.s === state.s && x.m === state.m && x.l === state.l; })[0];
-      if (rows) {
-        inst.appendChild(el("h3", {title: doc("instance_coverage"), text: "Instance coverage " + fmt(rows.cov, 2) + " (" + rows.rows.length + " instance" + (rows.rows.length === 1 ? "" : "s") + ")"}));
-        var chips = el("div", {"class": "inst"});
-        rows.rows.forEach(function (r) {
-          var yes = r.cov === 1, undef = num(r.cov);
-          chips.appendChild(el("span", {"class": undef ? "" : (yes ? "yes" : "no"), "data-covered": undef ? "" : (yes ? "1" : "0"),
-            title: "mass share " + fmt(r.ms, 2) + ", share of the class's mass " + fmt(r.cms, 2) + ", peak " + fmt(r.pk, 2) + ", " + (r.px === null ? "?" : r.px) + " px",
-            text: "#" + r.k + (r.a ? " (ann " + r.a + ")" : "") + " " + (undef ? "?" : (yes ? "\u2713 covered" : "\u2717 dark")) + " \u00b7 " + fmt(r.cms, 2)}));
-        });
-        inst.appendChild(chips);
-      }
-      // CAM-prompted segments
-      clear(prompts);
-      var mine = card.prompts.filter(function (p) { return p.s === state.s; });
-      if (mine.length) {
-        prompts.appendChild(el("h3", {text: "CAM-prompted segments (" + mine[0].seg + ", " + mine[0].m + " @ " + mine[0].l + ")"}));
-        var t = el("table", {"class": "scores plain"}, [el("thead", null, [el("tr", null, [el("th", {"class": "text", text: "point"}), el("th", {"class": "text", text: "prompts"}),
-          el("th", {text: "point hit"}), el("th", {text: "IoU with GT"}), el("th", {text: "Dice"})])])]);
-        var body = el("tbody");
-        mine.forEach(function (p) {
-          body.appendChild(el("tr", null, [el("td", {"class": "text", text: p.pt}), el("td", {"class": "text", text: p.pr}),
-            el("td", {text: fmt(p.hit, 0)}), el("td", {text: fmt(p.iou, 2)}), el("td", {text: fmt(p.dice, 2)})]));
-        });
-        t.appendChild(body); prompts.appendChild(t);
-      }
-    }
-    applyVisibility();
-    update();
-    Promise.all([decodeLabels(card.gt), decodeLabels(card.pred)]).then(function (res) {
-      labels.gt = res[0]; labels.pred = res[1];
-      if (labels.gt) { drawLabels(layerNodes.gt, labels.gt); }
-      if (labels.pred) { drawLabels(layerNodes.pred, labels.pred); }
-      update();
-      node.setAttribute("data-ready", "1");
-    });
-    return node;
+  function buildGalleryControls() {
+    var box = document.getElementById("gallery-filters");
+    box.appendChild(GALLERY.controls());
+    var cards = document.getElementById("cards");
+    var grid = el("input", {type: "checkbox", id: "gallery-grid"});
+    var size = el("input", {type: "range", id: "gallery-size", min: 120, max: 320, value: 200, "aria-label": "card size in the grid"});
+    function apply() { cards.classList.toggle("grid", grid.checked); cards.style.setProperty("--grid-view", size.value + "px"); }
+    grid.addEventListener("change", apply); size.addEventListener("input", apply);
+    box.appendChild(el("div", {"class": "controls"}, [el("label", null, [grid, "grid"]), el("label", null, ["size ", size]),
+      el("span", {"class": "muted small", text: "keys: j / k next / previous card \u00b7 g GT \u00b7 p prediction \u00b7 c CAM \u00b7 m next method \u00b7 f / o / u decide"})]));
+    GALLERY.confusion(document.getElementById("confusion"), document.getElementById("confusion-controls"));
   }
 
   // ------------------------------------------------------------------------------------------- start
+  buildGalleryControls();
+  document.addEventListener("keydown", galleryKeys);
   buildFindingControls();
   renderFindings();
   buildClassControls();

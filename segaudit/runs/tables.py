@@ -548,6 +548,7 @@ class RunTables:
     findings: pd.DataFrame
     prompts: pd.DataFrame
     fixations: pd.DataFrame
+    reviews: pd.DataFrame | None = None  # a reviewer's decisions (segaudit.runs.reviews), if any
 
     @property
     def class_names(self) -> list[str]:
@@ -609,5 +610,7 @@ def load_run(run_dir: str | Path, tables: tuple[str, ...] | None = None) -> RunT
     meta = read_run_row(run_dir)
     frames = {name: read_table(run_dir, name) if tables is None or name in tables else empty_frame(name)
               for name in _DATA_TABLES}
+    from segaudit.runs.reviews import read_reviews  # noqa: PLC0415 (reviews imports this module)
+
     return RunTables(run_dir=run_dir if is_url(run_dir) else Path(str(run_dir).removeprefix("file://")),
-                     run=meta, **frames)
+                     run=meta, **frames, reviews=read_reviews(run_dir))
