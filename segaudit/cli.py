@@ -1,7 +1,12 @@
 """The ``segaudit`` command: ``demo``, ``run``, ``report``, ``compare``, ``synth``.
 
 User mistakes (wrong paths, unknown model, layer or method) print one line and exit with status 2; they
-are checked before the Prefect flow starts, so no traceback is shown for them.
+are checked before the Prefect flow starts, so no traceback is shown for them. Any other failure (the
+Prefect API does not answer, the output cannot be written, the disk is full, Ctrl-C) is one line too, with
+the cause and the status of :mod:`segaudit.console`; ``--debug`` adds the traceback.
+
+Importing this module imports neither torch nor Prefect (``segaudit --help`` answers at once): the commands
+import what they need; :mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported.
 """
 
 from __future__ import annotations
@@ -12,9 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
+from segaudit.console import EXIT_USER_ERROR, apply_prefect_defaults, check_writable_folder, report_failure
 
-EXIT_USER_ERROR = 2
+# every kind of model load_model takes (segaudit.models.registry; its name lists import torch, so the help
+# names the families, and `segaudit layers MODEL` checks one)
+MODEL_HELP = (
+    "the shipped 'demo' (default), 'demo-fcn', 'demo-detector' or 'demo-classifier'; a torchvision "
+    "segmentation model (fcn_resnet50/101, deeplabv3_resnet50/101, deeplabv3_mobilenet_v3_large, "
+    "lraspp_mobilenet_v3_large), Mask R-CNN (maskrcnn_resnet50_fpn[_v2]) or ImageNet classifier (vgg16/19, "
+    "resnet50/101/152, optionally NAME:classes.json); or a segaudit checkpoint .pt"
+)
 
 
 class UserError(Exception):
@@ -22,6 +34,8 @@ class UserError(Exception):
 
 
 def _methods(text: str) -> list[str]:
+    from segaudit.cam import ALL_METHODS
+
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown or not methods:
@@ -44,6 +58,9 @@ def _roi(text: str) -> list[float]:
 
 
 def _add_audit_options(parser: argparse.ArgumentParser) -> None:
+    # segaudit.cam imports torch (its names are defined beside the engine): this import costs `--help` ~2 s
+    from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
+
     parser.add_argument("--layers", type=_layers, default=None,
                         help="feature layer(s) for the CAMs, comma-separated; the first is primary, more make a "
                         "layer sweep (default: the model's default layer; `segaudit layers MODEL` lists them)")
@@ -91,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("dataset", help="COCO annotation .json, a COCO folder (annotations/), or a VOC root")
     run.add_argument("--split", help="VOC ImageSets split or COCO instances_<split>.json (default val)")
     run.add_argument("--image-root", help="COCO: the folder image file names are relative to")
-    run.add_argument("--model", default="demo", help="'demo', a checkpoint .pt, or a torchvision model name")
+    run.add_argument("--model", default="demo", help=MODEL_HELP)
     run.add_argument("--weights", default="DEFAULT", help="torchvision weights enum member (default DEFAULT)")
     run.add_argument("--mapping", help="dataset=model class names, comma-separated, or a JSON file")
     _add_audit_options(run)
@@ -110,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=int, default=50, help="how many of the most changed images to show (default 50)")
 
     layers = commands.add_parser("layers", help="list a model's candidate CAM layers and its default layer")
-    layers.add_argument("model", help="'demo', a checkpoint .pt, or a torchvision model name")
+    layers.add_argument("model", help=MODEL_HELP)
     layers.add_argument("--weights", default="DEFAULT")
 
     pull = commands.add_parser("pull", help="download and verify COCO 2017 / Pascal VOC 2012 into a data root")
@@ -355,9 +372,22 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-by-task logs only when asked for
-    args = build_parser().parse_args(argv)
+    # Prefect reads its environment when first imported: quiet defaults now, before any command imports it
+    apply_prefect_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SEGAUDIT_DEBUG", "") not in ("", "0")
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="on a failure, print the full traceback (also SEGAUDIT_DEBUG=1; allowed anywhere)")
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
+        if args.command in ("demo", "run"):
+            if "://" not in args.out:  # a local folder: refuse a read-only or full one before the model loads
+                check_writable_folder(args.out)
+            from segaudit.flows.server import prepare_api, quiet_prefect_console
+
+            prepare_api()  # the configured API, checked, or this PREFECT_HOME's local server
+            quiet_prefect_console(debug)
         if args.command == "synth":
             from segaudit.devtools.synth import synth_main
 
@@ -367,9 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"segaudit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("segaudit: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is one line (--debug: traceback)
+        return report_failure(exc, debug)
 
 
 if __name__ == "__main__":
