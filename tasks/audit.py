@@ -13,6 +13,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from segaudit.console import name_sample
 from segaudit.data.classmap import ClassMap, build_class_map
 from segaudit.data.download import materialize
 from segaudit.data.readers import SegmentationDataset, open_dataset
@@ -59,7 +60,8 @@ def load_model_task(
     logger = get_run_logger()
     logger.info("model %s (%s), %d classes, sha256 %s", model.name, model.arch, model.num_classes, model.sha256[:12])
     if class_map.unmapped:
-        logger.warning("dataset classes unknown to the model (ignored): %s", ", ".join(class_map.unmapped))
+        logger.warning("dataset classes unknown to the model (void; --mapping pairs them): %s",
+                       name_sample(class_map.unmapped))
     return model, class_map
 
 
