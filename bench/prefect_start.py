@@ -40,8 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from segaudit.devtools.synth import generate_dataset
     from segaudit.flows.server import stop_local_server
+
+    from segaudit.devtools.synth import generate_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="segaudit-prefect-start-"))
     generate_dataset(tmp / "data", n_train=0, n_val=1, seed=1, plant_errors=0.0)
