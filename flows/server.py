@@ -165,6 +165,15 @@ def prepare_api(environ: MutableMapping[str, str] | None = None) -> str | None:
     server's); return the URL (None: Prefect's temporary server, ``SEGAUDIT_PREFECT_SERVER=ephemeral``)."""
     environ = os.environ if environ is None else environ
     apply_prefect_defaults(environ)
+    if "prefect" in sys.modules and environ is os.environ:
+        # Prefect has read its settings already (a program calling segaudit.cli.main, a test harness): its
+        # API is the one in its settings, and starting another server here would not change that
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().api.url
+        if url and (why := api_answers(url)) is not None:
+            raise PrefectUnavailable(f"the Prefect API at {url} does not answer ({why})")
+        return url or None
     url = configured_api_url(environ)
     if url:
         why = api_answers(url)
