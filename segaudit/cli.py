@@ -142,10 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_inputs(args: argparse.Namespace, model_spec: str, weights: str | None, mapping: dict | None) -> None:
     """Open the dataset and the model once, so that mistakes surface as one clear line before the flow."""
     from segaudit.data.classmap import build_class_map
-    from segaudit.data.download import materialize
+    from segaudit.data.download import DATA_CACHE, materialize
     from segaudit.data.readers import open_dataset
     from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
-    from segaudit.tasks.audit import DATA_CACHE
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -242,6 +241,7 @@ def _check_output(args: argparse.Namespace, data, model) -> None:
 
 
 def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping: dict | None) -> str:
+    _connect_prefect(args.debug)  # after the inputs' checks (a user error starts no server), before the import
     from segaudit.flows.audit import audit
 
     return audit(
@@ -371,6 +371,15 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect_prefect(debug: bool) -> None:
+    """The Prefect API for the flow (the configured one, checked, or this PREFECT_HOME's local server), set
+    before Prefect is imported; Prefect's console without tracebacks unless ``debug``."""
+    from segaudit.flows.server import prepare_api, quiet_prefect_console
+
+    prepare_api()
+    quiet_prefect_console(debug)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Prefect reads its environment when first imported: quiet defaults now, before any command imports it
     apply_prefect_defaults()
@@ -380,14 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="on a failure, print the full traceback (also SEGAUDIT_DEBUG=1; allowed anywhere)")
     args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
-        if args.command in ("demo", "run"):
-            if "://" not in args.out:  # a local folder: refuse a read-only or full one before the model loads
-                check_writable_folder(args.out)
-            from segaudit.flows.server import prepare_api, quiet_prefect_console
-
-            prepare_api()  # the configured API, checked, or this PREFECT_HOME's local server
-            quiet_prefect_console(debug)
+        if args.command in ("demo", "run") and "://" not in args.out:
+            check_writable_folder(args.out)  # a read-only or full output folder, said before the model loads
         if args.command == "synth":
             from segaudit.devtools.synth import synth_main
 

@@ -134,12 +134,17 @@ def report_failure(exc: BaseException, debug: bool, stream: TextIO | None = None
 
 
 def check_writable_folder(folder: str | os.PathLike[str]) -> None:
-    """Raise :class:`EnvironmentProblem` unless ``folder`` (a local path; made if absent) takes a new file, so
-    that a read-only or full output folder is said before the model loads rather than by a failed shard."""
-    path = Path(folder)
+    """Raise :class:`EnvironmentProblem` unless ``folder`` (a local path) takes a new file, so that a read-only
+    or full output folder is said before the model loads rather than by a failed shard. An absent folder is
+    not made: its nearest existing parent is tried (the folder is made there later)."""
+    path = Path(folder).absolute()
+    probe_in = path
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".segaudit-probe-") as probe:
+        if not probe_in.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe_in))
+        with tempfile.NamedTemporaryFile(dir=probe_in, prefix=".segaudit-probe-") as probe:
             probe.write(b"0")
             probe.flush()
     except OSError as exc:

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from segaudit.console import name_sample
 from segaudit.data.classmap import ClassMap, build_class_map
-from segaudit.data.download import materialize
+from segaudit.data.download import DATA_CACHE, materialize
 from segaudit.data.readers import SegmentationDataset, open_dataset
 from segaudit.data.sample import ErrorRow, ImageRef
 from segaudit.models.registry import LoadedModel, load_model
@@ -26,9 +26,6 @@ from segaudit.settings import AuditConfig
 #: Failures worth another try of a shard: I/O (storage, network file systems, object stores), timeouts.
 #: Anything else (a bug, a configuration error) fails the same way again, so it is not retried.
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
-
-#: Where datasets given as fsspec URLs are copied to (relative to the worker's folder).
-DATA_CACHE = "data/cache"
 
 
 def _is_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
