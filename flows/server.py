@@ -73,14 +73,14 @@ def configured_api_url(environ: MutableMapping[str, str]) -> str | None:
     return (profiles.get("profiles", {}).get(active, {}) or {}).get("PREFECT_API_URL") or None
 
 
-def api_answers(url: str, timeout: float = 5.0) -> str | None:
+def api_answers(url: str, timeout: float = 5.0, healthy: bool = False) -> str | None:
     """None when an HTTP server answers at ``url``'s ``/health`` (any status: Prefect Cloud needs a key for
-    it), else why not (the connection error)."""
+    it; with ``healthy``, only 200, as a local Prefect server answers), else why not."""
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
             return None
-    except urllib.error.HTTPError:
-        return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}" if healthy else None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return str(reason).splitlines()[0] if str(reason) else type(reason).__name__
@@ -114,7 +114,7 @@ def local_server(environ: MutableMapping[str, str]) -> str:
     with open(home / "segaudit-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second audit waits here for the first one's server
         state = _read_state(home)
-        if state and api_answers(state["url"], timeout=3) is None:
+        if state and api_answers(state["url"], timeout=3, healthy=True) is None:
             return state["url"]
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
@@ -125,7 +125,7 @@ def local_server(environ: MutableMapping[str, str]) -> str:
                 env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         deadline = time.monotonic() + _startup_timeout(environ)
-        while api_answers(url, timeout=2) is not None:
+        while api_answers(url, timeout=2, healthy=True) is not None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)

@@ -178,3 +178,28 @@ def test_a_fan_out_child_counts_its_own_shards() -> None:
     assert child.progress.line().startswith("50/50 images")
     parent = ShardProgress(plan, mine, artifact=False)
     assert (parent.progress.total, parent.progress.done, parent.shards_total) == (100, 50, 4)
+
+
+def test_a_local_server_must_be_healthy_a_remote_one_only_reachable() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from segaudit.flows.server import api_answers
+
+    class NotPrefect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotPrefect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api"
+        assert api_answers(url) is None  # something answers: a Cloud API without a key answers 401/404 too
+        assert api_answers(url, healthy=True) == "HTTP 404"  # not a Prefect server to reuse
+    finally:
+        server.shutdown()
+    assert "refused" in api_answers(f"http://127.0.0.1:{_closed_port()}/api").lower()
