@@ -5,8 +5,9 @@ are checked before the Prefect flow starts, so no traceback is shown for them. A
 Prefect API does not answer, the output cannot be written, the disk is full, Ctrl-C) is one line too, with
 the cause and the status of :mod:`segaudit.console`; ``--debug`` adds the traceback.
 
-Importing this module imports neither torch nor Prefect (``segaudit --help`` answers at once): the commands
-import what they need; :mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported.
+Importing this module imports neither torch nor Prefect: the commands import what they need, and
+:mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported. (``--help`` still
+imports torch, ~2 s: the audit options list the method and target names that :mod:`segaudit.cam` defines.)
 """
 
 from __future__ import annotations
