@@ -124,19 +124,29 @@ def local_server(environ: MutableMapping[str, str]) -> str:
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                 env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
-        deadline = time.monotonic() + _startup_timeout(environ)
-        while api_answers(url, timeout=2, healthy=True) is not None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                tail = [ln for ln in (home / LOG_FILE).read_text(errors="replace").splitlines() if ln.strip()][-1:]
-                raise PrefectUnavailable(
-                    f"a local Prefect server did not start ({'it exited' if proc.returncode else 'timed out'}"
-                    f"; log {home / LOG_FILE}: {tail[0][:200] if tail else 'empty'}); set "
-                    "PREFECT_API_URL to a running server, or SEGAUDIT_PREFECT_SERVER=ephemeral")
-            time.sleep(0.5)
+        try:
+            _wait_started(proc, url, home, _startup_timeout(environ))
+        except BaseException:  # not started in time, or Ctrl-C: no server is left behind unrecorded
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            raise
         (home / STATE_FILE).write_text(json.dumps({"url": url, "pid": proc.pid, "started": time.time()}))
         return url
+
+
+def _wait_started(proc: subprocess.Popen, url: str, home: Path, timeout: float) -> None:
+    """Wait until the server at ``url`` is healthy; raise :class:`PrefectUnavailable` with the last line of
+    its log when it exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while api_answers(url, timeout=2, healthy=True) is not None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"it exited with status {proc.returncode}" if proc.poll() is not None else f"not in {timeout:.0f} s"
+            tail = [ln for ln in (home / LOG_FILE).read_text(errors="replace").splitlines() if ln.strip()][-1:]
+            raise PrefectUnavailable(
+                f"a local Prefect server did not start ({why}; log {home / LOG_FILE}: "
+                f"{tail[0][:200] if tail else 'empty'}); set PREFECT_API_URL to a running server, raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set SEGAUDIT_PREFECT_SERVER=ephemeral")
+        time.sleep(0.5)
 
 
 def stop_local_server(environ: MutableMapping[str, str]) -> bool:

@@ -203,3 +203,27 @@ def test_a_local_server_must_be_healthy_a_remote_one_only_reachable() -> None:
     finally:
         server.shutdown()
     assert "refused" in api_answers(f"http://127.0.0.1:{_closed_port()}/api").lower()
+
+
+def test_a_local_server_that_does_not_start_is_one_line_with_its_log(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from segaudit.flows.server import LOG_FILE, PrefectUnavailable, _wait_started
+
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    with open(tmp_path / LOG_FILE, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "print('address already in use'); raise SystemExit(3)"],
+                                stdout=log)
+        proc.wait()
+    with pytest.raises(PrefectUnavailable) as caught:
+        _wait_started(proc, url, tmp_path, timeout=60)
+    line = describe_failure(caught.value)
+    assert "exited with status 3" in line and "address already in use" in line and "\n" not in line
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(PrefectUnavailable, match="not in 1 s"):
+            _wait_started(slow, url, tmp_path, timeout=1)
+    finally:
+        slow.kill()
+        slow.wait()
