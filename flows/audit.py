@@ -28,7 +28,7 @@ from segaudit.tasks import (
     publish_summary_task,
     render_report_task,
 )
-from segaudit.tasks.report import report_link_task
+from segaudit.tasks.report import report_artifact_task
 
 from segaudit.auditors.batch import check_config
 from segaudit.cam import METHODS
@@ -120,7 +120,7 @@ def audit(
         _process_here(run_dir, plan, todo, data, loaded, class_map, config, loader_workers, concurrency, tracker)
     aggregate_task(run_dir)
     if report:
-        report_link_task(render_report_task(run_dir))
+        report_artifact_task(render_report_task(run_dir))
     publish_summary_task(run_dir, report)
     return run_dir
 
@@ -152,7 +152,7 @@ def audit_shards(
                          "(fingerprint): give workers the same data")
     wanted = set(shards) if shards is not None else None
     todo = [s for s in pending_shards(run_dir, plan) if wanted is None or s.name in wanted]
-    tracker = ShardProgress(plan, todo, artifact=False)
+    tracker = ShardProgress(plan, todo, own_share=True)  # this child's images, not the run's
     _process_here(run_dir, plan, todo, data, loaded, class_map, audit_config_from_json(meta["config_json"]),
                   loader_workers, concurrency, tracker)
     return [s.name for s in todo]

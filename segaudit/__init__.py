@@ -13,8 +13,16 @@ installed under this name too but live in the repository's top-level folders: ``
 its commands, never at import).
 """
 
-from segaudit.runs.tables import load_run
-
 __version__ = "0.1.0"
 
 __all__ = ["load_run", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported on first use: every ``segaudit.*`` import runs this file, the CLI's ``--help`` included, and
+    # the tables module brings pandas and pyarrow
+    if name == "load_run":
+        from segaudit.runs.tables import load_run
+
+        return load_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,13 @@
 """The ``segaudit`` command: ``demo``, ``run``, ``report``, ``compare``, ``synth``.
 
 User mistakes (wrong paths, unknown model, layer or method) print one line and exit with status 2; they
-are checked before the Prefect flow starts, so no traceback is shown for them.
+are checked before the Prefect flow starts, so no traceback is shown for them. Any other failure (the
+Prefect API does not answer, the output cannot be written, the disk is full, Ctrl-C) is one line too, with
+the cause and the status of :mod:`segaudit.console`; ``--debug`` adds the traceback.
+
+Importing this module imports neither torch nor Prefect: the commands import what they need, and
+:mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported. (``--help`` still
+imports torch, ~2 s: the audit options list the method and target names that :mod:`segaudit.cam` defines.)
 """
 
 from __future__ import annotations
@@ -12,9 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
+from segaudit.console import EXIT_USER_ERROR, apply_prefect_defaults, check_writable_folder, report_failure
 
-EXIT_USER_ERROR = 2
+# every kind of model load_model takes (segaudit.models.registry; its name lists import torch, so the help
+# names the families, and `segaudit layers MODEL` checks one)
+MODEL_HELP = (
+    "the shipped 'demo' (default), 'demo-fcn', 'demo-detector' or 'demo-classifier'; a torchvision "
+    "segmentation model (fcn_resnet50/101, deeplabv3_resnet50/101, deeplabv3_mobilenet_v3_large, "
+    "lraspp_mobilenet_v3_large), Mask R-CNN (maskrcnn_resnet50_fpn[_v2]) or ImageNet classifier (vgg16/19, "
+    "resnet50/101/152, optionally NAME:classes.json); or a segaudit checkpoint .pt"
+)
 
 
 class UserError(Exception):
@@ -22,6 +35,8 @@ class UserError(Exception):
 
 
 def _methods(text: str) -> list[str]:
+    from segaudit.cam import ALL_METHODS
+
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown or not methods:
@@ -44,6 +59,9 @@ def _roi(text: str) -> list[float]:
 
 
 def _add_audit_options(parser: argparse.ArgumentParser) -> None:
+    # segaudit.cam imports torch (its names are defined beside the engine): this import costs `--help` ~2 s
+    from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
+
     parser.add_argument("--layers", type=_layers, default=None,
                         help="feature layer(s) for the CAMs, comma-separated; the first is primary, more make a "
                         "layer sweep (default: the model's default layer; `segaudit layers MODEL` lists them)")
@@ -91,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("dataset", help="COCO annotation .json, a COCO folder (annotations/), or a VOC root")
     run.add_argument("--split", help="VOC ImageSets split or COCO instances_<split>.json (default val)")
     run.add_argument("--image-root", help="COCO: the folder image file names are relative to")
-    run.add_argument("--model", default="demo", help="'demo', a checkpoint .pt, or a torchvision model name")
+    run.add_argument("--model", default="demo", help=MODEL_HELP)
     run.add_argument("--weights", default="DEFAULT", help="torchvision weights enum member (default DEFAULT)")
     run.add_argument("--mapping", help="dataset=model class names, comma-separated, or a JSON file")
     _add_audit_options(run)
@@ -110,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=int, default=50, help="how many of the most changed images to show (default 50)")
 
     layers = commands.add_parser("layers", help="list a model's candidate CAM layers and its default layer")
-    layers.add_argument("model", help="'demo', a checkpoint .pt, or a torchvision model name")
+    layers.add_argument("model", help=MODEL_HELP)
     layers.add_argument("--weights", default="DEFAULT")
 
     pull = commands.add_parser("pull", help="download and verify COCO 2017 / Pascal VOC 2012 into a data root")
@@ -127,10 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_inputs(args: argparse.Namespace, model_spec: str, weights: str | None, mapping: dict | None) -> None:
     """Open the dataset and the model once, so that mistakes surface as one clear line before the flow."""
     from segaudit.data.classmap import build_class_map
-    from segaudit.data.download import materialize
+    from segaudit.data.download import DATA_CACHE, materialize
     from segaudit.data.readers import open_dataset
     from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
-    from segaudit.tasks.audit import DATA_CACHE
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -227,6 +244,7 @@ def _check_output(args: argparse.Namespace, data, model) -> None:
 
 
 def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping: dict | None) -> str:
+    _connect_prefect(args.debug)  # after the inputs' checks (a user error starts no server), before the import
     from segaudit.flows.audit import audit
 
     return audit(
@@ -384,10 +402,28 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect_prefect(debug: bool) -> None:
+    """The Prefect API for the flow (the configured one, checked, or this PREFECT_HOME's local server), set
+    before Prefect is imported; Prefect's console without tracebacks unless ``debug``."""
+    from segaudit.flows.server import prepare_api, quiet_prefect_console
+
+    prepare_api()
+    quiet_prefect_console(debug)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-by-task logs only when asked for
-    args = build_parser().parse_args(argv)
+    # Prefect reads its environment when first imported: quiet defaults now, before any command imports it
+    apply_prefect_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SEGAUDIT_DEBUG", "") not in ("", "0")
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="on a failure, print the full traceback (also SEGAUDIT_DEBUG=1; allowed anywhere)")
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
+        if args.command in ("demo", "run") and "://" not in args.out:
+            check_writable_folder(args.out)  # a read-only or full output folder, said before the model loads
         if args.command == "synth":
             from segaudit.devtools.synth import synth_main
 
@@ -397,9 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"segaudit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("segaudit: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is one line (--debug: traceback)
+        return report_failure(exc, debug)
 
 
 if __name__ == "__main__":

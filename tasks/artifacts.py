@@ -36,20 +36,28 @@ def artifact_key(kind: str, run_id: str) -> str:
 class ShardProgress:
     """Progress of a run's images: a Prefect progress artifact updated as shards finish, and a line on
     standard error (images/s and ETA; redrawn in place per batch on a terminal, one line per shard
-    otherwise). Thread-safe: shard tasks may report concurrently."""
+    otherwise). Thread-safe: shard tasks may report concurrently.
 
-    def __init__(self, plan: dict[str, Any], pending: list[Any], *, artifact: bool = True) -> None:
-        total = sum(len(s["image_ids"]) for s in plan["shards"])
+    ``own_share``: the progress of a fan-out child (``audit-shards``), counted over its ``pending`` shards
+    alone ("50/50 images", not the whole run's count), with an unkeyed progress artifact on its own flow
+    run's page; the parent's keyed artifact follows the whole run."""
+
+    def __init__(self, plan: dict[str, Any], pending: list[Any], *, artifact: bool = True,
+                 own_share: bool = False) -> None:
+        run_id = plan["run"]["run_id"]
+        shards = len(pending) if own_share else len(plan["shards"])
+        total = sum(len(s.image_ids) for s in pending) if own_share else sum(len(s["image_ids"]) for s in plan["shards"])
         done = total - sum(len(s.image_ids) for s in pending)
         self.progress = Progress(total, done=done, skipped=done)
-        self.shards_total, self.shards_done = len(plan["shards"]), len(plan["shards"]) - len(pending)
+        self.shards_total, self.shards_done = shards, shards - len(pending)
         self._lock = threading.Lock()
         self._tty = sys.stderr.isatty()
         self.artifact_id = None
         if artifact:
             self.artifact_id = create_progress_artifact(
-                progress=self._percent(), key=artifact_key("progress", plan["run"]["run_id"]),
-                description=f"images of run {plan['run']['run_id']} audited ({self.shards_total} shards)")
+                progress=self._percent(), key=None if own_share else artifact_key("progress", run_id),
+                description=(f"images of this flow run's {shards} shard(s) of run {run_id} audited" if own_share
+                             else f"images of run {run_id} audited ({shards} shards)"))
 
     def _percent(self) -> float:
         return round(100.0 * min(1.0, self.progress.fraction), 2)

@@ -13,8 +13,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from segaudit.console import name_sample
 from segaudit.data.classmap import ClassMap, build_class_map
-from segaudit.data.download import materialize
+from segaudit.data.download import DATA_CACHE, materialize
 from segaudit.data.readers import SegmentationDataset, open_dataset
 from segaudit.data.sample import ErrorRow, ImageRef
 from segaudit.models.registry import LoadedModel, load_model
@@ -25,9 +26,6 @@ from segaudit.settings import AuditConfig
 #: Failures worth another try of a shard: I/O (storage, network file systems, object stores), timeouts.
 #: Anything else (a bug, a configuration error) fails the same way again, so it is not retried.
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
-
-#: Where datasets given as fsspec URLs are copied to (relative to the worker's folder).
-DATA_CACHE = "data/cache"
 
 
 def _is_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
@@ -59,7 +57,8 @@ def load_model_task(
     logger = get_run_logger()
     logger.info("model %s (%s), %d classes, sha256 %s", model.name, model.arch, model.num_classes, model.sha256[:12])
     if class_map.unmapped:
-        logger.warning("dataset classes unknown to the model (ignored): %s", ", ".join(class_map.unmapped))
+        logger.warning("dataset classes unknown to the model (void; --mapping pairs them): %s",
+                       name_sample(class_map.unmapped))
     return model, class_map
 
 

@@ -117,3 +117,61 @@ def test_two_workers_share_the_shards_and_the_merge_equals_one_process(server, t
     assert by_worker == {"w1", "w2"}, (by_worker, (tmp_path / "w1.log").read_text()[-2000:])
     assert_runs_equal(load_run(single), load_run(fanned))
 
+
+
+def _schedule_commands() -> list[str]:
+    """The first bash block of the README's "Schedule an audit" section, one command a line (comments off)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Schedule an audit"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):]
+    block = block[:block.index("```")]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and new files, not ignored ones: no
+    demo_data/, no runs/), at ``dest``."""
+    import shutil
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def test_readme_schedule_commands_end_with_a_completed_demo_run(server, tmp_path) -> None:
+    """The README's commands, in order, on a fresh clone: the server lines are the fixture's server (the
+    same settings on a free port), the `&` lines are the two workers, the last line is COMPLETED."""
+    env = server
+    clone = _fresh_clone(tmp_path / "clone")
+    assert not (clone / "demo_data").exists()
+    commands = _schedule_commands()
+    assert commands[0].startswith("prefect server start") and commands[1].startswith("prefect config set PREFECT_API_URL")
+    assert commands[-1] == "prefect deployment run audit/demo --watch", commands
+    workers = []
+    try:
+        for command in commands[2:]:
+            args = [*PREFECT, *command.rstrip("&").split()[1:]]
+            if command.endswith("&"):
+                log = open(tmp_path / f"worker{len(workers)}.log", "wb")  # noqa: SIM115 - closed with the process
+                workers.append((subprocess.Popen(args, cwd=clone, env={**env, "PWD": str(clone)}, stdout=log,
+                                                 stderr=subprocess.STDOUT, start_new_session=True), log))
+                continue
+            done = subprocess.run(args, cwd=clone, env={**env, "PWD": str(clone)}, capture_output=True, text=True,
+                                  timeout=900)
+            assert done.returncode == 0, f"{command}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        watched = done.stdout
+    finally:
+        for proc, log in workers:
+            _stop(proc)
+            log.close()
+    assert len(workers) == 2
+    assert "finished successfully in 'Completed'" in watched, watched[-2000:]
+    assert (clone / "demo_data" / "annotations" / "instances_val.json").is_file()
+    run = load_run(clone / "runs" / "demo-scheduled", tables=("images",))
+    assert len(run.images) == 100
+    worker_logs = "".join((tmp_path / f"worker{k}.log").read_text(errors="replace") for k in range(2))
+    assert "Traceback" not in worker_logs, worker_logs[-3000:]

@@ -25,7 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Archive", "DATASETS", "DownloadError", "fetch", "ensure_dataset", "dataset_location", "materialize"]
+__all__ = ["Archive", "DATASETS", "DATA_CACHE", "DownloadError", "fetch", "ensure_dataset", "dataset_location",
+           "materialize"]
+
+#: Where datasets given as fsspec URLs are copied to (relative to the worker's folder; :func:`materialize`).
+DATA_CACHE = "data/cache"
 
 
 @dataclass(frozen=True)
