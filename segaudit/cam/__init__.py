@@ -17,7 +17,9 @@ from segaudit.cam.engine import (
     INPUT_LAYER,
     METHODS,
     CamResult,
+    CamSettings,
     compute_cams,
+    compute_cams_with,
     score_gradients,
 )
 from segaudit.cam.gradient import GRADIENT_METHODS, grad_cam_plus_plus_weights, grad_cam_weights
@@ -56,9 +58,11 @@ __all__ = [
     "TARGET_PRED",
     "TARGET_ROI",
     "CamResult",
+    "CamSettings",
     "capture_layer",
     "capture_layers",
     "compute_cams",
+    "compute_cams_with",
     "find_module",
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",
