@@ -60,6 +60,7 @@ __all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", 
            "CamSettings", "compute_cams", "compute_cams_with", "score_gradients", "slot_gradients",
            "gradient_maps_by_slot"]
 
+
 @dataclass
 class CamResult:
     """What the engine computed for a batch.
@@ -250,7 +251,7 @@ class _Targets:
 
 
 def _pixel_targets(
-    model: nn.Module, images: torch.Tensor, logits: torch.Tensor, low_res: list[torch.Tensor],
+    model: nn.Module, logits: torch.Tensor, low_res: list[torch.Tensor],
     gt: torch.Tensor | None, classes: torch.Tensor | None, settings: CamSettings,
 ) -> _Targets:
     """Seg-Grad-CAM targets of a segmentation model (``logits`` ``(B, K, H, W)``): the class score summed
@@ -330,7 +331,7 @@ def _compute(model: nn.Module, images: torch.Tensor, settings: CamSettings, gt: 
     if logits.ndim == 2:  # a classifier: per-image class scores (B, K)
         targets = _class_targets(model, images, logits, gt, classes, settings)
     else:
-        targets = _pixel_targets(model, images, logits, low_res, gt, classes, settings)
+        targets = _pixel_targets(model, logits, low_res, gt, classes, settings)
     targeted = targets.source != TARGET_NONE
     maps, gradient_methods = _new_gradient_maps(layers, activations, methods, logits.shape[1])
     if gradient_methods:
