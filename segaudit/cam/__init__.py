@@ -1,6 +1,7 @@
 """The CAM engine: Seg-Grad-CAM targets, feature-layer capture, CAM methods, and map post-processing.
 
 ``engine``    one forward, one batched backward, every method from the same (activations, gradients)
+``cam_settings`` the method names, and ``CamSettings``: what one engine call computes
 ``targets``   which pixels' class scores a map explains (pred, gt, all, roi; logits or softmax)
 ``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, HiResCAM, ...)
 ``layers``    capturing feature layers without state that outlives the call
