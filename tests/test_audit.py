@@ -156,3 +156,5 @@ def test_one_auditor_per_model_family() -> None:
         auditor_class("adapter")
     with pytest.raises(ValueError, match="has no AUDITOR"):
         auditor_class("rows")  # a module of the package that is not an auditor
+    with pytest.raises(ValueError, match="no auditor"):
+        auditor_class("..data")  # only modules of segaudit.auditors

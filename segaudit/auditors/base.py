@@ -113,6 +113,8 @@ def auditor_class(task: str) -> type[Auditor]:
     ValueError
         No auditor module for ``task``.
     """
+    if not task.isidentifier():  # a module name of this package, nothing else
+        raise ValueError(f"no auditor for models of task {task!r}")
     try:
         module = importlib.import_module(f"segaudit.auditors.{task}")
     except ModuleNotFoundError as exc:
