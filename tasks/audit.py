@@ -24,7 +24,8 @@ from segaudit.runs.shards import Shard, process_shard
 from segaudit.settings import AuditConfig
 
 #: Failures worth another try of a shard: I/O (storage, network file systems, object stores), timeouts.
-#: Anything else (a bug, a configuration error) fails the same way again, so it is not retried.
+#: Anything else (a bug, a configuration error) fails the same way again, so it is not retried. This is
+#: the only retry of the audit's failure policy (:mod:`segaudit.auditors.failures`).
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 
 

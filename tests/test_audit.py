@@ -49,7 +49,7 @@ def _samples(n: int, size: int = 64):
 
 
 def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monkeypatch) -> None:
-    import segaudit.auditors.batch as audit
+    import segaudit.auditors.base as audit  # where the segmentation auditor calls the CAM engine
     from segaudit.auditors.batch import explain_batch, score_batch
     from segaudit.data.classmap import build_class_map
     from segaudit.models.registry import load_model
@@ -58,14 +58,14 @@ def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monke
     model = load_model("demo")
     samples = _samples(4)
     samples[2].image[:] = 0  # the poisoned image: the fake model failure below triggers on it
-    real = audit.compute_cams
+    real = audit.compute_cams_with
 
     def fragile(module, images, *args, **kwargs):
         if bool((images.flatten(2).std(-1).amax(-1) == 0).any()):  # a constant image in the batch
             raise RuntimeError("simulated kernel failure\nsecond line")
         return real(module, images, *args, **kwargs)
 
-    monkeypatch.setattr(audit, "compute_cams", fragile)
+    monkeypatch.setattr(audit, "compute_cams_with", fragile)
     class_map = build_class_map(samples[0].category_names, model.class_names)
     config = AuditConfig()
     explained = explain_batch(samples, model, class_map, config)
@@ -141,3 +141,20 @@ def test_out_of_label_space_class_and_prompts_land_in_the_tables() -> None:
     maps = {(r["image_id"], r["class_id"]) for r in rows.scores}
     assert len(frames["prompts"]) == 4 * len(maps) and set(frames["prompts"]["method"]) == {"gradcam"}
     assert 0.0 <= frames["images"]["label_quality"].item() <= 1.0
+
+
+def test_one_auditor_per_model_family() -> None:
+    from segaudit.auditors.base import auditor_class
+    from segaudit.auditors.classification import ClassificationAuditor
+    from segaudit.auditors.detection import DetectionAuditor
+    from segaudit.auditors.segmentation import SegmentationAuditor
+
+    assert auditor_class("segmentation") is SegmentationAuditor
+    assert auditor_class("detection") is DetectionAuditor
+    assert auditor_class("classification") is ClassificationAuditor
+    with pytest.raises(ValueError, match="no auditor for models of task 'adapter'"):
+        auditor_class("adapter")
+    with pytest.raises(ValueError, match="has no AUDITOR"):
+        auditor_class("rows")  # a module of the package that is not an auditor
+    with pytest.raises(ValueError, match="no auditor"):
+        auditor_class("..data")  # only modules of segaudit.auditors

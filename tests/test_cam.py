@@ -236,7 +236,9 @@ def test_engine_maps_equal_with_the_vmapped_backward_of_cuda(monkeypatch) -> Non
         torch.testing.assert_close(batched.maps[key], value, atol=1e-5 * float(value.abs().max()), rtol=1e-4)
 
 
-def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
+def test_micro_batches_and_out_of_memory_propagating(monkeypatch) -> None:
+    """``micro_batch`` cuts the forwards (same maps); the engine does not handle out-of-memory: it reaches
+    the caller, whose micro-batches halve (segaudit.auditors.failures.MicroBatches, test_orchestration.py)."""
     import segaudit.cam.engine as engine
 
     model = random_model()
@@ -252,10 +254,32 @@ def test_micro_batches_and_out_of_memory_halving(monkeypatch) -> None:
         return real(model, images, *args)
 
     monkeypatch.setattr(engine, "_compute", small_gpu)
-    split = compute_cams(model, images, "backbone.4", micro_batch=4)
-    assert sizes[:3] == [4, 2, 1] and sizes.count(1) == 4
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        compute_cams(model, images, "backbone.4", micro_batch=4)
+    assert sizes == [4]  # not retried here
+    split = compute_cams(model, images, "backbone.4", micro_batch=1)
+    assert sizes == [4, 1, 1, 1, 1]
     for key in whole.maps:
         torch.testing.assert_close(split.maps[key], whole.maps[key], atol=1e-5, rtol=1e-4)
+
+
+def test_cam_settings_are_the_keyword_form() -> None:
+    """compute_cams(..., keywords) is compute_cams_with(CamSettings(...)): same maps; duplicates dropped."""
+    from segaudit.cam import CamSettings, compute_cams_with
+
+    model = random_model()
+    images = torch.randn(2, 3, 64, 64)
+    keywords = compute_cams(model, images, ["backbone.4", "backbone.4"], None, ("gradcam", "eigencam", "gradcam"),
+                            target="all", class_chunk=1)
+    settings = CamSettings("backbone.4", ("gradcam", "eigencam"), target="all", class_chunk=1)
+    assert settings.layers == ("backbone.4",)
+    with_settings = compute_cams_with(model, images, settings)
+    assert keywords.methods == with_settings.methods == ("gradcam", "eigencam")
+    assert keywords.maps.keys() == with_settings.maps.keys()
+    for key, value in keywords.maps.items():
+        torch.testing.assert_close(with_settings.maps[key], value, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="at least one layer"):
+        CamSettings(())
 
 
 def test_empty_targets_give_zero_maps_without_nan() -> None:

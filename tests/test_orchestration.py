@@ -189,6 +189,29 @@ def test_out_of_memory_halves_the_micro_batch(setup, monkeypatch) -> None:
     assert [r["image_id"] for r in isolated.images] == [refs[4].image_id]
 
 
+def test_out_of_memory_in_the_cam_engine_halves_the_micro_batch_once(setup, monkeypatch) -> None:
+    """Out-of-memory raised by the CAM engine is neither retried by the engine nor isolated image by image
+    by explain_batch: it reaches the shard's micro-batches, which halve them (the one owner of that policy)."""
+    import segaudit.auditors.base as base
+
+    data, model, class_map, config, rows, _ = setup
+    real = base.compute_cams_with
+    sizes = []
+
+    def engine_needing_memory(module, images, *args, **kwargs):
+        sizes.append(len(images))
+        if len(images) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(module, images, *args, **kwargs)
+
+    monkeypatch.setattr(base, "compute_cams_with", engine_needing_memory)
+    split = process_shard(data, data.refs(), model, class_map, config)
+    assert sizes == [2, 1, 1, 1, 1]  # one try at 2, then the limit is 1 for the rest of the shard
+    for table in ("images", "scores", "errors", "confusion"):
+        pd.testing.assert_frame_equal(pd.DataFrame(getattr(split, table)), pd.DataFrame(getattr(rows, table)),
+                                      check_exact=False, atol=1e-6)
+
+
 def test_dataloader_workers_give_the_same_rows(setup) -> None:
     data, model, class_map, config, rows, _ = setup
     done = []

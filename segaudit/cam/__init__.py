@@ -1,6 +1,7 @@
 """The CAM engine: Seg-Grad-CAM targets, feature-layer capture, CAM methods, and map post-processing.
 
 ``engine``    one forward, one batched backward, every method from the same (activations, gradients)
+``cam_settings`` the method names, and ``CamSettings``: what one engine call computes
 ``targets``   which pixels' class scores a map explains (pred, gt, all, roi; logits or softmax)
 ``gradient``  methods computed from activations and gradients (Grad-CAM, Grad-CAM++, HiResCAM, ...)
 ``layers``    capturing feature layers without state that outlives the call
@@ -17,7 +18,9 @@ from segaudit.cam.engine import (
     INPUT_LAYER,
     METHODS,
     CamResult,
+    CamSettings,
     compute_cams,
+    compute_cams_with,
     score_gradients,
 )
 from segaudit.cam.gradient import GRADIENT_METHODS, grad_cam_plus_plus_weights, grad_cam_weights
@@ -56,9 +59,11 @@ __all__ = [
     "TARGET_PRED",
     "TARGET_ROI",
     "CamResult",
+    "CamSettings",
     "capture_layer",
     "capture_layers",
     "compute_cams",
+    "compute_cams_with",
     "find_module",
     "grad_cam_plus_plus_weights",
     "grad_cam_weights",

@@ -17,18 +17,28 @@ Classifiers (per-image scores ``(B, K)``) go through the same slots with one-hot
 class scores (:func:`segaudit.cam.targets.classifier_targets`).
 
 Maps come back *raw* (with their magnitude) at the layer's resolution; normalising and upsampling is the
-caller's choice (:mod:`segaudit.cam.maps`). Images are processed in micro-batches of at most
-``micro_batch`` images; on CUDA out-of-memory the micro-batch is halved and retried.
+caller's choice (:mod:`segaudit.cam.maps`). What to compute is one :class:`CamSettings`. Images are
+processed in micro-batches of at most ``micro_batch`` images; out-of-memory errors propagate (the audit's
+micro-batches own that policy, :mod:`segaudit.auditors.failures`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from segaudit.cam.cam_settings import (
+    ALL_METHODS,
+    GRADIENT_FREE_METHODS,
+    GUIDED_METHODS,
+    INPUT_LAYER,
+    METHODS,
+    TRACE_METHODS,
+    CamSettings,
+)
 from segaudit.cam.gradient import GRADIENT_METHODS
 from segaudit.cam.gradient_free import eigen_cam, score_cam
 from segaudit.cam.guided import attribution_map, guided_backprop, guided_grad_cam
@@ -47,20 +57,8 @@ from segaudit.cam.targets import (
 from segaudit.cam.upsampling import bilinear_adjoint, capture_low_res_logits, is_bilinear_upsampling
 
 __all__ = ["METHODS", "ALL_METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "INPUT_LAYER", "CamResult",
-           "compute_cams", "score_gradients", "slot_gradients", "gradient_maps_by_slot"]
-
-#: Default methods of an audit.
-METHODS = ("gradcam", "gradcampp")
-#: Methods that need no gradient: Score-CAM (masked forwards) and Eigen-CAM (class-agnostic).
-GRADIENT_FREE_METHODS = ("scorecam", "eigencam")
-#: Methods that need the gradients with respect to the input (a second, guided backward pass).
-GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
-#: Methods that unravel the forward pass instead (CNN-Fixations, :mod:`segaudit.cam.fixations`), at the input.
-TRACE_METHODS = ("fixations",)
-#: Every method the engine computes.
-ALL_METHODS = (*GRADIENT_METHODS, *GRADIENT_FREE_METHODS, *GUIDED_METHODS, *TRACE_METHODS)
-#: Pseudo-layer name of maps computed at the input (guided backpropagation).
-INPUT_LAYER = "input"
+           "CamSettings", "compute_cams", "compute_cams_with", "score_gradients", "slot_gradients",
+           "gradient_maps_by_slot"]
 
 
 @dataclass
@@ -224,84 +222,65 @@ def _requested_sources(
 ) -> torch.Tensor:
     """Seg-Grad-CAM source codes ``(B, K)``, restricted to the requested (image, class) pairs."""
     source = seg_grad_cam_sources(pred, gt, num_classes, target, roi)
+    return _restricted(source, classes)
+
+
+def _restricted(source: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    """``source`` with the pairs outside ``classes`` (``(B, K)`` bool, None: all) set to TARGET_NONE."""
     if classes is not None:
         source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
     return source
 
 
-def _compute(
-    model: nn.Module,
-    images: torch.Tensor,
-    layers: tuple[str, ...],
-    gt: torch.Tensor | None,
-    methods: tuple[str, ...],
-    target: str,
-    score: str,
-    roi: tuple[float, float, float, float] | None,
-    class_chunk: int,
-    guided_rule: str = "relu",
-    classes: torch.Tensor | None = None,
-    score_cam_channels: int | None = None,
-    amp: bool = False,
-) -> CamResult:
-    device_type = images.device.type
-    precision = torch.autocast(device_type, dtype=_AMP_DTYPES.get(device_type, torch.bfloat16), enabled=amp)
-    with torch.enable_grad(), capture_layers(model, layers) as captured, capture_low_res_logits(model) as low_res, \
-            precision:
-        logits = model_logits(model(images))
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # targets and argmax in float32; the cast stays in the graph
-    for name, outputs in captured.items():
-        if len(outputs) != 1:
-            raise RuntimeError(f"layer {name!r} ran {len(outputs)} times in one forward; pick a layer that runs once")
-    activations = [captured[name][0] for name in layers]
-    if logits.ndim == 2:  # a classifier: per-image class scores (B, K)
-        return _compute_classifier(model, images, logits, layers, activations, gt, methods, target, score,
-                                   class_chunk, guided_rule, classes, score_cam_channels)
-    num_classes = logits.shape[1]
+@dataclass
+class _Targets:
+    """What a batch's maps explain, for either kind of model output.
+
+    ``pred`` and ``source`` go into :class:`CamResult`; ``image``/``cls`` are the ``N`` targeted pairs.
+    ``gradient()`` gives the (scores, weights) of :func:`_fill_gradient_maps`, ``forward()`` the per-pixel
+    model, target pixels ``(B, K, H, W)`` and score kind of :func:`_fill_forward_maps`; each is built only
+    when a method needs it.
+    """
+
+    pred: torch.Tensor
+    source: torch.Tensor
+    image: torch.Tensor
+    cls: torch.Tensor
+    gradient: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    forward: Callable[[], tuple[nn.Module, torch.Tensor, str]]
+
+
+def _pixel_targets(
+    model: nn.Module, logits: torch.Tensor, low_res: list[torch.Tensor],
+    gt: torch.Tensor | None, classes: torch.Tensor | None, settings: CamSettings,
+) -> _Targets:
+    """Seg-Grad-CAM targets of a segmentation model (``logits`` ``(B, K, H, W)``): the class score summed
+    over the target pixels (:func:`~segaudit.cam.targets.seg_grad_cam_pixels`)."""
     pred = logits.detach().argmax(1)
-    source = _requested_sources(pred, gt, num_classes, target, roi, classes)
-    targeted = source != TARGET_NONE
-    image, cls = torch.nonzero(targeted, as_tuple=True)
-    pixels = seg_grad_cam_pixels(pred, gt, source, image, cls, roi)  # (N, H, W): targeted pairs only
-    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, num_classes)
-    if gradient_methods:
-        low = low_res[0] if len(low_res) == 1 and score == "logits" else None
+    source = _requested_sources(pred, gt, logits.shape[1], settings.target, settings.roi, classes)
+    image, cls = torch.nonzero(source != TARGET_NONE, as_tuple=True)
+    pixels = seg_grad_cam_pixels(pred, gt, source, image, cls, settings.roi)  # (N, H, W): targeted pairs only
+
+    def gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        low = low_res[0] if len(low_res) == 1 and settings.score == "logits" else None
         if low is not None and is_bilinear_upsampling(low, logits):
             # pulled back through the final upsampling in closed form (segaudit.cam.upsampling)
-            scores, weights = low, bilinear_adjoint(pixels.to(low.dtype), tuple(low.shape[-2:]))
-        else:
-            scores, weights = target_scores(logits, score), pixels
-        _fill_gradient_maps(maps, scores, image, cls, weights, targeted, layers, activations, gradient_methods,
-                            class_chunk)
-    if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
+            return low, bilinear_adjoint(pixels.to(low.dtype), tuple(low.shape[-2:]))
+        return target_scores(logits, settings.score), pixels
+
+    def forward() -> tuple[nn.Module, torch.Tensor, str]:
         masks = torch.zeros_like(logits, dtype=torch.bool)
         masks[image, cls] = pixels
-        _fill_forward_maps(maps, model, images, masks, targeted, layers, activations, methods, score,
-                           guided_rule, score_cam_channels)
-    maps = {key: value for key, value in maps.items() if key[1] in methods}
-    return CamResult(
-        logits=logits.detach(), pred=pred, maps=maps, target_source=source, layers=layers,
-        target=target, score=score, methods=methods,
-    )
+        return model, masks, settings.score
+
+    return _Targets(pred, source, image, cls, gradient, forward)
 
 
-def _compute_classifier(
-    model: nn.Module,
-    images: torch.Tensor,
-    logits: torch.Tensor,
-    layers: tuple[str, ...],
-    activations: list[torch.Tensor],
-    gt: torch.Tensor | None,
-    methods: tuple[str, ...],
-    target: str,
-    score: str,
-    class_chunk: int,
-    guided_rule: str,
-    classes: torch.Tensor | None,
-    score_cam_channels: int | None,
-) -> CamResult:
-    """:func:`_compute` after the forward of a classifier: ``logits`` ``(B, K)`` presence log-odds.
+def _class_targets(
+    model: nn.Module, images: torch.Tensor, logits: torch.Tensor, gt: torch.Tensor | None,
+    classes: torch.Tensor | None, settings: CamSettings,
+) -> _Targets:
+    """Targets of a classifier (``logits`` ``(B, K)`` presence log-odds).
 
     The target of class ``c`` is its class score (:func:`~segaudit.cam.targets.classifier_scores`) for the
     classes :func:`~segaudit.cam.targets.classifier_targets` picks. Score-CAM and the guided methods take
@@ -309,25 +288,64 @@ def _compute_classifier(
     (:class:`_ClassScoresAsPixels`) and a one-pixel target, whose sum is the class score itself.
     """
     present = classifier_presence(logits.detach())
-    source = classifier_targets(present, gt, target)
-    if classes is not None:
-        source = torch.where(classes.to(source.device), source, torch.zeros_like(source))
+    source = _restricted(classifier_targets(present, gt, settings.target), classes)
     targeted = source != TARGET_NONE
-    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, logits.shape[1])
-    scores = classifier_scores(logits, score)
     image, cls = torch.nonzero(targeted, as_tuple=True)
-    _fill_gradient_maps(maps, scores, image, cls, torch.ones(len(image), device=scores.device), targeted, layers,
-                        activations, gradient_methods, class_chunk)
-    if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
+
+    def gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        scores = classifier_scores(logits, settings.score)
+        return scores, torch.ones(len(image), device=scores.device)
+
+    def forward() -> tuple[nn.Module, torch.Tensor, str]:
         one_pixel = torch.zeros((*targeted.shape, *images.shape[-2:]), dtype=torch.bool, device=images.device)
         one_pixel[..., 0, 0] = targeted.to(images.device)
-        pixels = _ClassScoresAsPixels(model, score).train(model.training)
-        _fill_forward_maps(maps, pixels, images, one_pixel, targeted, layers, activations, methods, "logits",
-                           guided_rule, score_cam_channels)
+        return _ClassScoresAsPixels(model, settings.score).train(model.training), one_pixel, "logits"
+
+    return _Targets(present, source, image, cls, gradient, forward)
+
+
+def _forward(
+    model: nn.Module, images: torch.Tensor, settings: CamSettings
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """One forward with every layer captured: (logits, the layers' activations, low-resolution logits)."""
+    device_type = images.device.type
+    precision = torch.autocast(device_type, dtype=_AMP_DTYPES.get(device_type, torch.bfloat16), enabled=settings.amp)
+    with torch.enable_grad(), capture_layers(model, settings.layers) as captured, \
+            capture_low_res_logits(model) as low_res, precision:
+        logits = model_logits(model(images))
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # targets and argmax in float32; the cast stays in the graph
+    for name, outputs in captured.items():
+        if len(outputs) != 1:
+            raise RuntimeError(f"layer {name!r} ran {len(outputs)} times in one forward; pick a layer that runs once")
+    return logits, [captured[name][0] for name in settings.layers], low_res
+
+
+def _compute(model: nn.Module, images: torch.Tensor, settings: CamSettings, gt: torch.Tensor | None = None,
+             classes: torch.Tensor | None = None) -> CamResult:
+    """Every method's maps of one micro-batch, for a segmentation model or a classifier alike: one forward,
+    the targets of the output's kind (:func:`_pixel_targets` or :func:`_class_targets`), the gradient maps,
+    then the forward-only and guided maps."""
+    layers, methods = settings.layers, settings.methods
+    logits, activations, low_res = _forward(model, images, settings)
+    if logits.ndim == 2:  # a classifier: per-image class scores (B, K)
+        targets = _class_targets(model, images, logits, gt, classes, settings)
+    else:
+        targets = _pixel_targets(model, logits, low_res, gt, classes, settings)
+    targeted = targets.source != TARGET_NONE
+    maps, gradient_methods = _new_gradient_maps(layers, activations, methods, logits.shape[1])
+    if gradient_methods:
+        scores, weights = targets.gradient()
+        _fill_gradient_maps(maps, scores, targets.image, targets.cls, weights, targeted, layers, activations,
+                            gradient_methods, settings.class_chunk)
+    if any(m in methods for m in (*GRADIENT_FREE_METHODS, *GUIDED_METHODS)):
+        per_pixel, masks, score = targets.forward()
+        _fill_forward_maps(maps, per_pixel, images, masks, targeted, layers, activations, methods, score,
+                           settings.guided_rule, settings.score_cam_channels)
     maps = {key: value for key, value in maps.items() if key[1] in methods}
     return CamResult(
-        logits=logits.detach(), pred=present, maps=maps, target_source=source, layers=layers,
-        target=target, score=score, methods=methods,
+        logits=logits.detach(), pred=targets.pred, maps=maps, target_source=targets.source, layers=layers,
+        target=settings.target, score=settings.score, methods=methods,
     )
 
 
@@ -450,10 +468,6 @@ def _add_guided_maps(
 _AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def compute_cams(
     model: nn.Module,
     images: torch.Tensor,
@@ -461,17 +475,14 @@ def compute_cams(
     gt: torch.Tensor | None = None,
     methods: Sequence[str] = METHODS,
     *,
-    target: str = "pred",
-    score: str = "logits",
-    roi: tuple[float, float, float, float] | None = None,
-    micro_batch: int | None = None,
-    class_chunk: int = 16,
-    guided_rule: str = "relu",
     classes: torch.Tensor | None = None,
-    score_cam_channels: int | None = None,
-    amp: bool = False,
+    **settings: object,
 ) -> CamResult:
     """CAM maps of every method at every layer, for every class in each image's prediction or label.
+
+    The keyword form of :func:`compute_cams_with`: ``layers``, ``methods`` and the keyword ``settings``
+    (``target``, ``score``, ``roi``, ``micro_batch``, ``class_chunk``, ``guided_rule``,
+    ``score_cam_channels``, ``amp``; see :class:`CamSettings`) make its :class:`CamSettings`.
 
     Parameters
     ----------
@@ -488,67 +499,63 @@ def compute_cams(
         ``(B, H, W)`` labels in model classes (255 void).
     methods : sequence of str
         From :data:`ALL_METHODS`.
-    target, score, roi
-        Target kind, score and box (see :mod:`segaudit.cam.targets`).
-    micro_batch : int, optional
-        At most this many images per forward (default: the whole batch); halved on CUDA out-of-memory.
-    class_chunk : int
-        At most this many classes per batched backward (bounds gradient memory).
-    guided_rule : str
-        Activation rule of the guided methods (:data:`segaudit.cam.guided.ACTIVATION_RULES`).
     classes : torch.Tensor, optional
         ``(B, K)`` bool: explain only these (image, class) pairs (default: every class present).
-    score_cam_channels : int, optional
-        Score-CAM channel budget (see :func:`segaudit.cam.gradient_free.score_cam`).
-    amp : bool
-        Run the forward under autocast (float16 on CUDA, bfloat16 on CPU); maps are computed in float32.
-        Measured on CPU (bfloat16, demo model): Grad-CAM's normalised maps within 0.002 of float32's on
-        average, same peak in every map; Grad-CAM++ is not robust to it (0.17, same peak in 25%). On a CPU
-        without native bfloat16 (AVX2 only) it is ~60x slower than float32 (``bench/amp_error.py``).
 
     Returns
     -------
     CamResult
     """
-    methods = tuple(dict.fromkeys(methods))
-    layers = (layers,) if isinstance(layers, str) else tuple(dict.fromkeys(layers))
+    return compute_cams_with(model, images, CamSettings(layers, methods, **settings), gt, classes)
+
+
+def compute_cams_with(
+    model: nn.Module,
+    images: torch.Tensor,
+    settings: CamSettings,
+    gt: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,
+) -> CamResult:
+    """CAM maps of ``settings.methods`` at ``settings.layers`` for a batch, in micro-batches of at most
+    ``settings.micro_batch`` images.
+
+    Out-of-memory errors are not handled here: they propagate to the caller, whose layer owns the policy
+    (an audit halves its micro-batches, :mod:`segaudit.auditors.failures`).
+
+    Parameters
+    ----------
+    model, images, gt, classes
+        As for :func:`compute_cams`.
+    settings : CamSettings
+
+    Returns
+    -------
+    CamResult
+    """
+    methods = settings.methods
     _validate(methods, images, gt, classes)
-    if not layers:
-        raise ValueError("at least one layer is needed")
-    size = micro_batch or len(images)
     others = tuple(m for m in methods if m not in TRACE_METHODS)
-    while True:
-        try:
-            if not others:  # fixations only: no CAM pass
-                return _with_fixations(None, model, images, layers, gt, methods, target, score, roi, classes)
-            parts = [
-                _compute(model, images[i : i + size], layers, None if gt is None else gt[i : i + size],
-                         others, target, score, roi, class_chunk, guided_rule,
-                         None if classes is None else classes[i : i + size], score_cam_channels, amp)
-                for i in range(0, len(images), size)
-            ]
-            result = CamResult.concat(parts)
-            if len(others) < len(methods):
-                result = _with_fixations(result, model, images, layers, gt, methods, target, score, roi, classes)
-            return result
-        except RuntimeError as exc:
-            if not _is_oom(exc) or size == 1:
-                raise
-            size = max(1, size // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    if not others:  # fixations only: no CAM pass
+        return _with_fixations(None, model, images, settings, gt, classes)
+    size = settings.micro_batch or len(images)
+    cam_settings = replace(settings, methods=others)
+    parts = [
+        _compute(model, images[i : i + size], cam_settings, None if gt is None else gt[i : i + size],
+                 None if classes is None else classes[i : i + size])
+        for i in range(0, len(images), size)
+    ]
+    result = CamResult.concat(parts)
+    if len(others) < len(methods):
+        result = _with_fixations(result, model, images, settings, gt, classes)
+    return result
 
 
 def _with_fixations(
     result: CamResult | None,
     model: nn.Module,
     images: torch.Tensor,
-    layers: tuple[str, ...],
+    settings: CamSettings,
     gt: torch.Tensor | None,
-    methods: tuple[str, ...],
-    target: str,
-    score: str,
-    roi: tuple[float, float, float, float] | None,
     classes: torch.Tensor | None,
 ) -> CamResult:
     """Add CNN-Fixations (:func:`segaudit.cam.fixations.cnn_fixations`) as the map ``(input, fixations)``:
@@ -562,9 +569,10 @@ def _with_fixations(
             if logits.ndim != 4:
                 raise ValueError("fixations trace segmentation models (per-pixel logits) only")
             pred = logits.argmax(1)
-            source = _requested_sources(pred, gt, logits.shape[1], target, roi, classes)
-            result = CamResult(logits=logits.detach(), pred=pred, maps={}, target_source=source, layers=layers,
-                               target=target, score=score, methods=methods)
+            source = _requested_sources(pred, gt, logits.shape[1], settings.target, settings.roi, classes)
+            result = CamResult(logits=logits.detach(), pred=pred, maps={}, target_source=source,
+                               layers=settings.layers, target=settings.target, score=settings.score,
+                               methods=settings.methods)
         if result.logits.ndim != 4:
             raise ValueError("fixations trace segmentation models (per-pixel logits) only")
         predicted = torch.zeros_like(result.target_source, dtype=torch.bool)
@@ -572,5 +580,5 @@ def _with_fixations(
         traced = cnn_fixations(model, images, (result.target_source != TARGET_NONE) & predicted)
     result.maps[(INPUT_LAYER, "fixations")] = traced.density
     result.fixation_points, result.fixation_weights = traced.points, traced.weights
-    result.methods = methods
+    result.methods = settings.methods
     return result

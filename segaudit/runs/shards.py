@@ -4,7 +4,8 @@ A shard is the unit of work, of resumption and of distribution: it is processed 
 worker), its rows are written as one part of each table (:func:`segaudit.runs.tables.write_shard`), and a rerun
 skips the shards whose parts are complete. Inside a shard a :class:`torch.utils.data.DataLoader` reads and
 decodes images in worker processes while the model, the CAMs and the scores run micro-batch by micro-batch
-on the device.
+on the device, with the failure policy of :mod:`segaudit.auditors.failures` (out-of-memory halves the
+micro-batches, a failing image becomes an error row).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segaudit.auditors.batch import BatchRows, check_config, explain_batch, score_batch
+from segaudit.auditors.failures import MicroBatches, is_out_of_memory
 from segaudit.data.classmap import ClassMap
 from segaudit.data.readers import SegmentationDataset, read_samples
 from segaudit.data.sample import ErrorRow, ImageRef, Sample
@@ -72,11 +73,6 @@ def shard_refs(refs_by_id: Mapping[str, ImageRef], shard: Shard) -> list[ImageRe
     return [refs_by_id[i] for i in shard.image_ids]
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a device out-of-memory error (CUDA's, or a backend's "out of memory")."""
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 class _ShardImages(Dataset):
     """The images of a shard for a DataLoader: item ``i`` is ``read_samples(dataset, [refs[i]])``, so a bad
     image is an error row, never an exception in a loader worker."""
@@ -97,49 +93,14 @@ def _collate(items: list[tuple[list[Sample], list[ErrorRow]]]) -> tuple[list[Sam
     return samples, errors
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+def _micro_batches(model: LoadedModel, class_map: ClassMap, config: AuditConfig) -> MicroBatches:
+    """The shard's micro-batches: explain then score, under the audit's failure policy
+    (:mod:`segaudit.auditors.failures`)."""
 
+    def audit(samples: list[Sample]) -> BatchRows:
+        return score_batch(explain_batch(samples, model, class_map, config), model, config)
 
-class _MicroBatches:
-    """Explain and score samples at most ``limit`` at a time. After an out-of-memory error the limit is
-    halved (for the rest of the shard) and the micro-batch retried in pieces of the new limit; a micro-batch
-    failing otherwise is retried in halves, to isolate the image at fault. A single image that still fails becomes an error row (stage ``infer`` for out-of-memory,
-    ``score`` otherwise): one image never fails its shard."""
-
-    def __init__(self, model: LoadedModel, class_map: ClassMap, config: AuditConfig) -> None:
-        self.model, self.class_map, self.config = model, class_map, config
-        self.limit = config.batch_size
-
-    def run(self, samples: list[Sample]) -> BatchRows:
-        rows = BatchRows()
-        start = 0
-        while start < len(samples):
-            chunk = samples[start : start + self.limit]
-            rows.extend(self._run_or_split(chunk))
-            start += len(chunk)
-        return rows
-
-    def _run_or_split(self, samples: list[Sample]) -> BatchRows:
-        try:
-            explained = explain_batch(samples, self.model, self.class_map, self.config)
-            return score_batch(explained, self.model, self.config)
-        except Exception as exc:  # noqa: BLE001 - split, and at one image make it an error row
-            oom = is_out_of_memory(exc)
-            if oom and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(samples) == 1:
-                sample = samples[0]
-                stage = "infer" if oom else "score"
-                return BatchRows(errors=[asdict(ErrorRow(sample.image_id, sample.file_name, stage, _reason(exc)))])
-            if oom:
-                self.limit = max(1, min(self.limit, len(samples)) // 2)
-            size = self.limit if oom else (len(samples) + 1) // 2
-        rows = BatchRows()
-        for start in range(0, len(samples), size):
-            rows.extend(self._run_or_split(samples[start : start + size]))
-        return rows
+    return MicroBatches(audit, config.batch_size)
 
 
 def process_shard(
@@ -192,7 +153,7 @@ def process_shard(
         # start from a clean process
         multiprocessing_context="forkserver" if loader_workers else None,
     )
-    micro = _MicroBatches(model, class_map, config)
+    micro = _micro_batches(model, class_map, config)
     done = 0
     for samples, read_errors in loader:
         batch = micro.run(samples)
