@@ -38,12 +38,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
 from segaudit.reports.cards import CardTables, build_cards
 from segaudit.reports.embed import page_script, script_json
+from segaudit.reports.page import METRIC_LABELS, static_text, template_environment
 from segaudit.reports.summary import (
     CLASS_METRICS,
     HISTOGRAM_BINS,
@@ -55,8 +55,8 @@ from segaudit.reports.summary import (
 )
 from segaudit.reports.values import as_finite, as_int, as_text
 
-from segaudit.findings.rules import FINDING_KINDS
-from segaudit.runs.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
+from segaudit.runs.tables import empty_frame, filesystem, is_url, join, load_run, read_table
+from segaudit.schema import CENTROID_CUTOFF, COLUMN_DOCS, EVIDENCE_COLUMNS, FINDING_KINDS
 
 __all__ = ["render_report", "PAGE_SIZE", "INLINE_LIMIT", "METRIC_LABELS", "assets_dir"]
 
@@ -72,36 +72,8 @@ HEAVY_BATCH = 1000
 #: The tables read whole; maps and thumbnails are read in batches of images.
 _LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations")
 
-#: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.runs.tables.COLUMN_DOCS`).
-METRIC_LABELS: dict[str, str] = {
-    "consistency": "consistency",
-    "energy_in_mask": "energy in GT",
-    "pointing_hit": "pointing hit",
-    "relevance_rank": "rank accuracy",
-    "auroc": "AUROC",
-    "iou_at_0_5": "IoU@0.5",
-    "dice_at_0_5": "Dice@0.5",
-    "max_point_hit": "max-point hit",
-    "centroid_hit": "centroid hit",
-    "background_point_hit": "bg-point hit",
-    "instance_coverage": "instance coverage",
-    "seg_iou": "seg IoU",
-    "label_quality": "label quality",
-    "recall": "recall",
-    "energy_in_gt": "energy in GT",
-    "energy_in_pred": "energy in pred",
-    "outside_share": "outside share",
-}
-
-#: Default weighted-centroid cutoff, :data:`segaudit.metrics.scores.CENTROID_CUTOFF` (not imported: that pulls in
-#: torch; a test checks they agree); a run's ``centroid_cutoff`` setting wins.
-DEFAULT_CENTROID_CUTOFF = 0.6
-
 _TEMPLATE = "report.html.j2"
 _MARKER = ".segaudit-report"  # marks a page folder as ours, so a re-render may replace it
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
-_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
-             "instance_coverage")
 _DASH = "\u2013"
 
 
@@ -191,7 +163,7 @@ def _render(
             "labels": METRIC_LABELS,
             "docs": {k: COLUMN_DOCS[k] for k in (*METRIC_LABELS, "kind", "score", "review_rank", "suspicion")
                      if k in COLUMN_DOCS},
-            "cutoff": float(config.get("centroid_cutoff") or DEFAULT_CENTROID_CUTOFF),
+            "cutoff": float(config.get("centroid_cutoff") or CENTROID_CUTOFF),
         },
         "index": _index(order, tables.findings),
         "findings": _findings(tables.findings, card_of),
@@ -206,10 +178,10 @@ def _render(
         "errors": _errors(tables.errors, card_of),
         "data_json": Markup(script_json(data)),
         "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
-        "css": Markup(_static("report.css")),
-        "script": Markup(_static("sortable.js") + "\n" + _static("report.js")),
+        "css": Markup(static_text("report.css")),
+        "script": Markup(static_text("sortable.js") + "\n" + static_text("report.js")),
     }
-    html = _environment().get_template(_TEMPLATE).render(**context)
+    html = template_environment().get_template(_TEMPLATE).render(**context)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_pages(assets_dir(out), [] if inline else pages)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -304,7 +276,7 @@ def _findings(findings: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str,
     ).sort_values(["_score", "_kind", "rank"], ascending=[False, True, True], kind="stable")
     out = []
     for rec in frame.to_dict("records"):
-        evidence = {k: as_finite(rec.get(k)) for k in _EVIDENCE if as_finite(rec.get(k)) is not None}
+        evidence = {k: as_finite(rec.get(k)) for k in EVIDENCE_COLUMNS if as_finite(rec.get(k)) is not None}
         out.append({
             "k": as_text(rec.get("kind")),
             "s": as_finite(rec.get("score")),
@@ -436,23 +408,6 @@ def _upload(local: Path, url: str) -> None:
 
 def _page_file(page: int) -> str:
     return f"page-{page + 1:05d}.js"
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _static(name: str) -> str:
-    """The page's own CSS or script (files of this package, never run data)."""
-    text = (_TEMPLATES / name).read_text(encoding="utf-8")
-    if "</script" in text.lower() or "</style" in text.lower():
-        raise ValueError(f"{name} must not contain a closing script or style tag")
-    return text
 
 
 def _config(run: dict[str, Any]) -> dict[str, Any]:

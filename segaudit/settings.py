@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from segaudit.cam import METHODS
 from segaudit.findings.rules import FindingRules
-from segaudit.metrics.scores import CENTROID_CUTOFF
+from segaudit.schema import CENTROID_CUTOFF
 
 if TYPE_CHECKING:
     from segaudit.models.registry import LoadedModel

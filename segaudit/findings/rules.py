@@ -45,9 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from segaudit.schema import EVIDENCE_COLUMNS, FINDING_KINDS
+
 __all__ = ["FINDING_KINDS", "FindingRules", "primary_map", "suspicion", "find", "class_reliance"]
 
-FINDING_KINDS = ("label_error", "context_reliance", "missed_object", "neglected_instances", "out_of_label_space")
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,6 @@ def suspicion(label_quality: np.ndarray, consistency: np.ndarray, weight: float 
     return 1.0 - q ** (1.0 - weight) * c**weight
 
 
-_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
-             "instance_coverage")
-
-
 def _pairs(scores: pd.DataFrame, method: str, layer: str) -> pd.DataFrame:
     """One row per (image, class) of the primary map with the GT-mask and predicted-mask scores side by side."""
     mine = scores[(scores["method"] == method) & (scores["layer"] == layer)]
@@ -145,7 +142,7 @@ def _pairs(scores: pd.DataFrame, method: str, layer: str) -> pd.DataFrame:
 
 def _rows(frame: pd.DataFrame, kind: str, score: pd.Series, method: str, layer: str) -> pd.DataFrame:
     out = frame.assign(kind=kind, score=score.astype(float), method=method, layer=layer)
-    for col in _EVIDENCE:
+    for col in EVIDENCE_COLUMNS:
         if col not in out:
             out[col] = np.nan
     return out
@@ -205,7 +202,7 @@ def find(
         frame = pd.DataFrame(unknown)
         parts.append(_rows(frame.drop(columns="score"), "out_of_label_space", frame["score"], "", ""))
     columns = ["image_id", "file_name", "class_id", "class_name", "kind", "score", "rank", "method", "layer",
-               "target", *_EVIDENCE]
+               "target", *EVIDENCE_COLUMNS]
     if not parts:
         return pd.DataFrame(columns=columns)
     found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
