@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 
+#: The old private name of :data:`segaudit.schema.DATA_TABLES` (scripts/tables_equal.py reads it).
+_DATA_TABLES = DATA_TABLES
+
 #: The plan of a sharded run (schema version, run key, inputs, shards); see :func:`write_plan`.
 PLAN_FILE = "run.json"
 #: The run table; written last, its presence marks a complete run in both layouts.
