@@ -67,7 +67,8 @@ def setting(
     parse : callable, optional
         ``str -> value`` for the command line (argparse ``type``); raises ValueError with the message shown.
     check : callable, optional
-        ``value -> None``; raises ValueError with the reason (run by :func:`validate`, and on the command line).
+        ``value -> None``; raises ValueError with the reason (run by :func:`validate`, and on the command line):
+        a whole sentence, or one starting with "must", which gets the setting's name in front.
     choices : sequence of str, optional
         The allowed values (command-line ``choices`` and checked by :func:`validate`).
     switch : bool
@@ -438,9 +439,9 @@ def _check_fields(obj: Any) -> None:
                 raise ValueError(f"must be one of {', '.join(meta['choices'])}, got {value!r}")
             if meta["check"] is not None:
                 meta["check"](value)
-        except ValueError as exc:
+        except ValueError as exc:  # "must be ..." reasons get the setting's name in front
             text = str(exc)
-            raise ValueError(text if text.startswith(("unknown", "--")) else f"{f.name} {text}") from None
+            raise ValueError(f"{f.name} {text}" if text.startswith("must") else text) from None
 
 
 def validate(settings: RunSettings | AuditConfig, model: LoadedModel) -> None:

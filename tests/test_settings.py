@@ -76,3 +76,32 @@ def test_target_roi_without_a_box_is_one_line(capsys, demo_data) -> None:
     assert main(["run", str(demo_data), "--split", "val", "--target", "roi"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "target 'roi' needs roi (--roi top,left,bottom,right)" in err
+
+
+def _fake_model(task: str = "segmentation"):
+    from types import SimpleNamespace
+
+    import torch
+
+    return SimpleNamespace(module=torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)), default_layer="0", arch="fake",
+                           task=task)
+
+
+@pytest.mark.parametrize("settings, task, message", [
+    (RunSettings("d", shard_size=0), "segmentation", "shard_size must be >= 1, got 0"),
+    (AuditConfig(batch_size=0), "segmentation", "batch_size must be >= 1, got 0"),
+    (AuditConfig(methods=("magic",)), "segmentation", "unknown method(s) magic"),
+    (AuditConfig(target="box"), "segmentation", "target must be one of pred, gt, all, roi, got 'box'"),
+    (AuditConfig(layers=("9",)), "segmentation", "unknown layer '9' for fake; valid layers: 0"),
+    (AuditConfig(target="roi"), "segmentation", "target 'roi' needs roi"),
+    (AuditConfig(prompts="sam", sam_checkpoint="/nonexistent.pth"), "segmentation", "prompts 'sam' needs"),
+    (AuditConfig(methods=("scorecam",)), "detection", "not available for detection models"),
+    (AuditConfig(target="roi", roi=(0.0, 0.0, 0.5, 0.5)), "classification", "target 'roi' does not apply"),
+])
+def test_validate_names_what_no_data_can_fix(settings, task: str, message: str) -> None:
+    from segaudit.settings import validate
+
+    with pytest.raises(ValueError) as info:
+        validate(settings, _fake_model(task))
+    assert message in str(info.value)
+    validate(RunSettings("d"), _fake_model())  # the defaults pass
