@@ -30,11 +30,8 @@ from segaudit.tasks import (
 )
 from segaudit.tasks.report import report_artifact_task
 
-from segaudit.auditors.batch import check_config
-from segaudit.cam import METHODS
 from segaudit.data.classmap import ClassMap
 from segaudit.data.readers import SegmentationDataset
-from segaudit.findings.rules import FindingRules
 from segaudit.models.registry import LoadedModel
 from segaudit.runs.run import (
     audit_config_from_json,
@@ -44,42 +41,10 @@ from segaudit.runs.run import (
 )
 from segaudit.runs.shards import Shard, shard_refs
 from segaudit.runs.tables import read_plan, shard_markers
-from segaudit.settings import AuditConfig
+from segaudit.settings import AuditConfig, RunSettings, flow_parameter_docs, flow_signature, validate
 
 
-@flow(name="audit", log_prints=True)
-def audit(
-    dataset: str,
-    model: str = "demo",
-    split: str | None = None,
-    image_root: str | None = None,
-    weights: str | None = "DEFAULT",
-    layers: list[str] | None = None,
-    methods: list[str] = list(METHODS),  # noqa: B006 - Prefect parameters must be JSON, not tuples
-    target: str = "pred",
-    score: str = "logits",
-    roi: list[float] | None = None,
-    score_cam_channels: int | None = None,
-    amp: bool = False,
-    batch_size: int = 16,
-    prompts: str | None = None,
-    sam_checkpoint: str | None = None,
-    sam_model_type: str = "vit_h",
-    findings: dict[str, float] | None = None,
-    mapping: dict[str, str] | None = None,
-    device: str = "cpu",
-    out: str = "runs",
-    run_id: str | None = None,
-    limit: int | None = None,
-    report: bool = True,
-    shard_size: int = 256,
-    loader_workers: int = 0,
-    concurrency: int = 1,
-    resume: bool = True,
-    deployment: str | None = None,
-    child_runs: int | None = None,
-    poll_seconds: float = 5.0,
-) -> str:
+def audit(**params: Any) -> str:
     """Audit a COCO or VOC dataset with a segmentation model; return the run folder (path or URL).
 
     ``findings`` overrides thresholds of :class:`segaudit.findings.rules.FindingRules` by name, e.g.
@@ -92,37 +57,46 @@ def audit(
     ``deployment`` (e.g. ``"audit-shards/shard"``), the shards go to that deployment's work pool as
     ``child_runs`` flow runs (default: one per shard) on ``device``, and this flow waits, then
     aggregates and reports.
+
+    The parameters are the fields of :class:`segaudit.settings.RunSettings` and
+    :class:`segaudit.settings.AuditConfig`, with their defaults (:func:`segaudit.settings.flow_signature`).
     """
-    config = AuditConfig(
-        methods=tuple(methods), layers=tuple(layers or ()), target=target, score=score,
-        roi=tuple(roi) if roi else None, score_cam_channels=score_cam_channels, amp=amp,
-        batch_size=batch_size, prompts=prompts, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type,
-        rules=FindingRules(**(findings or {})),
-    )
+    settings = RunSettings.from_params(params)
+    config = settings.config
+    dataset, split, image_root, model = settings.dataset, settings.split, settings.image_root, settings.model
+    weights, mapping, deployment, device = settings.weights, settings.mapping, settings.deployment, settings.device
     data = open_dataset_task(dataset, split, image_root)
     # a fanning-out parent only needs the model's identity; its workers load it on their devices
     loaded, class_map = load_model_task(model, weights, "cpu" if deployment else device, data.category_names, mapping)
-    check_config(loaded, config)
+    validate(settings, loaded)  # once per audit, before any image is read
     meta = run_metadata(
-        data, loaded, config, dataset_path=dataset, split=split, weights=weights, mapping=mapping, limit=limit
+        data, loaded, config, dataset_path=dataset, split=split, weights=weights, mapping=mapping, limit=settings.limit
     )
-    refs = data.refs()[:limit] if limit else data.refs()
-    run_dir = run_directory(out, run_id, meta)
+    refs = data.refs()[:settings.limit] if settings.limit else data.refs()
+    run_dir = run_directory(settings.out, settings.run_id, meta)
     inputs = {"dataset": dataset, "split": split, "image_root": image_root, "model": model, "weights": weights,
               "mapping": mapping}
-    plan = plan_run_task(run_dir, meta, refs, shard_size, inputs, resume)
+    plan = plan_run_task(run_dir, meta, refs, settings.shard_size, inputs, settings.resume)
     todo = pending_shards(run_dir, plan)
     tracker = ShardProgress(plan, todo)
     if deployment:
-        _fan_out(deployment, run_dir, plan, todo, child_runs, device, loader_workers, concurrency, tracker,
-                 poll_seconds)
+        _fan_out(deployment, run_dir, plan, todo, settings.child_runs, device, settings.loader_workers,
+                 settings.concurrency, tracker, settings.poll_seconds)
     else:
-        _process_here(run_dir, plan, todo, data, loaded, class_map, config, loader_workers, concurrency, tracker)
+        _process_here(run_dir, plan, todo, data, loaded, class_map, config, settings.loader_workers,
+                      settings.concurrency, tracker)
     aggregate_task(run_dir)
-    if report:
+    if settings.report:
         report_artifact_task(render_report_task(run_dir))
-    publish_summary_task(run_dir, report)
+    publish_summary_task(run_dir, settings.report)
     return run_dir
+
+
+# the parameters, their defaults and help come from the settings' one declaration (segaudit.settings)
+audit.__signature__ = flow_signature()
+audit.__annotations__ = {**{p.name: p.annotation for p in audit.__signature__.parameters.values()}, "return": str}
+audit.__doc__ = f"{audit.__doc__.rstrip()}\n\n    {flow_parameter_docs().replace(chr(10), chr(10) + '    ')}\n"
+audit = flow(name="audit", log_prints=True)(audit)
 
 
 @flow(name="audit-shards", log_prints=True)

@@ -34,13 +34,13 @@ import pandas as pd
 from PIL import Image
 from segaudit.reports.values import as_finite, as_int, as_text
 
+from segaudit.schema import VOID_LABEL
+
 __all__ = ["CARD_SCORES", "CardTables", "encode_map", "build_cards"]
 
 #: Scores shown with each map (against the GT mask).
 CARD_SCORES: tuple[str, ...] = ("energy_in_mask", "pointing_hit", "relevance_rank", "auroc", "iou_at_0_5",
                                 "centroid_hit", "max_point_hit", "background_point_hit")
-
-VOID = 255
 
 
 @dataclass
@@ -292,7 +292,7 @@ def _det(value: Any) -> int | None:
 
 
 def _class_name(class_id: int, class_names: Sequence[str]) -> str:
-    if class_id == VOID:
+    if class_id == VOID_LABEL:
         return "void"
     if 0 <= class_id < len(class_names):
         return str(class_names[class_id])

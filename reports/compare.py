@@ -43,12 +43,14 @@ from segaudit.reports.overlay import (
     to_data_uri,
     upsample_map,
 )
+from segaudit.reports.page import METRIC_LABELS, static_text, template_environment
 from segaudit.reports.pairing import finding_changes, match_images, run_warnings
-from segaudit.reports.render import METRIC_LABELS, _environment, _review_order, _static
+from segaudit.reports.review_list import images_in_review_order
 from segaudit.reports.summary import CLASS_METRICS, class_facts, class_scores, layer_order
 from segaudit.reports.values import as_int, as_text
 
-from segaudit.runs.tables import COLUMN_DOCS, RunTables, filesystem, is_url, join, load_run
+from segaudit.runs.tables import RunTables, filesystem, is_url, join, load_run
+from segaudit.schema import COLUMN_DOCS, VOID_LABEL
 
 __all__ = ["compare_runs", "class_deltas", "image_deltas", "primary_layer"]
 
@@ -188,10 +190,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out_path: str | Path | No
         "new_findings": _finding_rows(new, cards[1]),
         "resolved_findings": _finding_rows(resolved, cards[0]),
         "top": int(top),
-        "css": Markup(_static("report.css")),
-        "script": Markup(_static("sortable.js")),
+        "css": Markup(static_text("report.css")),
+        "script": Markup(static_text("sortable.js")),
     }
-    html = _environment().get_template(_TEMPLATE).render(**context)
+    html = template_environment().get_template(_TEMPLATE).render(**context)
     if is_url(out):
         fs, path = filesystem(out)
         fs.pipe_file(path, html.encode("utf-8"))
@@ -240,7 +242,7 @@ def _card_links(run: RunTables, run_dir: str | Path, out: str) -> tuple[str, dic
     report = join(run_dir, "report.html")
     if not is_url(report) and not is_url(out):
         report = os.path.relpath(report.removeprefix("file://"), Path(out.removeprefix("file://")).parent)
-    order = _review_order(run.images)
+    order = images_in_review_order(run.images)
     return Path(report).as_posix() if not is_url(report) else report, \
         {str(i): k for k, i in enumerate(order["image_id"])} if len(order) else {}
 
@@ -396,7 +398,7 @@ def _label_overlay(view: np.ndarray | None, png: Any) -> np.ndarray | None:
     except Exception:  # a broken picture must not break the page
         return None
     labels = resize_labels(labels, view.shape[:2])
-    return blend(view, colorize_labels(labels), 0.55, mask=(labels != 0) & (labels != 255))
+    return blend(view, colorize_labels(labels), 0.55, mask=(labels != 0) & (labels != VOID_LABEL))
 
 
 def _cam_overlay(view: np.ndarray | None, run: _Indexed, image_id: str, class_id: int, method: str, layer: str

@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from segaudit.data.readers.voc import voc_colormap
+from segaudit.schema import VOID_LABEL, voc_colormap
 
 __all__ = [
     "VOID_LABEL",
@@ -28,9 +28,6 @@ __all__ = [
     "resize_rgb",
     "resize_labels",
 ]
-
-#: Label value of void / ignored pixels (Pascal VOC's convention).
-VOID_LABEL = 255
 
 
 def colorize_cam(cam: np.ndarray) -> np.ndarray:

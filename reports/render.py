@@ -38,14 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 from segaudit.reports.cards import CardTables, build_cards
 from segaudit.reports.embed import page_script, script_json
 from segaudit.reports.facets import card_facets, confusion_data, mini_thumbnail
-from segaudit.reports.review_list import annotation_ids, entry, review_order
+from segaudit.reports.page import METRIC_LABELS, static_text, template_environment
+from segaudit.reports.review_list import annotation_ids, entry, images_in_review_order, review_order
 from segaudit.reports.summary import (
     CLASS_METRICS,
     HISTOGRAM_BINS,
@@ -57,8 +56,8 @@ from segaudit.reports.summary import (
 )
 from segaudit.reports.values import as_finite, as_int, as_text
 
-from segaudit.findings.rules import FINDING_KINDS
-from segaudit.runs.tables import COLUMN_DOCS, empty_frame, filesystem, is_url, join, load_run, read_table
+from segaudit.runs.tables import empty_frame, filesystem, is_url, join, load_run, read_table
+from segaudit.schema import CENTROID_CUTOFF, COLUMN_DOCS, EVIDENCE_COLUMNS, FINDING_KINDS
 
 __all__ = ["render_report", "PAGE_SIZE", "INLINE_LIMIT", "METRIC_LABELS", "assets_dir"]
 
@@ -74,38 +73,10 @@ HEAVY_BATCH = 1000
 #: The tables read whole; maps and thumbnails are read in batches of images.
 _LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations", "confusion")
 
-#: Short labels of the metrics shown in the page (tooltips come from :data:`segaudit.runs.tables.COLUMN_DOCS`).
-METRIC_LABELS: dict[str, str] = {
-    "consistency": "consistency",
-    "energy_in_mask": "energy in GT",
-    "pointing_hit": "pointing hit",
-    "relevance_rank": "rank accuracy",
-    "auroc": "AUROC",
-    "iou_at_0_5": "IoU@0.5",
-    "dice_at_0_5": "Dice@0.5",
-    "max_point_hit": "max-point hit",
-    "centroid_hit": "centroid hit",
-    "background_point_hit": "bg-point hit",
-    "instance_coverage": "instance coverage",
-    "seg_iou": "seg IoU",
-    "label_quality": "label quality",
-    "recall": "recall",
-    "energy_in_gt": "energy in GT",
-    "energy_in_pred": "energy in pred",
-    "outside_share": "outside share",
-}
-
-#: Default weighted-centroid cutoff, :data:`segaudit.metrics.scores.CENTROID_CUTOFF` (not imported: that pulls in
-#: torch; a test checks they agree); a run's ``centroid_cutoff`` setting wins.
-DEFAULT_CENTROID_CUTOFF = 0.6
-
 _TEMPLATE = "report.html.j2"
 #: The page's scripts, in order: the parts report.js calls (review, gallery, label view, cards) come first.
 _SCRIPTS = ("sortable.js", "review.js", "gallery.js", "labelview.js", "cards.js", "report.js")
 _MARKER = ".segaudit-report"  # marks a page folder as ours, so a re-render may replace it
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
-_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
-             "instance_coverage")
 _DASH = "\u2013"
 
 
@@ -167,7 +138,7 @@ def _render(
     run = tables.run
     class_names = [str(n) for n in (run.get("class_names") or [])]
     config = _config(run)
-    order = _review_order(tables.images)
+    order = images_in_review_order(tables.images)
     if gallery_size is not None:
         order = order.head(max(int(gallery_size), 0))
     n_cards = len(order)
@@ -195,7 +166,7 @@ def _render(
             "labels": METRIC_LABELS,
             "docs": {k: COLUMN_DOCS[k] for k in (*METRIC_LABELS, "kind", "score", "review_rank", "suspicion")
                      if k in COLUMN_DOCS},
-            "cutoff": float(config.get("centroid_cutoff") or DEFAULT_CENTROID_CUTOFF),
+            "cutoff": float(config.get("centroid_cutoff") or CENTROID_CUTOFF),
             "run_key": f"{as_text(run.get('run_id'))}|{as_text(run.get('dataset_fingerprint'))[:16]}",
             "run_id": as_text(run.get("run_id")),
             "dataset_kind": as_text(run.get("dataset_kind")),
@@ -217,10 +188,10 @@ def _render(
         "errors": _errors(tables.errors, card_of),
         "data_json": Markup(script_json(data)),
         "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
-        "css": Markup(_static("report.css")),
-        "script": Markup("\n".join(_static(name) for name in _SCRIPTS)),
+        "css": Markup(static_text("report.css")),
+        "script": Markup("\n".join(static_text(name) for name in _SCRIPTS)),
     }
-    html = _environment().get_template(_TEMPLATE).render(**context)
+    html = template_environment().get_template(_TEMPLATE).render(**context)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_pages(assets_dir(out), [] if inline else pages)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -317,7 +288,7 @@ def _findings(tables: Any, card_of: dict[str, int]) -> list[dict[str, Any]]:
     anns = annotation_ids(tables.instances)
     out = []
     for rec in review_order(findings, ranks, FINDING_KINDS).to_dict("records"):
-        evidence = {k: as_finite(rec.get(k)) for k in _EVIDENCE if as_finite(rec.get(k)) is not None}
+        evidence = {k: as_finite(rec.get(k)) for k in EVIDENCE_COLUMNS if as_finite(rec.get(k)) is not None}
         out.append({
             "k": as_text(rec.get("kind")),
             "s": as_finite(rec.get("score")),
@@ -459,23 +430,6 @@ def _page_file(page: int) -> str:
     return f"page-{page + 1:05d}.js"
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _static(name: str) -> str:
-    """The page's own CSS or script (files of this package, never run data)."""
-    text = (_TEMPLATES / name).read_text(encoding="utf-8")
-    if "</script" in text.lower() or "</style" in text.lower():
-        raise ValueError(f"{name} must not contain a closing script or style tag")
-    return text
-
-
 def _config(run: dict[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(run.get("config_json") or "{}")
@@ -499,19 +453,6 @@ def _layers(run: dict[str, Any], *frames: pd.DataFrame) -> list[str]:
         if len(frame) and "layer" in frame:
             names += [x for x in pd.unique(frame["layer"].dropna().astype(str)) if x]
     return layer_order(names)
-
-
-def _review_order(images: pd.DataFrame) -> pd.DataFrame:
-    """Images by ``review_rank`` (missing ranks last, then by suspicion, then by file name)."""
-    if images.empty:
-        return images
-    key = images.assign(
-        _rank=pd.to_numeric(images["review_rank"], errors="coerce").fillna(np.inf),
-        _susp=-pd.to_numeric(images.get("suspicion"), errors="coerce").fillna(-np.inf),
-        _name=images["file_name"].astype(str),
-    )
-    key = key.sort_values(["_rank", "_susp", "_name"], kind="mergesort")
-    return key.drop(columns=["_rank", "_susp", "_name"]).reset_index(drop=True)
 
 
 def _pretty_json(raw: Any) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from segaudit.reports.values import as_int, as_text
 
-__all__ = ["SUGGESTED_FIX", "suggested_fix", "finding_key", "image_path", "annotation_ids", "review_order", "entry"]
+__all__ = ["SUGGESTED_FIX", "suggested_fix", "finding_key", "image_path", "annotation_ids", "review_order", "entry",
+           "images_in_review_order"]
 
 #: Image folders the COCO reader looks in beside the annotation file (``segaudit.data.readers.coco``).
 IMAGE_DIRS = ("images", "JPEGImages", "imgs", "img", "input_images", "data")
@@ -110,3 +111,16 @@ def entry(rec: dict[str, Any], run: dict[str, Any], anns: dict[tuple[str, int], 
         "a": anns.get((as_text(rec.get("image_id")), cid), []) if cid is not None else [],
         "key": finding_key(rec.get("image_id"), cid, rec.get("kind")),
     }
+
+
+def images_in_review_order(images: pd.DataFrame) -> pd.DataFrame:
+    """Images by ``review_rank`` (missing ranks last, then by suspicion, then by file name)."""
+    if images.empty:
+        return images
+    key = images.assign(
+        _rank=pd.to_numeric(images["review_rank"], errors="coerce").fillna(np.inf),
+        _susp=-pd.to_numeric(images.get("suspicion"), errors="coerce").fillna(-np.inf),
+        _name=images["file_name"].astype(str),
+    )
+    key = key.sort_values(["_rank", "_susp", "_name"], kind="mergesort")
+    return key.drop(columns=["_rank", "_susp", "_name"]).reset_index(drop=True)

@@ -16,7 +16,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from segaudit.runs.tables import _DATA_TABLES, load_run
+from segaudit.runs.tables import load_run
+from segaudit.schema import DATA_TABLES
 
 
 def _sortable(frame: pd.DataFrame) -> list[str]:
@@ -34,7 +35,7 @@ def compare_tables(run_a: str, run_b: str, tolerance: float = 0.0) -> dict[str, 
     """Per table, ``"equal"`` or the first difference found."""
     a, b = load_run(run_a), load_run(run_b)
     out = {}
-    for name in _DATA_TABLES:
+    for name in DATA_TABLES:
         left, right = _normalised(getattr(a, name)), _normalised(getattr(b, name))
         try:
             pd.testing.assert_frame_equal(left, right, check_exact=tolerance == 0, rtol=tolerance or 1e-5,

@@ -6,8 +6,9 @@ Prefect API does not answer, the output cannot be written, the disk is full, Ctr
 the cause and the status of :mod:`segaudit.console`; ``--debug`` adds the traceback.
 
 Importing this module imports neither torch nor Prefect: the commands import what they need, and
-:mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported. (``--help`` still
-imports torch, ~2 s: the audit options list the method and target names that :mod:`segaudit.cam` defines.)
+:mod:`segaudit.flows.server` sets Prefect's environment before Prefect is imported. The options come from
+:mod:`segaudit.settings`, whose names (methods, targets) come from the torch-free :mod:`segaudit.schema`, so
+``--help`` loads neither torch, Prefect nor pandas.
 """
 
 from __future__ import annotations
@@ -19,79 +20,11 @@ import time
 from pathlib import Path
 
 from segaudit.console import EXIT_USER_ERROR, apply_prefect_defaults, check_writable_folder, report_failure
-
-# every kind of model load_model takes (segaudit.models.registry; its name lists import torch, so the help
-# names the families, and `segaudit layers MODEL` checks one)
-MODEL_HELP = (
-    "the shipped 'demo' (default), 'demo-fcn', 'demo-detector' or 'demo-classifier'; a torchvision "
-    "segmentation model (fcn_resnet50/101, deeplabv3_resnet50/101, deeplabv3_mobilenet_v3_large, "
-    "lraspp_mobilenet_v3_large), Mask R-CNN (maskrcnn_resnet50_fpn[_v2]) or ImageNet classifier (vgg16/19, "
-    "resnet50/101/152, optionally NAME:classes.json); or a segaudit checkpoint .pt"
-)
+from segaudit.settings import MODEL_HELP, RunSettings, add_cli_options
 
 
 class UserError(Exception):
     """A mistake in the command line; the message is printed as is."""
-
-
-def _methods(text: str) -> list[str]:
-    from segaudit.cam import ALL_METHODS
-
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(ALL_METHODS))
-    if unknown or not methods:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(ALL_METHODS)}")
-    return methods
-
-
-def _layers(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _roi(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not (0 <= values[0] < values[2] <= 1 and 0 <= values[1] < values[3] <= 1):
-        raise argparse.ArgumentTypeError("--roi takes top,left,bottom,right as fractions of the image, e.g. 0.2,0.2,0.8,0.8")
-    return values
-
-
-def _add_audit_options(parser: argparse.ArgumentParser) -> None:
-    # segaudit.cam imports torch (its names are defined beside the engine): this import costs `--help` ~2 s
-    from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
-
-    parser.add_argument("--layers", type=_layers, default=None,
-                        help="feature layer(s) for the CAMs, comma-separated; the first is primary, more make a "
-                        "layer sweep (default: the model's default layer; `segaudit layers MODEL` lists them)")
-    parser.add_argument("--methods", type=_methods, default=list(METHODS),
-                        help=f"comma-separated, from {','.join(ALL_METHODS)} (default {','.join(METHODS)})")
-    parser.add_argument("--target", choices=TARGET_KINDS, default="pred",
-                        help="Seg-Grad-CAM target pixels: predicted, labelled, all, or a box (--roi)")
-    parser.add_argument("--score", choices=SCORE_KINDS, default="logits", help="sum logits or softmax scores")
-    parser.add_argument("--roi", type=_roi, help="box for --target roi: top,left,bottom,right fractions")
-    parser.add_argument("--scorecam-channels", type=int, help="Score-CAM: only the N most active channels")
-    parser.add_argument("--amp", action="store_true",
-                        help="mixed-precision forward (float16 on CUDA, bfloat16 on CPU); not advised with gradcampp, "
-                        "nor on a CPU without native bfloat16 (measured 59x slower than float32 on an AVX2 CPU)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    parser.add_argument("--prompts", choices=("grabcut", "sam"),
-                        help="CAM-prompted segmentation of the primary map (prompts table); sam needs --sam-checkpoint")
-    parser.add_argument("--sam-checkpoint", help="Segment Anything checkpoint .pth for --prompts sam")
-    parser.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b"))
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--out", default="runs", help="folder holding the runs (default runs/)")
-    parser.add_argument("--run-id", help="name of the run folder (default: derived from data, model and config)")
-    parser.add_argument("--limit", type=int, help="audit only the first N images")
-    parser.add_argument("--no-report", action="store_true", help="write the tables only")
-    scale = parser.add_argument_group("scale (see README, 'Schedule an audit')")
-    scale.add_argument("--shard-size", type=int, default=256, help="images per shard, the unit of work and resumption")
-    scale.add_argument("--loader-workers", type=int, default=0, help="processes reading images ahead of the model")
-    scale.add_argument("--concurrency", type=int, default=1, help="shards processed at a time in this process")
-    scale.add_argument("--fresh", action="store_true", help="start over instead of resuming the run's complete shards")
-    scale.add_argument("--deployment", help="fan the shards out to this deployment's work pool, e.g. audit-shards/shard")
-    scale.add_argument("--child-runs", type=int, help="with --deployment: flow runs to share the shards (default: one per shard)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,17 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate the synthetic demo data (if absent), audit it, write the report")
     demo.add_argument("--data", default="demo_data", help="where the demo dataset lives (default demo_data/)")
-    _add_audit_options(demo)
+    add_cli_options(demo, run=False)
     demo.set_defaults(run_id="demo")
 
     run = commands.add_parser("run", help="audit a COCO or VOC dataset with a segmentation model")
-    run.add_argument("dataset", help="COCO annotation .json, a COCO folder (annotations/), or a VOC root")
-    run.add_argument("--split", help="VOC ImageSets split or COCO instances_<split>.json (default val)")
-    run.add_argument("--image-root", help="COCO: the folder image file names are relative to")
-    run.add_argument("--model", default="demo", help=MODEL_HELP)
-    run.add_argument("--weights", default="DEFAULT", help="torchvision weights enum member (default DEFAULT)")
-    run.add_argument("--mapping", help="dataset=model class names, comma-separated, or a JSON file")
-    _add_audit_options(run)
+    add_cli_options(run, run=True)
 
     report = commands.add_parser("report", help="(re)render the HTML report of a run from its tables")
     report.add_argument("run_dir")
@@ -142,87 +69,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_inputs(args: argparse.Namespace, model_spec: str, weights: str | None, mapping: dict | None) -> None:
+def _check_inputs(settings: RunSettings) -> None:
     """Open the dataset and the model once, so that mistakes surface as one clear line before the flow."""
     from segaudit.data.classmap import build_class_map
     from segaudit.data.download import DATA_CACHE, materialize
     from segaudit.data.readers import open_dataset
-    from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
+    from segaudit.models.registry import ModelLoadError, load_model
+    from segaudit.settings import validate
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.image_root is not None and not Path(args.image_root).is_dir():
-        raise UserError(f"image root not found: {args.image_root} (--image-root must be a folder)")
+    if settings.image_root is not None and not Path(settings.image_root).is_dir():
+        raise UserError(f"image root not found: {settings.image_root} (--image-root must be a folder)")
     try:
         # a dataset at an fsspec URL is copied to the cache the flow reads it from (segaudit.data.download.materialize)
-        data = open_dataset(materialize(args.dataset, DATA_CACHE), split=args.split,
-                            image_root=materialize(args.image_root, DATA_CACHE) if args.image_root else None)
+        data = open_dataset(materialize(settings.dataset, DATA_CACHE), split=settings.split,
+                            image_root=materialize(settings.image_root, DATA_CACHE) if settings.image_root else None)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if not data.refs():
-        raise UserError(f"the dataset {args.dataset} has no images")
-    _check_images_found(args, data)
+        raise UserError(f"the dataset {settings.dataset} has no images")
+    _check_images_found(settings, data)
     try:
-        model = load_model(model_spec, weights=weights, device=args.device)
+        model = load_model(settings.model, weights=settings.weights, device=settings.device)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:  # e.g. a CUDA device on a machine without one
-        raise UserError(f"cannot use device {args.device!r}: {str(exc).splitlines()[0]}") from None
-    layers = candidate_layers(model.module)
-    for layer in args.layers or ():
-        if layer not in layers:
-            raise UserError(f"unknown layer {layer!r} for {model.arch}; valid layers: {', '.join(layers)}")
-    if args.target == "roi" and args.roi is None:
-        raise UserError("--target roi needs --roi top,left,bottom,right")
-    if args.prompts == "sam" and not (args.sam_checkpoint and Path(args.sam_checkpoint).is_file()):
-        raise UserError("--prompts sam needs --sam-checkpoint pointing to a Segment Anything .pth file")
-    from segaudit.auditors.batch import check_config
-    from segaudit.settings import AuditConfig
-
-    try:  # what no data can fix: a method the model cannot run, a target it has no use for
-        check_config(model, AuditConfig(
-            methods=tuple(args.methods), layers=tuple(args.layers or ()), target=args.target, score=args.score,
-            roi=tuple(args.roi) if args.roi else None, batch_size=args.batch_size, prompts=args.prompts,
-            sam_checkpoint=args.sam_checkpoint))
+        raise UserError(f"cannot use device {settings.device!r}: {str(exc).splitlines()[0]}") from None
+    try:  # what no data can fix: an unknown layer, a method the model cannot run, a target it has no use for
+        validate(settings, model)
+        build_class_map(data.category_names, model.class_names, settings.mapping)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
-        build_class_map(data.category_names, model.class_names, mapping)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    _check_output(args, data, model)
+    _check_output(settings, data, model)
 
 
-def _check_images_found(args: argparse.Namespace, data) -> None:
+def _check_images_found(settings: RunSettings, data) -> None:
     """A wrong image root would turn every image into a "not found" row: say so once instead."""
     from segaudit.data.readers import count_image_files
 
     probe = data.refs()[:20]
     if count_image_files(data, probe) == 0:
-        where = getattr(data, "image_root", None) or Path(getattr(data, "root", args.dataset)) / "JPEGImages"
+        where = getattr(data, "image_root", None) or Path(getattr(data, "root", settings.dataset)) / "JPEGImages"
         hint = "; pass --image-root, the folder the file names are relative to" if data.kind == "coco" else ""
         raise UserError(
-            f"none of the first {len(probe)} images of {args.dataset} were found (e.g. {probe[0].file_name} "
+            f"none of the first {len(probe)} images of {settings.dataset} were found (e.g. {probe[0].file_name} "
             f"under {where}){hint}"
         )
 
 
-def _check_output(args: argparse.Namespace, data, model) -> None:
+def _check_output(settings: RunSettings, data, model) -> None:
     """Refuse a run folder that would escape --out or overwrite a run of other data or another model."""
     import re
 
     from segaudit.runs.tables import load_run
 
-    out = Path(args.out)
+    out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; expected the folder that holds runs")
     if (out / "run.parquet").is_file():
         raise UserError(f"--out {out} is a run folder itself; pass the folder that holds runs (e.g. {out.parent})")
-    if args.run_id is None:  # the default id hashes data, model and configuration: no clash
+    if settings.run_id is None:  # the default id hashes data, model and configuration: no clash
         return
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.run_id):
-        raise UserError(f"--run-id {args.run_id!r} must be a plain folder name (letters, digits, '_', '-', '.')")
-    run_dir = out / args.run_id
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", settings.run_id):
+        raise UserError(f"--run-id {settings.run_id!r} must be a plain folder name (letters, digits, '_', '-', '.')")
+    run_dir = out / settings.run_id
     try:
         old = load_run(run_dir, tables=()).run
     except (FileNotFoundError, OSError, ValueError):  # not a finished run: maybe a planned, unfinished one
@@ -243,40 +152,11 @@ def _check_output(args: argparse.Namespace, data, model) -> None:
         )
 
 
-def _run_flow(args: argparse.Namespace, model: str, weights: str | None, mapping: dict | None) -> str:
-    _connect_prefect(args.debug)  # after the inputs' checks (a user error starts no server), before the import
+def _run_flow(settings: RunSettings, debug: bool = False) -> str:
+    _connect_prefect(debug)  # after the inputs' checks (a user error starts no server), before the import
     from segaudit.flows.audit import audit
 
-    return audit(
-        dataset=str(args.dataset),
-        model=model,
-        split=args.split,
-        image_root=args.image_root,
-        weights=weights,
-        layers=args.layers,
-        methods=args.methods,
-        target=args.target,
-        score=args.score,
-        roi=args.roi,
-        score_cam_channels=args.scorecam_channels,
-        amp=args.amp,
-        batch_size=args.batch_size,
-        prompts=args.prompts,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_model_type=args.sam_model_type,
-        mapping=mapping,
-        device=args.device,
-        out=args.out,
-        run_id=args.run_id,
-        limit=args.limit,
-        report=not args.no_report,
-        shard_size=args.shard_size,
-        loader_workers=args.loader_workers,
-        concurrency=args.concurrency,
-        resume=not args.fresh,
-        deployment=args.deployment,
-        child_runs=args.child_runs,
-    )
+    return audit(**settings.params())
 
 
 def _print_outputs(run_dir: str, report: bool, seconds: float) -> None:
@@ -293,13 +173,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = ensure_demo_data(args.data)
     print(f"demo data: {root}/ (synthetic shapes, COCO and VOC, with planted label errors)")
-    args.dataset, args.split, args.image_root = str(root / "annotations" / "instances_val.json"), None, None
-    _check_inputs(args, "demo", None, None)
-    run_dir = _run_flow(args, "demo", None, None)
+    settings = RunSettings.from_params({**vars(args), "dataset": str(root / "annotations" / "instances_val.json"),
+                                        "model": "demo", "weights": None})
+    _check_inputs(settings)
+    run_dir = _run_flow(settings, args.debug)
     run = load_run(run_dir, tables=("images",))
     found, total = planted_error_recall(run.images, planted_errors(root))
     print(f"\n{found} of the {total} images with a planted label error are among the {total} most suspicious images")
-    _print_outputs(run_dir, not args.no_report, time.perf_counter() - start)
+    _print_outputs(run_dir, settings.report, time.perf_counter() - start)
     return 0
 
 
@@ -311,10 +192,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mapping = parse_mapping(args.mapping) if args.mapping else None
     except (ValueError, OSError) as exc:
         raise UserError(f"--mapping: {exc}") from None
-    weights = None if args.weights.lower() == "none" else args.weights
-    _check_inputs(args, args.model, weights, mapping)
-    run_dir = _run_flow(args, args.model, weights, mapping)
-    _print_outputs(run_dir, not args.no_report, time.perf_counter() - start)
+    settings = RunSettings.from_params({**vars(args), "mapping": mapping})
+    _check_inputs(settings)
+    run_dir = _run_flow(settings, args.debug)
+    _print_outputs(run_dir, settings.report, time.perf_counter() - start)
     return 0
 
 

@@ -71,8 +71,6 @@ def test_importing_the_cli_imports_neither_torch_nor_prefect() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="segaudit.cam (torch at import) defines the method and target names the "
-                   "audit options' help lists; they need a torch-free home (the lead routes them)")
 def test_help_imports_no_torch() -> None:
     code = ("import sys\nfrom segaudit.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n"
             "    pass\nprint('torch' in sys.modules, file=sys.stderr)")

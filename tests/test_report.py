@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from segaudit.reports.overlay import (
     to_data_uri,
     upsample_map,
 )
-from segaudit.reports.render import DEFAULT_CENTROID_CUTOFF, assets_dir
+from segaudit.reports.render import assets_dir
 from segaudit.reports.summary import (
     CLASS_METRICS,
     class_facts,
@@ -318,10 +320,22 @@ def test_report_of_a_run_on_object_storage() -> None:
         fsspec.filesystem("memory").rm("/segaudit-report-test", recursive=True)
 
 
-def test_default_centroid_cutoff_is_the_cores() -> None:
-    from segaudit.metrics.scores import CENTROID_CUTOFF
+def test_reports_and_schema_do_not_import_torch() -> None:
+    # the report renders on machines without torch: it reads the run's tables and segaudit.schema only
+    code = ("import sys, segaudit.schema, segaudit.reports, segaudit.runs.tables, segaudit.findings.rules; "
+            "loaded = sorted(m for m in ('torch', 'torchvision') if m in sys.modules); "
+            "assert not loaded, loaded")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
-    assert DEFAULT_CENTROID_CUTOFF == CENTROID_CUTOFF
+
+def test_centroid_cutoff_has_one_value() -> None:
+    # segaudit.metrics.scores still names its own CENTROID_CUTOFF until its owner imports segaudit.schema's
+    from segaudit.metrics.scores import CENTROID_CUTOFF as scores_cutoff
+    from segaudit.schema import CENTROID_CUTOFF
+    from segaudit.settings import AuditConfig
+
+    assert AuditConfig().centroid_cutoff == CENTROID_CUTOFF == scores_cutoff
 
 
 def test_encode_map() -> None:

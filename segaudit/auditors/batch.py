@@ -17,17 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from segaudit.auditors.base import BatchRows, Explained, auditor_class, auditor_for
+from segaudit.auditors.base import BatchRows, Explained, auditor_for
 from segaudit.auditors.failures import explain_isolating_failures
 from segaudit.auditors.rows import image_consistency_of
-from segaudit.cam import ALL_METHODS, SCORE_KINDS, TARGET_KINDS
 from segaudit.data.classmap import ClassMap
 from segaudit.data.sample import ErrorRow, Sample
 from segaudit.findings.ranking import rank_and_find
 from segaudit.findings.rules import FindingRules
 from segaudit.models.registry import LoadedModel
 from segaudit.runs.tables import SCHEMAS
-from segaudit.settings import AuditConfig
+from segaudit.settings import AuditConfig, validate
 
 __all__ = ["AuditConfig", "BatchRows", "Explained", "check_config", "config_json", "explain_batch", "finish_tables",
            "image_consistency_of", "score_batch", "versions"]
@@ -47,10 +46,9 @@ def explain_batch(
     If the batch fails as a whole (an image the model cannot take), each image is retried alone; those that
     still fail become error rows (stage ``"infer"``) and the others are processed
     (:func:`segaudit.auditors.failures.explain_isolating_failures`; out-of-memory errors propagate).
-    Configuration mistakes (unknown layer or method, see :func:`check_config`) are not data problems and
-    raise.
+    The settings are checked once per audit before any batch (:func:`segaudit.settings.validate`, which
+    :func:`segaudit.runs.shards.process_shard` and the flow call), not on every micro-batch.
     """
-    check_config(model, config)
     auditor = auditor_for(model, config, class_map)
     explained = explain_isolating_failures(auditor.explain, samples)
     explained.errors = [*read_errors, *explained.errors]
@@ -67,41 +65,9 @@ def score_batch(explained: Explained, model: LoadedModel, config: AuditConfig) -
 
 
 def check_config(model: LoadedModel, config: AuditConfig) -> None:
-    """Raise ValueError for settings no data can fix: unknown CAM methods or feature layer, and what the
-    model's family cannot honour (its auditor's ``check_config``)."""
-    unknown = sorted(set(config.methods) - set(ALL_METHODS))
-    if unknown or not config.methods:
-        raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(ALL_METHODS)}")
-    modules = dict(model.module.named_modules())
-    for layer in config.layers_of(model):
-        if layer not in modules:
-            raise ValueError(f"layer {layer!r} not in {model.arch}; see segaudit.models.registry.candidate_layers")
-    if config.target not in TARGET_KINDS or config.score not in SCORE_KINDS:
-        raise ValueError(f"target must be one of {TARGET_KINDS} and score one of {SCORE_KINDS}")
-    if config.target == "roi" and config.roi is None:
-        raise ValueError("target 'roi' needs roi=(top, left, bottom, right) fractions")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
-    auditor = auditor_class(model.task)
-    if "fixations" in config.methods:
-        _check_fixations(model, traceable=auditor.traces_fixations)
-    if config.prompts not in (None, "grabcut", "sam"):
-        raise ValueError(f"prompts must be 'grabcut' or 'sam', got {config.prompts!r}")
-    if config.prompts == "sam" and not config.sam_checkpoint:
-        raise ValueError("prompts 'sam' needs sam_checkpoint (a Segment Anything .pth file)")
-    auditor.check_config(config)
-
-
-def _check_fixations(model: LoadedModel, traceable: bool) -> None:
-    """CNN-Fixations traces plain chains of layers of segmentation models only."""
-    from segaudit.cam.fixations import UnsupportedModel, sequential_layers
-
-    if not traceable:
-        raise ValueError("method fixations traces segmentation models only")
-    try:
-        sequential_layers(model.module)
-    except UnsupportedModel as exc:
-        raise ValueError(f"method fixations cannot run on {model.arch}: {exc} (try --model demo-fcn)") from None
+    """Raise ValueError for settings no data can fix: :func:`segaudit.settings.validate` (the one place the
+    rules live; the model family's own rules are its auditor's ``check_config``)."""
+    validate(config, model)
 
 
 def finish_tables(

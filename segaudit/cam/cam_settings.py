@@ -1,4 +1,5 @@
-"""What the CAM engine can compute (its method names) and what one call asks of it (:class:`CamSettings`).
+"""What one call of the CAM engine asks of it (:class:`CamSettings`); the method names it knows come from
+:mod:`segaudit.schema`.
 
 Kept apart from :mod:`segaudit.cam.engine` so callers (the auditors) can build the settings of an audit
 once, and pass one object instead of a dozen keyword arguments.
@@ -8,24 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segaudit.cam.gradient import GRADIENT_METHODS
+from segaudit.schema import (
+    ALL_METHODS,
+    GRADIENT_FREE_METHODS,
+    GUIDED_METHODS,
+    INPUT_LAYER,
+    METHODS,
+    TRACE_METHODS,
+)
 
 __all__ = ["METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "TRACE_METHODS", "ALL_METHODS", "INPUT_LAYER",
            "CamSettings"]
-
-#: Default methods of an audit.
-METHODS = ("gradcam", "gradcampp")
-#: Methods that need no gradient: Score-CAM (masked forwards) and Eigen-CAM (class-agnostic).
-GRADIENT_FREE_METHODS = ("scorecam", "eigencam")
-#: Methods that need the gradients with respect to the input (a second, guided backward pass).
-GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
-#: Methods that unravel the forward pass instead (CNN-Fixations, :mod:`segaudit.cam.fixations`), at the input.
-TRACE_METHODS = ("fixations",)
-#: Every method the engine computes.
-ALL_METHODS = (*GRADIENT_METHODS, *GRADIENT_FREE_METHODS, *GUIDED_METHODS, *TRACE_METHODS)
-#: Pseudo-layer name of maps computed at the input (guided backpropagation).
-INPUT_LAYER = "input"
-
 
 @dataclass(frozen=True)
 class CamSettings:

@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import torch
 
+from segaudit.schema import GRADIENT_METHOD_NAMES
+
 __all__ = [
     "GRADIENT_METHODS",
     "grad_cam",
@@ -117,3 +119,5 @@ GRADIENT_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     "layercam": layer_cam,
     "gradcam_elementwise": grad_cam_element_wise,
 }
+if tuple(GRADIENT_METHODS) != GRADIENT_METHOD_NAMES:  # the names are declared in the torch-free schema
+    raise ImportError(f"segaudit.schema.GRADIENT_METHOD_NAMES {GRADIENT_METHOD_NAMES} != {tuple(GRADIENT_METHODS)}")

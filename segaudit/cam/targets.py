@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import torch
 
+from segaudit.schema import SCORE_KINDS, TARGET_KINDS
+from segaudit.schema import VOID_LABEL as _IGNORE
+
 __all__ = [
     "TARGET_KINDS",
     "SCORE_KINDS",
@@ -49,13 +52,9 @@ __all__ = [
     "classifier_scores",
 ]
 
-TARGET_KINDS = ("pred", "gt", "all", "roi")
-SCORE_KINDS = ("logits", "softmax")
 
 TARGET_NONE, TARGET_PRED, TARGET_GT, TARGET_ALL, TARGET_ROI = 0, 1, 2, 3, 4
 TARGET_NAMES = {TARGET_PRED: "pred", TARGET_GT: "gt", TARGET_ALL: "all", TARGET_ROI: "roi"}
-
-_IGNORE = 255
 
 
 def _roi_mask(roi: tuple[float, float, float, float], height: int, width: int, device) -> torch.Tensor:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segaudit.schema import VOID_LABEL as IGNORE  # label value of void / ignored pixels
+
 __all__ = ["IGNORE", "Instance", "Sample", "ErrorRow", "SampleError", "ImageRef"]
 
-#: Label value of void / ignored pixels (Pascal VOC's convention, also used for COCO crowd regions).
-IGNORE = 255
 
 
 class SampleError(Exception):

@@ -39,58 +39,15 @@ ranking of the confident errors and lifts the planted errors the model is unsure
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from segaudit.findings.thresholds import FindingRules
+from segaudit.schema import EVIDENCE_COLUMNS, FINDING_KINDS
+
 __all__ = ["FINDING_KINDS", "FindingRules", "primary_map", "suspicion", "find", "class_reliance"]
 
-FINDING_KINDS = ("label_error", "context_reliance", "missed_object", "neglected_instances", "out_of_label_space")
-
-
-@dataclass(frozen=True)
-class FindingRules:
-    """Thresholds of the findings (all recorded in the run's config).
-
-    Parameters
-    ----------
-    disagreement_iou : float
-        A class whose predicted and labelled masks overlap with IoU below this is a disagreement.
-    label_quality : float
-        A disagreement whose label quality ``Q_c`` is below this is one the model is confident about
-        (``Q_c`` is the softmin-pooled probability of the labels over the class's pixels: below 0.5 means the
-        worst pixels' labels get less than about even odds).
-    right_iou : float
-        A prediction with IoU at least this is right (for ``context_reliance``).
-    outside_share : float
-        Share of the map's top-|G| pixels outside the object above which a right prediction relies on context.
-    missed_recall : float
-        Share of the labelled object the model must predict, below which the object is missed.
-    instance_coverage : float
-        Share of a class's instances the map must cover, below which instances are neglected.
-    min_pixels : int
-        Least pixels in disagreement, ``|G xor P|`` for a label error and ``|G - P|`` for a missed object, in
-        the model's input frame: stray predictions of a few pixels are not worth a review.
-    unknown_pixels : int
-        Labelled pixels of a class unknown to the model for an ``out_of_label_space`` finding.
-    consistency_weight : float
-        ``w`` of the suspicion score (0 = label quality only, 1 = CAM consistency only).
-    """
-
-    disagreement_iou: float = 0.5
-    label_quality: float = 0.5
-    right_iou: float = 0.5
-    outside_share: float = 0.5
-    missed_recall: float = 0.5
-    instance_coverage: float = 0.5
-    min_pixels: int = 64
-    unknown_pixels: int = 1
-    consistency_weight: float = 0.25
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def primary_map(scores: pd.DataFrame, methods: Sequence[str] = (), layers: Sequence[str] = ()) -> tuple[str, str]:
@@ -113,10 +70,6 @@ def suspicion(label_quality: np.ndarray, consistency: np.ndarray, weight: float 
     q = np.clip(np.nan_to_num(np.asarray(label_quality, dtype=float), nan=1.0), 0.0, 1.0)
     c = np.clip(np.nan_to_num(np.asarray(consistency, dtype=float), nan=1.0), 0.0, 1.0)
     return 1.0 - q ** (1.0 - weight) * c**weight
-
-
-_EVIDENCE = ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
-             "instance_coverage")
 
 
 def _pairs(scores: pd.DataFrame, method: str, layer: str) -> pd.DataFrame:
@@ -145,7 +98,7 @@ def _pairs(scores: pd.DataFrame, method: str, layer: str) -> pd.DataFrame:
 
 def _rows(frame: pd.DataFrame, kind: str, score: pd.Series, method: str, layer: str) -> pd.DataFrame:
     out = frame.assign(kind=kind, score=score.astype(float), method=method, layer=layer)
-    for col in _EVIDENCE:
+    for col in EVIDENCE_COLUMNS:
         if col not in out:
             out[col] = np.nan
     return out
@@ -205,7 +158,7 @@ def find(
         frame = pd.DataFrame(unknown)
         parts.append(_rows(frame.drop(columns="score"), "out_of_label_space", frame["score"], "", ""))
     columns = ["image_id", "file_name", "class_id", "class_name", "kind", "score", "rank", "method", "layer",
-               "target", *_EVIDENCE]
+               "target", *EVIDENCE_COLUMNS]
     if not parts:
         return pd.DataFrame(columns=columns)
     found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import torch
 
+from segaudit.schema import VOID_LABEL as _IGNORE
+
 __all__ = ["SOFTMIN_TEMPERATURE", "pixel_label_quality", "softmin_pool"]
 
 #: Temperature of the softmin pooling (cleanlab's default).
 SOFTMIN_TEMPERATURE = 0.1
-
-_IGNORE = 255
 
 
 def pixel_label_quality(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

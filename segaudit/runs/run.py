@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -136,17 +136,7 @@ def audit_seeds() -> dict[str, int]:
 
 def audit_config_from_json(text: str) -> AuditConfig:
     """The :class:`AuditConfig` recorded in a run's ``config_json`` (other recorded settings are ignored)."""
-    data = json.loads(text)
-    known = {f.name for f in fields(AuditConfig)}
-    values = {k: v for k, v in data.items() if k in known}
-    for name in ("methods", "layers"):
-        if name in values:
-            values[name] = tuple(values[name])
-    if values.get("roi") is not None:
-        values["roi"] = tuple(values["roi"])
-    if "rules" in values:
-        values["rules"] = FindingRules(**values["rules"])
-    return AuditConfig(**values)
+    return AuditConfig.from_json(json.loads(text))
 
 
 def _rules_methods_layers(meta: dict[str, Any]) -> tuple[FindingRules | None, list[str], list[str]]:

@@ -1,4 +1,5 @@
-"""Parquet tables of a run: their schemas, how a run is written, and the one-call loader.
+"""Parquet tables of a run: how a run is written and read, and the one-call loader (the tables' schemas and
+column docs are in :mod:`segaudit.schema`).
 
 A run lives in ``runs/<run_id>/`` (a local folder or any fsspec URL, e.g. ``s3://bucket/runs/<run_id>``)
 and is made only of these files; the report and any later analysis read them and nothing else::
@@ -45,9 +46,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from segaudit.schema import COLUMN_DOCS, DATA_TABLES, FINDING_KINDS, SCHEMA_VERSION, SCHEMAS, SHARD_TABLES
+
 __all__ = [
     "SCHEMA_VERSION",
     "SCHEMAS",
+    "COLUMN_DOCS",
     "SHARD_TABLES",
     "RunTables",
     "write_table",
@@ -59,272 +63,7 @@ __all__ = [
     "load_run",
 ]
 
-#: 1: one file per table (``<table>.parquet``, still read); 2: a plan (``run.json``) and one part per shard
-#: and table (``<table>/part-<shard>.parquet``).
-SCHEMA_VERSION = 2
 
-_str = pa.string()
-_f64 = pa.float64()
-_i64 = pa.int64()
-
-#: Column schemas of every table; writing checks frames against them so the contract cannot drift.
-SCHEMAS: dict[str, pa.Schema] = {
-    "run": pa.schema(
-        [
-            ("run_id", _str),
-            ("schema_version", _i64),
-            ("created_at", _str),
-            ("duration_s", _f64),
-            ("dataset_kind", _str),
-            ("dataset_path", _str),
-            ("split", _str),
-            ("dataset_fingerprint", _str),
-            ("n_images", _i64),
-            ("n_errors", _i64),
-            ("model_name", _str),
-            ("model_sha256", _str),
-            ("input_size", _i64),
-            ("layer", _str),
-            ("methods", pa.list_(_str)),
-            ("class_names", pa.list_(_str)),
-            ("config_json", _str),
-            ("versions_json", _str),
-        ]
-    ),
-    "images": pa.schema(
-        [
-            ("image_id", _str),
-            ("file_name", _str),
-            ("width", _i64),
-            ("height", _i64),
-            ("n_instances", _i64),
-            ("gt_classes", pa.list_(_str)),
-            ("pred_classes", pa.list_(_str)),
-            ("pixel_accuracy", _f64),
-            ("consistency", _f64),
-            ("label_quality", _f64),
-            ("suspicion", _f64),
-            ("review_rank", _i64),
-            ("worst_class_id", _i64),
-            ("unknown_classes", pa.list_(_str)),
-            ("unknown_pixels", pa.list_(_i64)),
-        ]
-    ),
-    "scores": pa.schema(
-        [
-            ("image_id", _str),
-            ("class_id", _i64),
-            ("class_name", _str),
-            ("method", _str),
-            ("layer", _str),
-            ("target", _str),
-            ("detection", _i64),
-            ("mask", _str),
-            ("mask_pixels", _i64),
-            ("energy_in_mask", _f64),
-            ("pointing_hit", _f64),
-            ("relevance_rank", _f64),
-            ("auroc", _f64),
-            ("iou_at_0_5", _f64),
-            ("dice_at_0_5", _f64),
-            ("max_point_hit", _f64),
-            ("max_point_distance", _f64),
-            ("centroid_hit", _f64),
-            ("centroid_distance", _f64),
-            ("background_point_hit", _f64),
-            ("seg_iou", _f64),
-            ("seg_dice", _f64),
-            ("cam_max", _f64),
-            ("consistency", _f64),
-            ("label_quality", _f64),
-        ]
-    ),
-    # one row per finding (see segaudit.findings.rules): what to look at, why, and the evidence
-    "findings": pa.schema(
-        [
-            ("image_id", _str),
-            ("file_name", _str),
-            ("class_id", _i64),
-            ("class_name", _str),
-            ("kind", _str),
-            ("score", _f64),
-            ("rank", _i64),
-            ("method", _str),
-            ("layer", _str),
-            ("target", _str),
-            ("seg_iou", _f64),
-            ("label_quality", _f64),
-            ("recall", _f64),
-            ("energy_in_gt", _f64),
-            ("energy_in_pred", _f64),
-            ("outside_share", _f64),
-            ("instance_coverage", _f64),
-        ]
-    ),
-    "maps": pa.schema(
-        [
-            ("image_id", _str),
-            ("class_id", _i64),
-            ("method", _str),
-            ("layer", _str),
-            ("target", _str),
-            ("detection", _i64),
-            ("height", _i64),
-            ("width", _i64),
-            ("values", pa.list_(pa.float32())),
-        ]
-    ),
-    "thumbnails": pa.schema(
-        [
-            ("image_id", _str),
-            ("image_jpeg", pa.binary()),
-            ("gt_png", pa.binary()),
-            ("pred_png", pa.binary()),
-        ]
-    ),
-    "confusion": pa.schema(
-        [
-            ("image_id", _str),
-            ("gt_class_id", _i64),
-            ("pred_class_id", _i64),
-            ("pixels", _i64),
-        ]
-    ),
-    "errors": pa.schema(
-        [
-            ("image_id", _str),
-            ("file_name", _str),
-            ("stage", _str),
-            ("reason", _str),
-        ]
-    ),
-    # one row per labelled instance x method x layer x target (see segaudit.metrics.instances); the per-map
-    # instance_coverage is repeated on every instance row of its (image, class, method, layer, target)
-    "instances": pa.schema(
-        [
-            ("image_id", _str),
-            ("instance", _i64),
-            ("annotation_id", _str),
-            ("class_id", _i64),
-            ("class_name", _str),
-            ("method", _str),
-            ("layer", _str),
-            ("target", _str),
-            ("pixels", _i64),
-            ("n_instances", _i64),
-            ("mass_share", _f64),
-            ("class_mass_share", _f64),
-            ("peak_height", _f64),
-            ("has_peak", _f64),
-            ("covered", _f64),
-            ("instance_coverage", _f64),
-        ]
-    ),
-    # CAM-prompted segmentation (segaudit.metrics.prompting), only with the audit's `prompts` option: one row per
-    # (image, class) map of the primary (method, layer) x
-    # point kind x prompt kind; mask_pixels = valid pixels of the segment, null when no segment was made
-    # CNN-Fixations (segaudit.cam.fixations), only with the `fixations` method: one row per fixation point
-    "fixations": pa.schema(
-        [
-            ("image_id", _str),
-            ("class_id", _i64),
-            ("y", _i64),
-            ("x", _i64),
-            ("weight", _f64),
-        ]
-    ),
-    "prompts": pa.schema(
-        [
-            ("image_id", _str),
-            ("class_id", _i64),
-            ("method", _str),
-            ("layer", _str),
-            ("segmenter", _str),
-            ("point", _str),
-            ("prompts", _str),
-            ("point_hit", _f64),
-            ("point_distance", _f64),
-            ("iou_with_gt", _f64),
-            ("dice_with_gt", _f64),
-            ("mask_pixels", _i64),
-        ]
-    ),
-}
-
-#: Column meanings, shown in the README and used by the report's tooltips.
-COLUMN_DOCS: dict[str, str] = {
-    "consistency": "agreement of label, prediction and CAM, 0..1 (higher is more consistent); "
-    "per class: seg_iou x min(1, CAM energy in GT / CAM energy in prediction), averaged over methods; "
-    "per image: mean over classes weighted by each class's extent |GT or predicted pixels|",
-    "review_rank": "1 = the most suspicious image (highest suspicion), the first to review",
-    "label_quality": "the model's belief in the labels: softmin over pixels of the predicted probability of each "
-    "pixel's label (Lad & Mueller 2023, cleanlab's score; void left out); per image over all its pixels, in the "
-    "scores table over the class's labelled or predicted pixels",
-    "suspicion": "per-image review score 1 - label_quality^0.75 x consistency^0.25 (segaudit.findings.rules)",
-    "unknown_classes": "dataset classes labelled in the image that the model does not know (out of label space)",
-    "unknown_pixels": "labelled pixels of each of unknown_classes, in the original image",
-    "weight": "a fixation point's share of its (image, class) trace (they sum to 1 per image and class)",
-    "y": "row of the fixation point in the model's input frame",
-    "x": "column of the fixation point in the model's input frame",
-    "kind": "finding kind: label_error, context_reliance, missed_object, neglected_instances, out_of_label_space",
-    "score": "strength of the finding's evidence, 0..1 (see segaudit.findings.rules for each kind's formula)",
-    "rank": "1 = the strongest finding of its kind",
-    "recall": "share of the labelled object the model predicts, |P & G| / |G|",
-    "energy_in_gt": "the primary map's positive mass share inside the GT mask",
-    "energy_in_pred": "the primary map's positive mass share inside the predicted mask",
-    "outside_share": "1 - relevance rank accuracy: share of the map's top-|G| pixels outside the object",
-    "target": "pixels whose class logits were summed into the Seg-Grad-CAM target: 'pred' (predicted as the "
-    "class) or 'gt' (labelled as the class, used when the model predicts none of it); 'detection' for a "
-    "detector (Mask R-CNN): the detection's class score",
-    "detection": "index of the detection within its image (0 = highest score) for a detector's per-detection "
-    "maps; null for the class-level maps of other models",
-    "mask": "the mask the map is scored against: 'gt' (label) or 'pred' (model prediction)",
-    "energy_in_mask": "share of the positive CAM mass inside the mask",
-    "pointing_hit": "1 if the CAM maximum lies inside the mask, 0 if not, NaN for an empty mask",
-    "relevance_rank": "relevance rank accuracy: share of the |mask| highest-valued pixels inside the mask",
-    "auroc": "AUROC of the map as a pixel classifier of the mask (0.5 = chance)",
-    "iou_at_0_5": "IoU of the min-max normalised CAM thresholded at 0.5 with the mask",
-    "dice_at_0_5": "Dice of the min-max normalised CAM thresholded at 0.5 with the mask",
-    "max_point_hit": "1 if the CAM's maximum point is inside the mask",
-    "max_point_distance": "distance in pixels from the maximum point to the nearest mask pixel (0 inside)",
-    "centroid_hit": "1 if the weighted centroid of the map above 0.6 x max is inside the mask",
-    "centroid_distance": "distance in pixels from that centroid to the nearest mask pixel (0 inside)",
-    "background_point_hit": "1 if the map's minimum (the background prompt) falls inside the mask: it should not",
-    "seg_iou": "IoU of the predicted mask with the GT mask for the class (void ignored); for a detection, of its "
-    "instance mask with the labelled instance of its class it overlaps most",
-    "seg_dice": "Dice of the predicted mask with the GT mask for the class (void ignored)",
-    "pixel_accuracy": "share of the image's non-void pixels whose predicted class is the labelled one",
-    "cam_max": "maximum of the raw (unnormalised) CAM: its magnitude",
-    "instance": "index of the instance among the image's non-crowd instances of known classes (0-based)",
-    "annotation_id": "the dataset's id of the instance (COCO annotation id, VOC SegmentationObject index); "
-    "null when unknown",
-    "pixels": "valid (non-void) pixels of the instance, in the model's input frame",
-    "n_instances": "instances of this class in this image",
-    "mass_share": "share of the map's positive mass inside the instance",
-    "class_mass_share": "share of the map's positive mass on the class's instances that lies inside this one",
-    "peak_height": "highest local maximum (3x3 window) of the map inside the instance, as a share of the "
-    "map's max; 0 if none",
-    "has_peak": "1 if the instance holds a local maximum of the map >= 0.5 x its max",
-    "covered": "1 if has_peak or class_mass_share >= 1 / (2 n_instances): the map lights this instance",
-    "instance_coverage": "share of the class's instances in the image that the map covers (repeated on each "
-    "instance row; NaN without instances; trivially 0 or 1 for a single instance)",
-    "segmenter": "the promptable segmenter the CAM prompts were given to: 'grabcut' (OpenCV) or 'sam'",
-    "point": "the foreground point prompt: 'centroid' (weighted centroid of the map above 0.6 x max) or "
-    "'max' (the map's maximum)",
-    "prompts": "'fg': the foreground point and the map thresholded at 0.5; 'fg+bg': also the map's minimum "
-    "as a background point",
-    "point_hit": "1 if the foreground point lies inside the GT mask, NaN for an empty mask or map",
-    "point_distance": "distance in pixels from the foreground point to the nearest GT mask pixel (0 inside)",
-    "iou_with_gt": "IoU of the prompted segment with the GT mask (void ignored); NaN without a segment or GT",
-    "dice_with_gt": "Dice of the prompted segment with the GT mask (void ignored); NaN without a segment or GT",
-}
-
-
-#: Every table but ``run``, in writing order.
-_DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings", "prompts", "fixations")
-
-#: Tables a shard writes; ``findings`` (and the images' ranks) are written when the run is aggregated.
-SHARD_TABLES = tuple(t for t in _DATA_TABLES if t != "findings")
 
 #: The plan of a sharded run (schema version, run key, inputs, shards); see :func:`write_plan`.
 PLAN_FILE = "run.json"
@@ -521,15 +260,10 @@ def read_table(
     frame = dataset.to_table(columns=list(columns) if columns else None, filter=filter_).to_pandas()
     if table == "findings" and plan is not None and {"kind", "rank"} <= set(frame.columns):
         # parts hold each shard's findings; the run's order is by kind, then rank (as segaudit.findings.rules.find)
-        kinds = {kind: i for i, kind in enumerate(dict.fromkeys(_FINDING_ORDER + tuple(frame["kind"])))}
+        kinds = {kind: i for i, kind in enumerate(dict.fromkeys(FINDING_KINDS + tuple(frame["kind"])))}
         order = np.lexsort((frame["rank"].to_numpy(), frame["kind"].map(kinds).to_numpy()))
         frame = frame.iloc[order].reset_index(drop=True)
     return frame
-
-
-#: Finding kinds in the order of :data:`segaudit.findings.rules.FINDING_KINDS` (kept here to read runs without
-#: importing the findings logic).
-_FINDING_ORDER = ("label_error", "context_reliance", "missed_object", "neglected_instances", "out_of_label_space")
 
 
 @dataclass
@@ -609,7 +343,7 @@ def load_run(run_dir: str | Path, tables: tuple[str, ...] | None = None) -> RunT
     """
     meta = read_run_row(run_dir)
     frames = {name: read_table(run_dir, name) if tables is None or name in tables else empty_frame(name)
-              for name in _DATA_TABLES}
+              for name in DATA_TABLES}
     from segaudit.runs.reviews import read_reviews  # noqa: PLC0415 (reviews imports this module)
 
     return RunTables(run_dir=run_dir if is_url(run_dir) else Path(str(run_dir).removeprefix("file://")),
