@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from segaudit.auditors.base import BatchRows, Explained
+from segaudit.cam.cam_settings import SettingsError
 from segaudit.data.sample import ErrorRow, Sample
 
 __all__ = ["MicroBatches", "explain_isolating_failures", "is_out_of_memory", "reason"]
@@ -54,15 +55,16 @@ def explain_isolating_failures(explain: Callable[[list[Sample]], Explained], sam
     Raises
     ------
     Exception
-        An out-of-memory error (:class:`MicroBatches` owns it), or the batch's first error when it failed
-        but no image fails alone.
+        An out-of-memory error (:class:`MicroBatches` owns it), a :class:`~segaudit.cam.SettingsError` (a
+        setting the engine cannot honour, e.g. an unknown layer: no image would fare better alone), or the
+        batch's first error when it failed but no image fails alone.
     """
     if not samples:
         return Explained(None, None)
     try:
         return explain(samples)
     except Exception as exc:  # noqa: BLE001 - retried image by image below
-        if is_out_of_memory(exc):
+        if is_out_of_memory(exc) or isinstance(exc, SettingsError):
             raise
         first_error: BaseException = exc
     good, errors = [], []

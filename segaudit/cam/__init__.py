@@ -10,6 +10,7 @@
 ``detection`` per-detection maps of torchvision Mask R-CNN (target: each detection's class score)
 """
 
+from segaudit.cam.cam_settings import SettingsError, UnknownLayer
 from segaudit.cam.detection import DETECTION_METHODS, DetectionCams, compute_detection_cams
 from segaudit.cam.engine import (
     ALL_METHODS,
@@ -41,6 +42,8 @@ from segaudit.cam.targets import (
 )
 
 __all__ = [
+    "SettingsError",
+    "UnknownLayer",
     "ALL_METHODS",
     "DETECTION_METHODS",
     "DetectionCams",

@@ -18,8 +18,20 @@ from segaudit.schema import (
     TRACE_METHODS,
 )
 
-__all__ = ["METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "TRACE_METHODS", "ALL_METHODS", "INPUT_LAYER",
+__all__ = ["SettingsError", "UnknownLayer", "METHODS", "GRADIENT_FREE_METHODS", "GUIDED_METHODS", "TRACE_METHODS", "ALL_METHODS", "INPUT_LAYER",
            "CamSettings"]
+
+class SettingsError(ValueError):
+    """A setting the engine cannot honour for any input (an unknown method or layer): the audit stops with
+    it instead of turning every image into an error row."""
+
+
+class UnknownLayer(SettingsError, KeyError):
+    """A feature layer the model does not have (a KeyError too, as a name lookup)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
 
 @dataclass(frozen=True)
 class CamSettings:

@@ -38,6 +38,7 @@ from segaudit.cam.cam_settings import (
     METHODS,
     TRACE_METHODS,
     CamSettings,
+    SettingsError,
 )
 from segaudit.cam.gradient import GRADIENT_METHODS
 from segaudit.cam.gradient_free import eigen_cam, score_cam
@@ -201,7 +202,7 @@ def _validate(
 ) -> None:
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown or not methods:
-        raise ValueError(f"unknown CAM methods {unknown}; available: {', '.join(ALL_METHODS)}")
+        raise SettingsError(f"unknown CAM methods {unknown}; available: {', '.join(ALL_METHODS)}")
     if images.ndim != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     if gt is not None and gt.shape[0] != images.shape[0]:

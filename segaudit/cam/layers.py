@@ -17,15 +17,18 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from segaudit.cam.cam_settings import UnknownLayer
+
 __all__ = ["capture_layers", "capture_layer", "find_module"]
 
 
 def find_module(model: nn.Module, layer: str) -> nn.Module:
-    """The sub-module called ``layer``; KeyError naming some valid names if there is none."""
+    """The sub-module called ``layer``; :class:`~segaudit.cam.cam_settings.UnknownLayer` (a KeyError) naming
+    some valid names if there is none."""
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
         sample = [n for n in modules if n][-8:]
-        raise KeyError(f"layer {layer!r} not in model; e.g. {', '.join(sample)} (see candidate_layers)")
+        raise UnknownLayer(f"layer {layer!r} not in model; e.g. {', '.join(sample)} (see candidate_layers)")
     return modules[layer]
 
 
