@@ -39,6 +39,7 @@ from segaudit.models.registry import LoadedModel
 from segaudit.runs.run import (
     audit_config_from_json,
     pending_shards,
+    resume_message,
     run_directory,
     run_metadata,
 )
@@ -112,6 +113,8 @@ def audit(
               "mapping": mapping}
     plan = plan_run_task(run_dir, meta, refs, shard_size, inputs, resume)
     todo = pending_shards(run_dir, plan)
+    if resume_message(plan, todo):  # issue 15: a resumed run says so
+        print(resume_message(plan, todo))
     tracker = ShardProgress(plan, todo)
     if deployment:
         _fan_out(deployment, run_dir, plan, todo, child_runs, device, loader_workers, concurrency, tracker,
