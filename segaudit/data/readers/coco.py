@@ -72,8 +72,8 @@ __all__ = ["CocoDataset", "guess_image_root", "POLYGON_MARGIN", "MAX_MASK_BYTES"
 log = logging.getLogger("segaudit.data.readers")
 
 #: Bytes of decoded instance masks (one byte per pixel each) read per image; the annotations past it are
-#: skipped with a row (e.g. 873 masks of a 640x480 image).
-MAX_MASK_BYTES = 256 << 20
+#: skipped with a row (e.g. 218 masks of a 640x480 image; COCO has at most 93 per image).
+MAX_MASK_BYTES = 64 << 20
 
 #: Folder names tried first when guessing where the images of a COCO file are.
 _PREFERRED_IMAGE_DIRS = ("images", "JPEGImages", "imgs", "img", "input_images", "data")
