@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from segaudit.tasks import (
     ShardProgress,
@@ -113,8 +113,8 @@ def audit(
               "mapping": mapping}
     plan = plan_run_task(run_dir, meta, refs, shard_size, inputs, resume)
     todo = pending_shards(run_dir, plan)
-    if resume_message(plan, todo):  # issue 15: a resumed run says so
-        print(resume_message(plan, todo))
+    if resume_message(plan, todo):  # issue 15: a resumed run says so (a warning, so that the CLI shows it)
+        get_run_logger().warning(resume_message(plan, todo))
     tracker = ShardProgress(plan, todo)
     if deployment:
         _fan_out(deployment, run_dir, plan, todo, child_runs, device, loader_workers, concurrency, tracker,

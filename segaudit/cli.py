@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from segaudit.cam import ALL_METHODS, METHODS, SCORE_KINDS, TARGET_KINDS
+from segaudit.runs.run import RunInputsChanged
 
 EXIT_USER_ERROR = 2
 
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             return synth_main(args)
         return {"demo": _cmd_demo, "run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
                 "layers": _cmd_layers, "pull": _cmd_pull}[args.command](args)
-    except UserError as exc:
+    except (UserError, RunInputsChanged) as exc:  # RunInputsChanged: issue 15, --run-id naming a run of other inputs
         print(f"segaudit: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -196,7 +196,7 @@ def start_run(
     """Plan a run into ``run_dir``, or take up the plan already there.
 
     With ``resume`` and a plan of the same :func:`run_key` in ``run_dir``, that plan is returned as it is
-    (its shards, its ``created_at``) with ``"resumed": True``: complete shards will be skipped. With
+    (its shards, its ``created_at``): complete shards will be skipped. With
     ``resume``, a plan of another key and a user-given ``run_id`` (``meta["run_id_given"]``, set by
     :func:`run_directory`), :class:`RunInputsChanged` is raised. Otherwise whatever a run left there is
     removed and a new plan is written: ``{"run_key", "run": meta, "inputs", "shard_size", "shards"}``.
@@ -218,7 +218,7 @@ def start_run(
     key = run_key(meta)
     existing = read_plan(run_dir)
     if resume and existing is not None and existing.get("run_key") == key:
-        return {**existing, "resumed": True}
+        return existing
     if resume and existing is not None and meta.get("run_id_given"):
         raise RunInputsChanged(_changed_inputs_line(run_dir, existing, meta))
     _clear_run(run_dir)
@@ -246,10 +246,11 @@ def _changed_inputs_line(run_dir: str, existing: dict[str, Any], meta: dict[str,
 
 
 def resume_message(plan: dict[str, Any], todo: list[Shard]) -> str:
-    """``"resuming run X: 3 of 8 shards done"`` when :func:`start_run` took up an existing plan, else ``""``."""
-    if not plan.get("resumed"):
-        return ""
+    """``"resuming run X: 3 of 8 shards done"`` when some shards of the plan are already complete (so
+    :func:`start_run` took up an existing plan: a new one has none), else ``""``."""
     total = len(plan["shards"])
+    if len(todo) == total:
+        return ""
     return f"resuming run {plan['run'].get('run_id', '?')}: {total - len(todo)} of {total} shards done"
 
 
