@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from segaudit.tasks import (
     ShardProgress,
@@ -36,6 +36,7 @@ from segaudit.models.registry import LoadedModel
 from segaudit.runs.run import (
     audit_config_from_json,
     pending_shards,
+    resume_message,
     run_directory,
     run_metadata,
 )
@@ -78,6 +79,8 @@ def audit(**params: Any) -> str:
               "mapping": mapping}
     plan = plan_run_task(run_dir, meta, refs, settings.shard_size, inputs, settings.resume)
     todo = pending_shards(run_dir, plan)
+    if resume_message(plan, todo):  # issue 15: a resumed run says so (a warning, so that the CLI shows it)
+        get_run_logger().warning(resume_message(plan, todo))
     tracker = ShardProgress(plan, todo)
     if deployment:
         _fan_out(deployment, run_dir, plan, todo, settings.child_runs, device, settings.loader_workers,

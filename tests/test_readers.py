@@ -284,9 +284,10 @@ def test_coco_labelme_style_background_and_prefix(tmp_path: Path) -> None:
     sample, issues = read_one(ds, "0")
     assert [(i.annotation_id, i.category) for i in sample.instances] == [("0", 2)]
     assert len(issues) == 1 and "background category" in issues[0].reason
-    # a wrong image_root still finds the file next to the annotation file
+    # a given image_root is the only place looked in: the file next to the annotation file is not read
     ds2 = CocoDataset(tmp_path / "annotations.json", image_root=tmp_path / "nowhere")
-    assert ds2.read(ds2.refs()[0]).image.shape == (H, W, 3)
+    with pytest.raises(SampleError, match=r"image file not found: JPEGImages/p\.jpg \(looked in [^)]*nowhere\)$"):
+        ds2.read(ds2.refs()[0])
 
 
 def test_coco_without_categories(tmp_path: Path) -> None:

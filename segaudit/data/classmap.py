@@ -182,6 +182,40 @@ def _find_model_index(name: str, model_names: Sequence[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def _explicit_overrides(
+    dataset_names: tuple[str, ...], model_names: tuple[str, ...], explicit: Mapping[str, str]
+) -> dict[int, int]:
+    """Dataset index -> model index (or IGNORE) for the explicit pairs; ValueError for a pair that names
+    no dataset or model class, or that remaps background (see :func:`build_class_map`)."""
+    overrides: dict[int, int] = {}
+    for key, target in explicit.items():
+        hits = [k for k, n in enumerate(dataset_names) if normalize_name(n) == normalize_name(key)]
+        if not hits:
+            raise ValueError(
+                f"explicit mapping names dataset class {key!r}, which is not in the dataset; "
+                f"dataset classes are: {', '.join(dataset_names)}"
+            )
+        if normalize_name(target) == normalize_name(IGNORE_TARGET):
+            m_idx = IGNORE
+        else:
+            norm_t = normalize_name(target)
+            m_hits = [i for i, m in enumerate(model_names) if normalize_name(m) == norm_t]
+            if not m_hits:
+                raise ValueError(
+                    f"explicit mapping {key!r} -> {target!r}: {target!r} is not a model class; "
+                    f"valid names are: {', '.join(model_names)} (or {IGNORE_TARGET!r} to ignore the class)"
+                )
+            m_idx = m_hits[0]
+        for k in hits:
+            if k == 0 or is_background_name(dataset_names[k]):
+                if m_idx != 0:
+                    raise ValueError(
+                        f"explicit mapping {key!r} -> {target!r}: background always maps to model index 0"
+                    )
+            overrides[k] = m_idx
+    return overrides
+
+
 def build_class_map(
     dataset_names: Sequence[str],
     model_names: Sequence[str],
@@ -219,33 +253,7 @@ def build_class_map(
             f"at most 255 dataset classes fit in uint8 labels (255 is void), got {len(dataset_names)}"
         )
 
-    overrides: dict[int, int] = {}
-    for key, target in (explicit or {}).items():
-        hits = [k for k, n in enumerate(dataset_names) if normalize_name(n) == normalize_name(key)]
-        if not hits:
-            raise ValueError(
-                f"explicit mapping names dataset class {key!r}, which is not in the dataset; "
-                f"dataset classes are: {', '.join(dataset_names)}"
-            )
-        if normalize_name(target) == normalize_name(IGNORE_TARGET):
-            m_idx = IGNORE
-        else:
-            norm_t = normalize_name(target)
-            m_hits = [i for i, m in enumerate(model_names) if normalize_name(m) == norm_t]
-            if not m_hits:
-                raise ValueError(
-                    f"explicit mapping {key!r} -> {target!r}: {target!r} is not a model class; "
-                    f"valid names are: {', '.join(model_names)} (or {IGNORE_TARGET!r} to ignore the class)"
-                )
-            m_idx = m_hits[0]
-        for k in hits:
-            if k == 0 or is_background_name(dataset_names[k]):
-                if m_idx != 0:
-                    raise ValueError(
-                        f"explicit mapping {key!r} -> {target!r}: background always maps to model index 0"
-                    )
-            overrides[k] = m_idx
-
+    overrides = _explicit_overrides(dataset_names, model_names, explicit or {})
     lut = np.full(256, IGNORE, dtype=np.uint8)
     unmapped: list[str] = []
     for k, name in enumerate(dataset_names):

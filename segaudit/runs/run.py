@@ -4,7 +4,9 @@ aggregation of its shards, and its progress.
 A run is planned once (:func:`start_run` writes ``run.json``: the run key, the inputs, and the shards),
 each shard is processed and written on its own (:func:`write_shard_rows`, by any worker), and when all
 are complete :func:`aggregate_run` computes what needs the whole run (review ranks, findings) and writes
-``run.parquet``. Rerunning the same audit (same key) reuses the plan and skips complete shards.
+``run.parquet``. Rerunning the same audit (same key) reuses the plan and skips complete shards
+(:func:`resume_message` says so); an audit whose inputs changed gets another key, so by default another
+folder, and is refused when the user named the folder (``run_id``) of a run with other inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import pandas as pd
 
 from segaudit.auditors.batch import BatchRows, config_json, versions
+from segaudit.console import EnvironmentProblem
+from segaudit.data.identity import image_root_of, images_fingerprint
 from segaudit.data.readers import SegmentationDataset
 from segaudit.data.sample import ImageRef
 from segaudit.findings.ranking import FINDING_INSTANCE_COLUMNS, FINDING_SCORE_COLUMNS, rank_and_find
@@ -54,6 +58,8 @@ __all__ = [
     "run_metadata",
     "audit_config_from_json",
     "start_run",
+    "resume_message",
+    "RunInputsChanged",
     "pending_shards",
     "write_shard_rows",
     "aggregate_run",
@@ -70,12 +76,16 @@ def plan_batches(refs: list[ImageRef], batch_size: int) -> list[list[ImageRef]]:
     return [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
 
 
+#: What a run's key covers, in order: the labels, the image root and image files, the model, the settings.
+KEY_FIELDS = ("dataset_fingerprint", "image_root", "images_fingerprint", "model_sha256", "model_name", "config_json")
+
+
 def run_key(meta: dict[str, Any]) -> str:
-    """The identity of a run: a hash of the dataset fingerprint, the model hash and the configuration.
-    The same data, model and settings give the same key (so the same run folder)."""
-    material = json.dumps(
-        [meta["dataset_fingerprint"], meta["model_sha256"], meta["model_name"], meta["config_json"]], sort_keys=True
-    )
+    """The identity of a run: a hash of everything it read (:data:`KEY_FIELDS`: the annotations'
+    fingerprint, the image root, the image files' identity from :func:`segaudit.data.identity.images_fingerprint`,
+    the model hash and name) and the configuration. The same inputs give the same key (so the same run
+    folder); a changed image, label, model or setting gives another."""
+    material = json.dumps([meta.get(name, "") for name in KEY_FIELDS], sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
@@ -85,6 +95,8 @@ def run_directory(out: str | Path, run_id: str | None, meta: dict[str, Any]) -> 
         model = Path(meta["model_name"]).stem.replace("torchvision:", "")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{meta['split'] or meta['dataset_kind']}-{model}").strip("-")
         run_id = f"{stem}-{run_key(meta)}"
+    else:
+        meta["run_id_given"] = True  # the user named the folder: start_run refuses a run of other inputs there
     meta["run_id"] = run_id
     return join(out, run_id)
 
@@ -111,6 +123,8 @@ def run_metadata(
         "dataset_path": str(dataset_path),
         "split": split or "",
         "dataset_fingerprint": data.fingerprint(),
+        "image_root": image_root_of(data),
+        "images_fingerprint": images_fingerprint(data),
         "n_images": 0,
         "n_errors": 0,
         "model_name": model.name,
@@ -173,8 +187,10 @@ def start_run(
     """Plan a run into ``run_dir``, or take up the plan already there.
 
     With ``resume`` and a plan of the same :func:`run_key` in ``run_dir``, that plan is returned as it is
-    (its shards, its ``created_at``): complete shards will be skipped. Otherwise whatever a run left there
-    is removed and a new plan is written: ``{"run_key", "run": meta, "inputs", "shard_size", "shards"}``.
+    (its shards, its ``created_at``): complete shards will be skipped. With
+    ``resume``, a plan of another key and a user-given ``run_id`` (``meta["run_id_given"]``, set by
+    :func:`run_directory`), :class:`RunInputsChanged` is raised. Otherwise whatever a run left there is
+    removed and a new plan is written: ``{"run_key", "run": meta, "inputs", "shard_size", "shards"}``.
 
     Parameters
     ----------
@@ -194,6 +210,8 @@ def start_run(
     existing = read_plan(run_dir)
     if resume and existing is not None and existing.get("run_key") == key:
         return existing
+    if resume and existing is not None and meta.get("run_id_given"):
+        raise RunInputsChanged(_changed_inputs_line(run_dir, existing, meta))
     _clear_run(run_dir)
     plan = {
         "run_key": key,
@@ -205,6 +223,27 @@ def start_run(
     }
     write_plan(run_dir, plan)
     return read_plan(run_dir)
+
+
+class RunInputsChanged(EnvironmentProblem, ValueError):
+    """The folder named by the user (``run_id``) holds a run of other inputs; the message is one line (the
+    CLI prints it as a user error, exit status 2: :func:`segaudit.console.exit_code`)."""
+
+
+def _changed_inputs_line(run_dir: str, existing: dict[str, Any], meta: dict[str, Any]) -> str:
+    old = existing.get("run") or {}
+    changed = [name for name in KEY_FIELDS if old.get(name, "") != meta.get(name, "")] or ["run key"]
+    return (f"run {meta.get('run_id')} in {run_dir} was made from other inputs (changed: {', '.join(changed)}); "
+            "pass another run id, do not resume, or delete that folder")
+
+
+def resume_message(plan: dict[str, Any], todo: list[Shard]) -> str:
+    """``"resuming run X: 3 of 8 shards done"`` when some shards of the plan are already complete (so
+    :func:`start_run` took up an existing plan: a new one has none), else ``""``."""
+    total = len(plan["shards"])
+    if len(todo) == total:
+        return ""
+    return f"resuming run {plan['run'].get('run_id', '?')}: {total - len(todo)} of {total} shards done"
 
 
 def plan_shards_of(plan: dict[str, Any]) -> list[Shard]:

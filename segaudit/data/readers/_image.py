@@ -36,9 +36,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segaudit.data.readers._text import display_text
-from segaudit.data.sample import SampleError
+from segaudit.data.sample import ErrorRow, SampleError
 
-__all__ = ["MAX_PIXELS", "MAX_SIDE", "open_image", "load_rgb", "load_rgb_capped", "capped_size", "to_rgb_array"]
+__all__ = [
+    "MAX_PIXELS", "MAX_SIDE", "open_image", "load_rgb", "load_rgb_capped", "capped_size", "to_rgb_array", "resize_issues",
+]
 
 #: Largest image (width * height) the readers decode; bigger files are refused as a likely
 #: decompression bomb or a mistake (a 100 MP RGB image is 300 MB decoded).
@@ -306,3 +308,16 @@ def _orientation(im: Image.Image) -> int:
         return int(value) if isinstance(value, int) else 1
     except Exception:  # noqa: BLE001 - unreadable EXIF: treated as absent, as exif_transpose does
         return 1
+
+
+def resize_issues(image_id: str, file_name: str, full_hw: tuple[int, int], hw: tuple[int, int],
+                  max_side: int | None, labels: str) -> list[ErrorRow]:
+    """The ``"image resized: ..."`` row of an image read downscaled (``hw`` differs from ``full_hw``), else none.
+
+    ``labels`` names what was resized with it (``"masks"``, ``"labels"``).
+    """
+    if tuple(hw) == tuple(full_hw):
+        return []
+    return [ErrorRow(image_id, file_name, "read", (
+        f"image resized: {full_hw[1]}x{full_hw[0]} is over the {max_side} px side limit; audited at "
+        f"{hw[1]}x{hw[0]} with its {labels} resized to match"))]

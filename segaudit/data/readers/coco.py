@@ -1,8 +1,8 @@
 """COCO instance-segmentation reader (``instances_*.json`` and compatible exports such as labelme's).
 
-The JSON is parsed with :func:`json.load` and indexed with :class:`pycocotools.coco.COCO`; masks are
-decoded with :mod:`pycocotools.mask` after this module has validated each segmentation (pycocotools
-misreads some malformed input silently, e.g. a 2-point polygon as a box).
+The JSON is parsed and indexed by :mod:`~segaudit.data.readers.coco_json` (ids keyed by type and value,
+limits on annotations per image and in all); each segmentation is validated and decoded by
+:mod:`~segaudit.data.readers.coco_segments`. This module finds the images and builds the samples.
 
 Categories
     Index 0 is ``"background"``. A category named ``background`` / ``_background_`` (labelme exports
@@ -24,81 +24,59 @@ Problems
       as an :class:`~segaudit.data.sample.ErrorRow` (stage ``"read"``) whose reason starts with
       ``"annotation <id> skipped: "``. :func:`segaudit.data.readers.read_samples` returns those rows along
       with the samples. Plain :meth:`CocoDataset.read` logs them at WARNING level.
+    * Annotations past the limits (:data:`~segaudit.data.readers.coco_json.MAX_ANNOTATIONS_PER_IMAGE`,
+      :data:`~segaudit.data.readers.coco_json.MAX_ANNOTATIONS_TOTAL`, and :data:`MAX_MASK_BYTES` of decoded
+      masks per image) are skipped with one row ``"annotation limit: ..."`` per image.
     * Problems with the *image* (file missing or undecodable, size different from the JSON's,
       a ``file_name`` escaping the image root) raise :class:`~segaudit.data.sample.SampleError`.
 
 Hostile input
     * A ``file_name`` that is absolute, climbs out with ``..``, or holds a NUL byte is refused before
       the file system is touched: image paths cannot escape the image root (symbolic links inside the
-      dataset are followed, as the dataset's owner placed them).
+      dataset are followed, as the dataset's owner placed them). With an explicit ``image_root`` images
+      are looked for there only; without one, under the guessed root and then next to the annotation file.
     * The JSON is only parsed (never evaluated or unpickled). Bytes that are not UTF-8 are kept as
       they are (``surrogateescape``) so such a file name still opens; ids, file names and category
       names are shown through :func:`~segaudit.data.readers._text.display_text`, so what reaches the
       tables is valid one-line UTF-8.
-    * Polygons with vertices more than :data:`POLYGON_MARGIN` image sizes outside the image are
-      refused (pycocotools would allocate memory in proportion to the coordinates).
+    * Polygons with vertices more than :data:`~segaudit.data.readers.coco_segments.POLYGON_MARGIN` image
+      sizes outside the image are refused (pycocotools would allocate memory in proportion to the
+      coordinates).
     * Images larger than :data:`~segaudit.data.readers._image.MAX_SIDE` are audited downscaled, their masks
       with them; see :mod:`segaudit.data.readers._image`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
 import logging
-import math
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from segaudit.data.classmap import is_background_name
-from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped
+from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, resize_issues
 from segaudit.data.readers._text import display_text
+from segaudit.data.readers.coco_json import (
+    MAX_ANNOTATIONS_PER_IMAGE,
+    MAX_ANNOTATIONS_TOTAL,
+    id_str,
+    index_coco_file,
+)
+from segaudit.data.readers.coco_segments import POLYGON_MARGIN, AnnotationProblem, segmentation_to_mask
 from segaudit.data.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
 
-__all__ = ["CocoDataset", "guess_image_root", "POLYGON_MARGIN"]
+__all__ = ["CocoDataset", "guess_image_root", "POLYGON_MARGIN", "MAX_MASK_BYTES"]
 
 log = logging.getLogger("segaudit.data.readers")
 
-#: Polygon vertices may lie up to this many image sizes (the longer side) outside the image; farther
-#: ones make the annotation unusable ("coordinates far outside the image").
-POLYGON_MARGIN = 4
+#: Bytes of decoded instance masks (one byte per pixel each) read per image; the annotations past it are
+#: skipped with a row (e.g. 218 masks of a 640x480 image; COCO has at most 93 per image).
+MAX_MASK_BYTES = 64 << 20
 
 #: Folder names tried first when guessing where the images of a COCO file are.
 _PREFERRED_IMAGE_DIRS = ("images", "JPEGImages", "imgs", "img", "input_images", "data")
-
-
-class _AnnotationProblem(Exception):
-    """One annotation cannot be used; the message is the reason (without the annotation id)."""
-
-
-def _id_key(value: Any) -> tuple[int, Any]:
-    """Sort key for ids that may be ints or strings (numbers first, numerically)."""
-    if isinstance(value, bool):
-        return (2, str(value))
-    if isinstance(value, int):
-        return (0, value)
-    if isinstance(value, float) and value.is_integer():
-        return (0, int(value))
-    s = str(value)
-    try:
-        return (0, int(s))
-    except ValueError:
-        return (1, s)
-
-
-def _id_str(value: Any) -> str:
-    """The string form of a COCO id (``3.0`` and ``3`` are the same id), safe to store and show."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return display_text(value)
 
 
 def _truthy(value: Any) -> bool:
@@ -120,142 +98,6 @@ def _dims(img: dict[str, Any]) -> tuple[int, int] | None:
     if not (h.is_integer() and w.is_integer()) or h <= 0 or w <= 0:
         return None
     return int(h), int(w)
-
-
-def _rle_string_counts(s: str) -> list[int]:
-    """Decode COCO's compressed RLE string (LEB128-like, as in maskApi.c ``rleFrString``) to counts."""
-    counts: list[int] = []
-    p, n = 0, len(s)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise _AnnotationProblem("compressed RLE string ends in the middle of a number")
-            c = ord(s[p]) - 48
-            if c < 0 or c > 63:
-                raise _AnnotationProblem(f"compressed RLE string has an invalid character {s[p]!r}")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def _check_counts(counts: Sequence[int], h: int, w: int) -> None:
-    if any(c < 0 for c in counts):
-        raise _AnnotationProblem("RLE has negative run lengths")
-    total = sum(counts)
-    if total != h * w:
-        raise _AnnotationProblem(f"RLE run lengths sum to {total}, expected {h}*{w} = {h * w}")
-
-
-def _segmentation_to_mask(segm: Any, h: int, w: int, out_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Validate a COCO segmentation and decode it at ``(h, w)``, or resized to ``out_hw``.
-
-    Parameters
-    ----------
-    segm : list or dict
-        Polygon(s) ``[[x1, y1, x2, y2, ...], ...]`` (a flat list is one polygon), uncompressed RLE
-        ``{"size": [h, w], "counts": [int, ...]}`` or compressed RLE (``counts`` a string).
-    h, w : int
-        Image size the annotation was drawn at (an RLE's ``size`` must equal it).
-    out_hw : (int, int), optional
-        Size to return the mask at (a downscaled image): polygons are scaled before rasterising, RLE
-        masks are decoded at ``(h, w)`` and resized (nearest neighbour). Default ``(h, w)``.
-
-    Returns
-    -------
-    np.ndarray
-        ``out_hw`` bool mask.
-
-    Raises
-    ------
-    _AnnotationProblem
-        The segmentation is malformed.
-    """
-    from pycocotools import mask as mask_utils
-
-    oh, ow = out_hw if out_hw is not None else (h, w)
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            raise _AnnotationProblem(f"RLE segmentation needs 'counts' and 'size', got keys {sorted(segm)}")
-        size = segm["size"]
-        if not (isinstance(size, list | tuple) and len(size) == 2):
-            raise _AnnotationProblem(f"RLE 'size' must be [height, width], got {size!r}")
-        try:
-            sh, sw = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise _AnnotationProblem(f"RLE 'size' must be [height, width], got {size!r}") from None
-        if (sh, sw) != (h, w):
-            raise _AnnotationProblem(f"RLE size is {sw}x{sh} (WxH) but the image is {w}x{h}")
-        counts = segm["counts"]
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-                raise _AnnotationProblem("uncompressed RLE counts must be integers")
-            _check_counts(counts, h, w)
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, str | bytes):
-            text = counts.decode("ascii", errors="replace") if isinstance(counts, bytes) else counts
-            _check_counts(_rle_string_counts(text), h, w)
-            rle = {"size": [h, w], "counts": text.encode("ascii")}
-        else:
-            raise _AnnotationProblem(f"RLE counts must be a list or a string, got {type(counts).__name__}")
-    elif isinstance(segm, list):
-        if not segm:
-            raise _AnnotationProblem("segmentation is empty")
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in segm):
-            segm = [segm]  # a single flat polygon
-        parts: list[list[float]] = []
-        short: list[int] = []
-        for i, part in enumerate(segm):
-            if not isinstance(part, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in part
-            ):
-                raise _AnnotationProblem(f"polygon part {i} is not a list of numbers")
-            if not all(math.isfinite(v) for v in part):
-                raise _AnnotationProblem(f"polygon part {i} has NaN or infinite coordinates")
-            if len(part) % 2:
-                raise _AnnotationProblem(f"polygon part {i} has an odd number of coordinates ({len(part)})")
-            if len(part) < 6:
-                short.append(i)
-                continue
-            parts.append([float(v) for v in part])
-        if not parts:
-            npts = [len(p) // 2 for p in segm]
-            raise _AnnotationProblem(f"polygon has fewer than 3 points (points per part: {npts})")
-        if short:
-            # Degenerate parts of an otherwise valid polygon cover no area; dropping them changes nothing.
-            log.debug("dropping degenerate polygon parts %s", short)
-        margin = POLYGON_MARGIN * max(h, w)
-        for i, part in enumerate(parts):
-            xs, ys = part[0::2], part[1::2]
-            if min(xs) < -margin or max(xs) > w + margin or min(ys) < -margin or max(ys) > h + margin:
-                raise _AnnotationProblem(
-                    f"polygon part {i} has coordinates far outside the {w}x{h} image "
-                    f"(x {min(xs):.6g}..{max(xs):.6g}, y {min(ys):.6g}..{max(ys):.6g})"
-                )
-        if (oh, ow) != (h, w):
-            sx, sy = ow / w, oh / h
-            parts = [[v * (sx if j % 2 == 0 else sy) for j, v in enumerate(part)] for part in parts]
-        rle = mask_utils.merge(mask_utils.frPyObjects(parts, oh, ow))
-    else:
-        raise _AnnotationProblem(
-            f"segmentation must be a polygon list or an RLE dict, got {type(segm).__name__}"
-        )
-    try:
-        mask = mask_utils.decode(rle)
-    except Exception as exc:  # pycocotools raises ValueError / TypeError on bad RLE
-        raise _AnnotationProblem(f"cannot decode segmentation: {display_text(exc)}") from None
-    if mask.ndim == 3:
-        mask = mask[:, :, 0]
-    if mask.shape != (oh, ow):  # an RLE of a downscaled image
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((ow, oh), Image.NEAREST))
-    return np.ascontiguousarray(mask.astype(bool))
 
 
 def _safe_relative(file_name: str) -> PurePosixPath:
@@ -350,8 +192,9 @@ class CocoDataset:
     image_root : str or Path, optional
         Folder the images' ``file_name`` entries are relative to. Default: guessed with
         :func:`guess_image_root` (the annotation file's folder, its parent, or one of their
-        sub-folders, whichever holds the images). At read time a ``file_name`` missing under
-        ``image_root`` is also tried relative to the annotation file's folder.
+        sub-folders, whichever holds the images). Only when it is guessed, a ``file_name`` missing under
+        it is also tried relative to the annotation file's folder; a given ``image_root`` is the only
+        place images are read from.
     image_root_candidates : sequence of str or Path, optional
         Folders to try first when guessing ``image_root`` (used by :func:`segaudit.data.readers.open_dataset`).
     max_side : int or None
@@ -368,8 +211,8 @@ class CocoDataset:
         COCO category id of each index (``None`` for background).
     load_errors : list of ErrorRow
         Problems found while indexing (stage ``"read"``); reported, not fatal.
-    coco : pycocotools.coco.COCO
-        The pycocotools index (annotations whose image id is unknown are left out).
+    image_root_given : bool
+        Whether ``image_root`` was given (then no other folder is looked in).
 
     Raises
     ------
@@ -389,184 +232,29 @@ class CocoDataset:
         image_root_candidates: Sequence[str | Path] = (),
         max_side: int | None = MAX_SIDE,
     ) -> None:
-        from pycocotools.coco import COCO
-
         self.max_side = max_side
-        self.annotation_file = Path(annotation_file)
-        path = self.annotation_file
+        self.annotation_file = path = Path(annotation_file)
         if not path.exists():
             raise FileNotFoundError(f"COCO annotation file not found: {path}")
         if path.is_dir():
             raise ValueError(f"expected a COCO annotation .json file, got a folder: {path}")
-        raw = path.read_bytes()
-        self._fingerprint = hashlib.sha256(raw).hexdigest()
-        self.load_errors: list[ErrorRow] = []
-        data = self._parse_json(raw, path)
-        del raw
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise ValueError(
-                f"{path} is not a COCO instances file: expected a JSON object with an 'images' list "
-                "and an 'annotations' list"
-            )
-        anns_in = data.get("annotations")
-        if not isinstance(anns_in, list):
-            raise ValueError(
-                f"{path} has no 'annotations' list (an image-info file without labels?); "
-                "expected a COCO instances file"
-            )
-        if anns_in and isinstance(anns_in[0], dict) and "segments_info" in anns_in[0]:
-            raise ValueError(
-                f"{path} is in COCO panoptic format (annotations have 'segments_info'); convert it to "
-                "detection format first (panopticapi's converters/panoptic2detection_coco_format.py)"
-            )
-
-        # --- images -------------------------------------------------------------------------------
-        images: dict[str, dict[str, Any]] = {}
-        raw_ids: dict[str, Any] = {}
-        for i, img in enumerate(data["images"]):
-            if not isinstance(img, dict) or "id" not in img or not isinstance(img["id"], int | str | float):
-                self._note(None, None, f"images[{i}] has no usable 'id'; skipped")
-                continue
-            sid = _id_str(img["id"])
-            fn = img.get("file_name")
-            if not isinstance(fn, str) or not fn.strip():
-                self._note(sid, None, f"image {sid} has no 'file_name'; skipped")
-                continue
-            if sid in images:
-                self._note(
-                    sid,
-                    display_text(fn),
-                    f"duplicate image id {sid} (also {display_text(images[sid]['file_name'])}); kept the first",
-                )
-                continue
-            images[sid] = img
-            raw_ids[sid] = img["id"]
-        if not images:
-            raise ValueError(f"no images in {path}: its 'images' list is empty or has no usable entries")
-
-        # --- annotations ---------------------------------------------------------------------------
-        anns: list[dict[str, Any]] = []
-        orphans: dict[str, int] = defaultdict(int)
-        for i, ann in enumerate(anns_in):
-            if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int | str | float):
-                self._note(None, None, f"annotations[{i}] has no usable 'image_id'; skipped")
-                continue
-            sid = _id_str(ann["image_id"])
-            if sid not in images:
-                orphans[sid] += 1
-                continue
-            fix: dict[str, Any] = {}
-            if type(ann["image_id"]) is not type(raw_ids[sid]) or ann["image_id"] != raw_ids[sid]:
-                fix["image_id"] = raw_ids[sid]  # e.g. "3" for image 3: pycocotools groups by exact value
-            if not isinstance(ann.get("id"), int | str | float):
-                fix.update(id=f"#{i}", _segaudit_no_id=True)
-            if not isinstance(ann.get("category_id"), int | str | float):
-                fix["category_id"] = None
-            if fix:
-                ann = {**ann, **fix}
-            anns.append(ann)
-        for sid, n in sorted(orphans.items(), key=lambda kv: _id_key(kv[0])):
-            self._note(
-                sid, None, f"{n} annotation(s) refer to image id {sid}, which is not in 'images'; ignored"
-            )
-
-        # --- categories ----------------------------------------------------------------------------
-        cats_in = data.get("categories")
-        names: list[str] = ["background"]
-        ids: list[Any] = [None]
-        self._cat_index: dict[str, int] = {}
-        self._background_ids: set[str] = set()
-        categories: list[dict[str, Any]] = []
-        if isinstance(cats_in, list) and cats_in:
-            valid = []
-            for i, cat in enumerate(cats_in):
-                if not isinstance(cat, dict) or not isinstance(cat.get("id"), int | str | float):
-                    self._note(None, None, f"categories[{i}] has no usable 'id'; skipped")
-                    continue
-                valid.append(cat)
-            for cat in sorted(valid, key=lambda c: _id_key(c["id"])):
-                cid = _id_str(cat["id"])
-                name = cat.get("name")
-                name = display_text(name).strip() if name is not None and str(name).strip() else ""
-                name = name or f"category_{cid}"
-                if cid in self._cat_index or cid in self._background_ids:
-                    self._note(None, None, f"duplicate category id {cid} ({name!r}); kept the first")
-                    continue
-                if is_background_name(name):
-                    self._background_ids.add(cid)
-                    continue
-                if name in names:
-                    self._note(
-                        None,
-                        None,
-                        f"category name {name!r} is used by several ids; named id {cid} '{name} (id {cid})'",
-                    )
-                    name = f"{name} (id {cid})"
-                self._cat_index[cid] = len(names)
-                names.append(name)
-                ids.append(cat["id"])
-            categories = valid
-        else:
-            seen = sorted(
-                {_id_str(a["category_id"]) for a in anns if a.get("category_id") is not None}, key=_id_key
-            )
-            for cid in seen:
-                self._cat_index[cid] = len(names)
-                names.append(f"category_{cid}")
-                ids.append(cid)
-            categories = [{"id": cid, "name": f"category_{cid}"} for cid in seen]
-            self._note(None, None, "no 'categories' in annotation file; named categories by id")
-        if len(names) > 255:
-            raise ValueError(
-                f"{path} has {len(names) - 1} categories; at most 254 fit in uint8 labels (255 is void)"
-            )
-        self.category_names: tuple[str, ...] = tuple(names)
-        self.category_ids: tuple[Any, ...] = tuple(ids)
-
-        # --- pycocotools index ---------------------------------------------------------------------
-        coco = COCO()
-        coco.dataset = {
-            "images": list(images.values()),
-            "annotations": anns,
-            "categories": categories,
-        }
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-        self.coco = coco
-        self._images = images
-        self._raw_ids = raw_ids
-        self._order = sorted(images, key=_id_key)
-
-        # --- image root ----------------------------------------------------------------------------
+        index = index_coco_file(path)
+        self._index = index
+        self.load_errors: list[ErrorRow] = index.load_errors
+        self.category_names: tuple[str, ...] = index.category_names
+        self.category_ids: tuple[Any, ...] = index.category_ids
+        self._images = index.images
+        self._order = index.order
         self._ann_dir = path.resolve().parent
+        self.image_root_given = image_root is not None
         if image_root is None:
             self.image_root = guess_image_root(
-                path, [images[s]["file_name"] for s in self._order], [Path(c) for c in image_root_candidates]
+                path, [self._images[s]["file_name"] for s in self._order], [Path(c) for c in image_root_candidates]
             )
         else:
             self.image_root = Path(image_root)
 
     # ------------------------------------------------------------------------------------------------
-    def _note(self, image_id: str | None, file_name: str | None, reason: str) -> None:
-        self.load_errors.append(ErrorRow(image_id=image_id, file_name=file_name, stage="read", reason=reason))
-
-    def _parse_json(self, raw: bytes, path: Path) -> Any:
-        """Parse the annotation file; bytes that are not UTF-8 are kept (``surrogateescape``) with a note."""
-        try:
-            try:
-                return json.loads(raw)
-            except UnicodeDecodeError:
-                text = raw.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
-                data = json.loads(text)
-                self._note(
-                    None, None, "annotation file is not valid UTF-8; its undecodable bytes are kept as they are "
-                    "(file names still open) and shown as \\xNN"
-                )
-                return data
-        except RecursionError:
-            raise ValueError(f"COCO annotation file {path} is not usable JSON: nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
-            raise ValueError(f"COCO annotation file {path} is not valid JSON: {display_text(exc)}") from None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -588,20 +276,29 @@ class CocoDataset:
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the annotation file's bytes."""
-        return self._fingerprint
+        return self._index.fingerprint
+
+    def _image_dirs(self) -> tuple[Path, ...]:
+        """Where images are looked for: the given image root only, else the guessed one then the annotation
+        file's folder."""
+        if self.image_root_given or Path(self.image_root).resolve() == self._ann_dir:
+            return (Path(self.image_root),)
+        return (Path(self.image_root), self._ann_dir)
 
     def resolve_image(self, file_name: str) -> Path:
-        """Path of an image: under ``image_root``, else under the annotation file's folder.
+        """Path of an image: under ``image_root`` (and, only when the root was guessed, under the annotation
+        file's folder).
 
         Raises
         ------
         SampleError
-            ``file_name`` escapes the root, or the file exists in neither place.
+            ``file_name`` escapes the root, or the file exists in none of those places.
         """
         rel = _safe_relative(file_name)
         shown = display_text(file_name)
-        for base in (self.image_root, self._ann_dir):
-            p = Path(base) / rel
+        dirs = self._image_dirs()
+        for base in dirs:
+            p = base / rel
             try:
                 if p.is_file():
                     return p
@@ -609,9 +306,7 @@ class CocoDataset:
                     raise SampleError(f"expected an image file but found a folder: {shown}")
             except OSError as exc:  # e.g. a name too long for the file system
                 raise SampleError(f"cannot access image file {shown}: {exc.strerror or exc}") from None
-        if self.image_root.resolve() == self._ann_dir:
-            raise SampleError(f"image file not found: {shown} (looked in {self.image_root})")
-        raise SampleError(f"image file not found: {shown} (looked in {self.image_root} and {self._ann_dir})")
+        raise SampleError(f"image file not found: {shown} (looked in {' and '.join(str(d) for d in dirs)})")
 
     def image_path(self, ref: ImageRef) -> Path:
         """Where the image of ``ref`` is (see :meth:`resolve_image`); SampleError when it is not found."""
@@ -672,25 +367,34 @@ class CocoDataset:
                 f"{file_name}"
             )
         h, w = image.shape[:2]
-        issues: list[ErrorRow] = []
-        if (h, w) != (full_h, full_w):
-            issues.append(ErrorRow(sid, file_name, "read", (
-                f"image resized: {full_w}x{full_h} is over the {self.max_side} px side limit; audited at {w}x{h} "
-                "with its masks resized to match")))
+        issues = resize_issues(sid, file_name, (full_h, full_w), (h, w), self.max_side, "masks")
+        semantic, instances = self._decode_annotations(sid, file_name, (full_h, full_w), (h, w), issues)
+        return Sample(sid, file_name, image, semantic, instances, self.category_names, has_instances=True), issues
 
+    def _decode_annotations(self, sid: str, file_name: str, full_hw: tuple[int, int], hw: tuple[int, int],
+                            issues: list[ErrorRow]) -> tuple[np.ndarray, list[Instance]]:
+        """The semantic map and instances of image ``sid`` at ``hw``; skipped annotations append to ``issues``.
+
+        Non-crowd masks are painted in annotation order, then crowd pixels set to IGNORE. At most
+        ``MAX_MASK_BYTES // (h * w)`` masks are decoded; the rest, with those dropped while indexing, get
+        one ``"annotation limit: ..."`` row.
+        """
+        h, w = hw
         semantic = np.zeros((h, w), dtype=np.uint8)
         crowd = np.zeros((h, w), dtype=bool)
         instances: list[Instance] = []
-        for ann in self.coco.imgToAnns.get(self._raw_ids[sid], []):
-            ann_id = None if ann.get("_segaudit_no_id") else _id_str(ann["id"])
+        anns = self._index.annotations.get(sid, [])
+        most = max(1, MAX_MASK_BYTES // (h * w))
+        for ann in anns[:most]:
+            ann_id = None if ann.get("_segaudit_no_id") else id_str(ann["id"])
             try:
                 cat_idx = self._category_of(ann)
                 if "segmentation" not in ann or _is_empty(ann["segmentation"]):
-                    raise _AnnotationProblem("it has no segmentation (box-only annotation)")
-                mask = _segmentation_to_mask(ann["segmentation"], full_h, full_w, (h, w))
+                    raise AnnotationProblem("it has no segmentation (box-only annotation)")
+                mask = segmentation_to_mask(ann["segmentation"], *full_hw, (h, w))
                 if not mask.any():
-                    raise _AnnotationProblem("its mask is empty (0 pixels inside the image)")
-            except _AnnotationProblem as exc:
+                    raise AnnotationProblem("its mask is empty (0 pixels inside the image)")
+            except AnnotationProblem as exc:
                 shown = ann_id if ann_id is not None else f"{ann['id']} (no id)"
                 issues.append(ErrorRow(sid, file_name, "read", f"annotation {shown} skipped: {exc}"))
                 continue
@@ -701,25 +405,22 @@ class CocoDataset:
             else:
                 semantic[mask] = cat_idx
         semantic[crowd] = IGNORE
-        sample = Sample(
-            image_id=sid,
-            file_name=file_name,
-            image=image,
-            semantic=semantic,
-            instances=instances,
-            category_names=self.category_names,
-            has_instances=True,
-        )
-        return sample, issues
+        skipped = self._index.dropped.get(sid, 0) + max(0, len(anns) - most)
+        if skipped:
+            issues.append(ErrorRow(sid, file_name, "read", (
+                f"annotation limit: {skipped} of {len(anns) + self._index.dropped.get(sid, 0)} annotations skipped "
+                f"(at most {min(most, MAX_ANNOTATIONS_PER_IMAGE)} per {w}x{h} image are read, "
+                f"{MAX_ANNOTATIONS_TOTAL} per file)")))
+        return semantic, instances
 
     def _category_of(self, ann: dict[str, Any]) -> int:
         cid = ann.get("category_id")
         if cid is None:
-            raise _AnnotationProblem("it has no category_id")
-        scid = _id_str(cid)
-        if scid in self._background_ids:
-            raise _AnnotationProblem(f"its category id {scid} is the background category")
-        idx = self._cat_index.get(scid)
+            raise AnnotationProblem("it has no category_id")
+        scid = id_str(cid)
+        if scid in self._index.background_ids:
+            raise AnnotationProblem(f"its category id {scid} is the background category")
+        idx = self._index.category_index.get(scid)
         if idx is None:
-            raise _AnnotationProblem(f"unknown category id {scid} (not in 'categories')")
+            raise AnnotationProblem(f"unknown category id {scid} (not in 'categories')")
         return idx

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from segaudit.data.classmap import is_background_name
-from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, open_image
+from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, open_image, resize_issues
 from segaudit.data.readers._text import display_text
 from segaudit.data.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
 
@@ -262,37 +262,8 @@ class VocDataset:
         else:
             names = VOC_CLASSES
         self.category_names: tuple[str, ...] = names
-
-        # --- split ---------------------------------------------------------------------------------
-        sets_dir = root / "ImageSets" / "Segmentation"
         self._split_file: Path | None = None
-        if split is None:
-            stems = self._all_label_stems(cls_dir)
-        elif not sets_dir.is_dir():
-            stems = self._all_label_stems(cls_dir)
-            self._note(
-                f"no ImageSets/Segmentation/ folder; split {split!r} ignored, using all {len(stems)} "
-                "label files in SegmentationClass/"
-            )
-        else:
-            split_file = sets_dir / f"{split}.txt"
-            if not split_file.is_file():
-                available = sorted(p.stem for p in sets_dir.glob("*.txt"))
-                raise ValueError(
-                    f"unknown split {split!r}: {split_file} does not exist; available splits: "
-                    f"{', '.join(available) if available else '(none)'}"
-                )
-            self._split_file = split_file
-            stems = []
-            for n, line in enumerate(_read_text(split_file).splitlines(), 1):
-                token = line.split("#", 1)[0].strip().split()
-                if not token:
-                    continue
-                stem = token[0]
-                if "/" in stem or "\\" in stem or stem in (".", "..") or "\x00" in stem:
-                    self._note(f"{split_file.name} line {n}: {display_text(stem)!r} is not a file stem; skipped")
-                    continue
-                stems.append(stem)
+        stems = self._split_stems(root / "ImageSets" / "Segmentation", cls_dir, split)
         # image ids are the stems as shown (display_text); the raw stems open the files
         self._raw_stem: dict[str, str] = {}
         for stem in sorted(set(stems)):
@@ -306,16 +277,50 @@ class VocDataset:
             where = self._split_file if self._split_file is not None else cls_dir
             raise ValueError(f"no images in the split: {where} lists no images")
         self._has_object_dir = (root / "SegmentationObject").is_dir()
+        self._image_names = self._find_image_files(img_dir)
+        self._fingerprint: str | None = None
 
-        # --- image files (one directory listing, so any extension is found) ------------------------
+    def _split_stems(self, sets_dir: Path, cls_dir: Path, split: str | None) -> list[str]:
+        """The file stems of ``split`` (every label file when None, or when there is no ImageSets folder)."""
+        if split is None:
+            return self._all_label_stems(cls_dir)
+        if not sets_dir.is_dir():
+            stems = self._all_label_stems(cls_dir)
+            self._note(
+                f"no ImageSets/Segmentation/ folder; split {split!r} ignored, using all {len(stems)} "
+                "label files in SegmentationClass/"
+            )
+            return stems
+        split_file = sets_dir / f"{split}.txt"
+        if not split_file.is_file():
+            available = sorted(p.stem for p in sets_dir.glob("*.txt"))
+            raise ValueError(
+                f"unknown split {split!r}: {split_file} does not exist; available splits: "
+                f"{', '.join(available) if available else '(none)'}"
+            )
+        self._split_file = split_file
+        stems = []
+        for n, line in enumerate(_read_text(split_file).splitlines(), 1):
+            token = line.split("#", 1)[0].strip().split()
+            if not token:
+                continue
+            stem = token[0]
+            if "/" in stem or "\\" in stem or stem in (".", "..") or "\x00" in stem:
+                self._note(f"{split_file.name} line {n}: {display_text(stem)!r} is not a file stem; skipped")
+                continue
+            stems.append(stem)
+        return stems
+
+    def _find_image_files(self, img_dir: Path) -> dict[str, str]:
+        """Image file name per image id, from one directory listing (so any extension is found; ``.jpg``
+        preferred)."""
         by_stem: dict[str, str] = {}
         with os.scandir(img_dir) as it:
             for entry in it:
                 stem, ext = os.path.splitext(entry.name)
                 if ext in _IMAGE_EXTS and (stem not in by_stem or ext == ".jpg"):
                     by_stem[stem] = entry.name
-        self._image_names = {s: by_stem.get(raw, f"{raw}.jpg") for s, raw in self._raw_stem.items()}
-        self._fingerprint: str | None = None
+        return {s: by_stem.get(raw, f"{raw}.jpg") for s, raw in self._raw_stem.items()}
 
     @staticmethod
     def _all_label_stems(cls_dir: Path) -> list[str]:
@@ -426,35 +431,10 @@ class VocDataset:
                 "pass class_names or add class_names.txt if the dataset has more classes"
             )
 
-        issues: list[ErrorRow] = []
         h, w = image.shape[:2]
-        if (h, w) != full_hw:
-            issues.append(ErrorRow(stem, file_name, "read", (
-                f"image resized: {full_hw[1]}x{full_hw[0]} is over the {self.max_side} px side limit; audited at "
-                f"{w}x{h} with its labels resized to match")))
-            semantic = _resize_labels(semantic, (h, w))
-        instances: list[Instance] = []
-        has_instances = False
-        obj_name = f"SegmentationObject/{stem}.png"
-        obj_path = self.root / "SegmentationObject" / f"{raw}.png"
-        if _is_file(obj_path):
-            try:
-                objects = read_label_png(obj_path, obj_name)
-                if objects.shape != full_hw:
-                    raise SampleError(
-                        f"object label {obj_name} is {objects.shape[1]}x{objects.shape[0]} but image is "
-                        f"{full_hw[1]}x{full_hw[0]}"
-                    )
-            except SampleError as exc:
-                issues.append(ErrorRow(stem, file_name, "read", f"instances skipped: {exc}"))
-            else:
-                has_instances = True
-                instances, bad_objects = self._instances(_resize_labels(objects, (h, w)), semantic)
-                issues += [ErrorRow(stem, file_name, "read", reason) for reason in bad_objects]
-        elif self._has_object_dir:
-            issues.append(ErrorRow(stem, file_name, "read", (
-                f"instances skipped: object label {obj_name} not found (the dataset has SegmentationObject/ "
-                "but not this image's file); audited without instance labels")))
+        issues = resize_issues(stem, file_name, full_hw, (h, w), self.max_side, "labels")
+        semantic = _resize_labels(semantic, (h, w))
+        instances, has_instances = self._object_instances(stem, file_name, full_hw, semantic, issues)
         sample = Sample(
             image_id=stem,
             file_name=file_name,
@@ -465,6 +445,32 @@ class VocDataset:
             has_instances=has_instances,
         )
         return sample, issues
+
+    def _object_instances(self, stem: str, file_name: str, full_hw: tuple[int, int], semantic: np.ndarray,
+                          issues: list[ErrorRow]) -> tuple[list[Instance], bool]:
+        """The instances of ``SegmentationObject/<stem>.png`` at the (audited) size of ``semantic`` and whether
+        the image has instance labels; problems append rows to ``issues`` (the image is kept)."""
+        obj_name = f"SegmentationObject/{stem}.png"
+        obj_path = self.root / "SegmentationObject" / f"{self._raw_stem[stem]}.png"
+        if _is_file(obj_path):
+            try:
+                objects = read_label_png(obj_path, obj_name)
+                if objects.shape != full_hw:
+                    raise SampleError(
+                        f"object label {obj_name} is {objects.shape[1]}x{objects.shape[0]} but image is "
+                        f"{full_hw[1]}x{full_hw[0]}"
+                    )
+            except SampleError as exc:
+                issues.append(ErrorRow(stem, file_name, "read", f"instances skipped: {exc}"))
+                return [], False
+            instances, bad_objects = self._instances(_resize_labels(objects, semantic.shape), semantic)
+            issues += [ErrorRow(stem, file_name, "read", reason) for reason in bad_objects]
+            return instances, True
+        if self._has_object_dir:
+            issues.append(ErrorRow(stem, file_name, "read", (
+                f"instances skipped: object label {obj_name} not found (the dataset has SegmentationObject/ "
+                "but not this image's file); audited without instance labels")))
+        return [], False
 
     def _instances(self, objects: np.ndarray, semantic: np.ndarray) -> tuple[list[Instance], list[str]]:
         """Object masks and their classes.
