@@ -45,6 +45,7 @@ from segaudit.data.classmap import is_background_name
 from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, open_image, resize_issues
 from segaudit.data.readers._text import display_text
 from segaudit.data.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
+from segaudit.schema import voc_colormap
 
 __all__ = ["VocDataset", "VOC_CLASSES", "voc_colormap", "read_label_png"]
 
@@ -58,32 +59,6 @@ VOC_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def voc_colormap(n: int = 256) -> np.ndarray:
-    """The Pascal VOC label colour map.
-
-    Parameters
-    ----------
-    n : int
-        Number of entries.
-
-    Returns
-    -------
-    np.ndarray
-        ``(n, 3)`` uint8; row ``k`` is the RGB colour of label ``k`` (``255`` -> ``(224, 224, 192)``).
-    """
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
 
 
 _COLOR_TO_INDEX = {
