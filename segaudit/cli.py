@@ -76,6 +76,38 @@ def _add_audit_options(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--child-runs", type=int, help="with --deployment: flow runs to share the shards (default: one per shard)")
 
 
+_MODEL_HELP = ("'demo', 'demo-fcn', a segaudit checkpoint .pt, a torchvision model name (its own weights with "
+               "--weights FILE --classes FILE), smp:<Arch> (with --model-args), hf:<save_pretrained folder>, "
+               "torchscript:<file>, or a model spec .json (segaudit.models.specs)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    """--model (or MODEL), --weights, --classes, --model-args: how the model is named and loaded."""
+    if positional:
+        parser.add_argument("model", help=_MODEL_HELP)
+    else:
+        parser.add_argument("--model", default="demo", help=_MODEL_HELP + " (default demo)")
+    parser.add_argument("--weights", default="DEFAULT",
+                        help="a weights file (a state dict saved with torch.save(model.state_dict(), FILE)), a "
+                        "torchvision weights enum member, or none (random weights" +
+                        (", enough to list layers)" if positional else ")") + "; default DEFAULT")
+    parser.add_argument("--classes", help="the model's class names: a text file, one name per line, background "
+                        "first (torchvision state dicts, smp, TorchScript)")
+    parser.add_argument("--model-args", help="constructor keyword arguments of an smp: model, JSON inline or a "
+                        "JSON file, e.g. '{\"encoder_name\": \"resnet18\", \"classes\": 6}'")
+
+
+def _model_spec(args: argparse.Namespace) -> str:
+    """--model with --classes and --model-args, as the one string the flow passes to load_model."""
+    from segaudit.models.loaded import ModelLoadError
+    from segaudit.models.specs import compose_spec
+
+    try:
+        return compose_spec(args.model, args.classes, args.model_args)
+    except (ModelLoadError, OSError) as exc:
+        raise UserError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from segaudit.devtools.synth import add_synth_arguments
 
@@ -91,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("dataset", help="COCO annotation .json, a COCO folder (annotations/), or a VOC root")
     run.add_argument("--split", help="VOC ImageSets split or COCO instances_<split>.json (default val)")
     run.add_argument("--image-root", help="COCO: the folder image file names are relative to")
-    run.add_argument("--model", default="demo", help="'demo', a checkpoint .pt, or a torchvision model name")
-    run.add_argument("--weights", default="DEFAULT", help="torchvision weights enum member (default DEFAULT)")
+    _add_model_options(run)
     run.add_argument("--mapping", help="dataset=model class names, comma-separated, or a JSON file")
     _add_audit_options(run)
 
@@ -110,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=int, default=50, help="how many of the most changed images to show (default 50)")
 
     layers = commands.add_parser("layers", help="list a model's candidate CAM layers and its default layer")
-    layers.add_argument("model", help="'demo', a checkpoint .pt, or a torchvision model name")
-    layers.add_argument("--weights", default="DEFAULT")
+    _add_model_options(layers, positional=True)
 
     pull = commands.add_parser("pull", help="download and verify COCO 2017 / Pascal VOC 2012 into a data root")
     pull.add_argument("datasets", nargs="+", help="coco2017-val, coco2017-train, voc2012")
@@ -292,8 +322,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise UserError(f"--mapping: {exc}") from None
     weights = None if args.weights.lower() == "none" else args.weights
-    _check_inputs(args, args.model, weights, mapping)
-    run_dir = _run_flow(args, args.model, weights, mapping)
+    model_spec = _model_spec(args)
+    _check_inputs(args, model_spec, weights, mapping)
+    run_dir = _run_flow(args, model_spec, weights, mapping)
     _print_outputs(run_dir, not args.no_report, time.perf_counter() - start)
     return 0
 
@@ -321,9 +352,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
 
     try:
-        model = load_model(args.model, weights=None if args.weights.lower() == "none" else args.weights)
+        model = load_model(_model_spec(args), weights=None if args.weights.lower() == "none" else args.weights,
+                           layers_only=True)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
+    except (RuntimeError, ImportError) as exc:  # never a traceback: one line with the cause
+        raise UserError(f"cannot build {args.model}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     for name in candidate_layers(model.module):
         print(f"{name}  (default)" if name == model.default_layer else name)
     return 0
