@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from segaudit.cam import TARGET_PRED, compute_cams, normalize_maps, upsample_maps
+from segaudit.cam import TARGET_PRED, compute_cams, model_logits, normalize_maps, upsample_maps
 from segaudit.cam.upsampling import capture_low_res_logits, is_bilinear_upsampling
 from segaudit.cli import main
 from segaudit.models import ModelLoadError, adapt, load_model
+from segaudit.models.adapters import SegmentationAdapter
 from segaudit.models.registry import candidate_layers
 from segaudit.models.specs import compose_spec
 
@@ -62,7 +63,7 @@ def assert_maps_equal_grad_cam(module: nn.Module, layer: str, images: torch.Tens
 def uses_fast_path(module: nn.Module, images: torch.Tensor) -> bool:
     """Whether the engine's closed-form pull-back (segaudit.cam.upsampling) serves this module."""
     with torch.no_grad(), capture_low_res_logits(module) as low:
-        logits = module(images)
+        logits = model_logits(module(images))
     return len(low) == 1 and is_bilinear_upsampling(low[0], logits)
 
 
@@ -89,6 +90,11 @@ def test_torchvision_state_dict_with_aux_head(tmp_path, classes_file) -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x)["out"], model(x)["out"])
+    # the peer wants a tensor output: the adapter reads {"out": ...} out of the same module, same layer names
+    assert uses_fast_path(loaded.module, x)
+    # at 64 px backbone.16 is a 4x4 map: min-max normalisation blows float32 summation-order noise up to
+    # ~7e-4 (the closed-form pull-back vs the peer's backward through the upsampling), so both run in float64
+    assert assert_maps_equal_grad_cam(SegmentationAdapter(loaded.module).double(), "backbone.16", x.double()) > 0
     # the same through the one string the CLI hands the flow
     again = load_model(compose_spec("deeplabv3_mobilenet_v3_large", names), weights=str(weights))
     assert again.class_names == loaded.class_names and again.sha256 == loaded.sha256

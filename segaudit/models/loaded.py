@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelLoadError", "sha256_file", "freeze"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelLoadError", "sha256_file", "freeze", "first_line"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,6 +68,11 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def sha256_file(path: str | Path) -> str:

@@ -21,16 +21,10 @@ from pathlib import Path
 
 import torch
 
+from segaudit.models import loaded
 from segaudit.models.adapters.wrapper import SegmentationAdapter, guess_default_layer
 from segaudit.models.checkpoint import check_preprocessing
-from segaudit.models.loaded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    sha256_file,
-)
+from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError
 
 __all__ = ["load_huggingface"]
 
@@ -71,17 +65,17 @@ def load_huggingface(folder: str, device: str | torch.device, weights: str | Non
         else:
             module = AutoModelForSemanticSegmentation.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 (ValueError for a non-segmentation config, OSError for missing weights)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = loaded.first_line(exc)
         raise ModelLoadError(f"hf:{folder}: cannot load a semantic-segmentation model ({type(exc).__name__}: "
                              f"{first})") from None
     id2label = {int(k): v for k, v in module.config.id2label.items()}
     names = tuple(id2label[i] for i in sorted(id2label))
     input_size, mean, std = _preprocessing(path)
     has_head = any(name == "decode_head" for name, _ in module.named_children())
-    adapter = freeze(SegmentationAdapter(module, logits_module="decode_head" if has_head else None), device)
+    adapter = loaded.freeze(SegmentationAdapter(module, logits_module="decode_head" if has_head else None), device)
     layer = HF_DEFAULT_LAYERS.get(module.config.model_type) or guess_default_layer(adapter, input_size, len(names))
     return LoadedModel(
         name=f"hf:{folder}", module=adapter, class_names=names, input_size=input_size, mean=mean, std=std,
-        default_layer=layer, sha256="" if random_weights else sha256_file(path),
+        default_layer=layer, sha256="" if random_weights else loaded.sha256_file(path),
         arch=f"hf:{module.config.model_type}",
     )

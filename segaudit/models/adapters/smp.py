@@ -19,17 +19,11 @@ from pathlib import Path
 
 import torch
 
+from segaudit.models import loaded
 from segaudit.models.adapters.state_dicts import read_state_dict
 from segaudit.models.adapters.wrapper import SegmentationAdapter, read_class_names
 from segaudit.models.checkpoint import state_dict_mismatch
-from segaudit.models.loaded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    sha256_file,
-)
+from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError
 
 __all__ = ["load_smp"]
 
@@ -48,7 +42,7 @@ def load_smp(arch: str, model_args: dict | None, weights: str | None, classes, d
     try:
         module = smp.create_model(arch, **args)
     except Exception as exc:  # noqa: BLE001 (KeyError/TypeError/ValueError for unknown arch, encoder or argument)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = loaded.first_line(exc)
         raise ModelLoadError(f"cannot build smp:{arch} with --model-args {model_args or {}} "
                              f"({type(exc).__name__}: {first})") from None
     num_classes = int(args.get("classes", 1))
@@ -63,9 +57,9 @@ def load_smp(arch: str, model_args: dict | None, weights: str | None, classes, d
         if problem:
             raise ModelLoadError(f"{weights} does not fit smp:{arch} with --model-args {model_args or {}}: {problem}")
         module.load_state_dict(state, strict=False)
-    adapter = freeze(SegmentationAdapter(module), device)
+    adapter = loaded.freeze(SegmentationAdapter(module), device)
     return LoadedModel(
         name=f"smp:{arch}:{Path(weights).name}" if not random_weights else f"smp:{arch}:random", module=adapter,
         class_names=names, input_size=input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, default_layer="decoder",
-        sha256="" if random_weights else sha256_file(weights), arch=f"smp:{arch}",
+        sha256="" if random_weights else loaded.sha256_file(weights), arch=f"smp:{arch}",
     )

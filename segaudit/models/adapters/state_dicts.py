@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from segaudit.models.loaded import ModelLoadError
+from segaudit.models.loaded import ModelLoadError, first_line
 
 __all__ = ["read_state_dict"]
 
@@ -27,7 +27,7 @@ def read_state_dict(weights: str | Path | None, what: str) -> dict[str, torch.Te
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (pickle.UnpicklingError for code-carrying files, RuntimeError for junk)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelLoadError(f"refusing to load {path}: not a plain-tensor file loadable with weights_only=True "
                              f"({first})") from None
     if isinstance(payload, dict):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segaudit.models import loaded
 from segaudit.models.adapters.wrapper import (
     SegmentationAdapter,
     guess_default_layer,
@@ -23,14 +24,7 @@ from segaudit.models.adapters.wrapper import (
     read_class_names,
 )
 from segaudit.models.checkpoint import check_preprocessing
-from segaudit.models.loaded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    sha256_file,
-)
+from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError
 
 __all__ = ["ScriptedChain", "load_torchscript"]
 
@@ -87,7 +81,7 @@ def load_torchscript(path: str, classes, device: str | torch.device, require_cla
     try:
         scripted = torch.jit.load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 (RuntimeError for a file that is not a TorchScript archive)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = loaded.first_line(exc)
         raise ModelLoadError(f"{path} is not a TorchScript file loadable with torch.jit.load ({first})") from None
     scripted.eval()
     chain = ScriptedChain(scripted)
@@ -96,7 +90,7 @@ def load_torchscript(path: str, classes, device: str | torch.device, require_cla
         try:
             whole = logits_of(scripted(probe))
         except Exception as exc:  # noqa: BLE001 (any failure of the user's model is reported in one line)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = loaded.first_line(exc)
             raise ModelLoadError(f"{path}: a probe forward at {input_size} px failed ({first})") from None
         try:
             chained = logits_of(chain(probe)) if len(chain._modules) else None
@@ -110,9 +104,9 @@ def load_torchscript(path: str, classes, device: str | torch.device, require_cla
     names = read_class_names(classes, int(whole.shape[1]), path) if (classes is not None or require_classes) \
         else tuple(f"class_{i}" for i in range(int(whole.shape[1])))
     last = list(chain._modules)[-1]  # its output is what the adapter upsamples, if smaller than the input
-    adapter = freeze(SegmentationAdapter(chain, logits_module=last), device)
+    adapter = loaded.freeze(SegmentationAdapter(chain, logits_module=last), device)
     return LoadedModel(
         name=f"torchscript:{path}", module=adapter, class_names=names, input_size=input_size, mean=mean, std=std,
-        default_layer=guess_default_layer(adapter, input_size, len(names)), sha256=sha256_file(path),
+        default_layer=guess_default_layer(adapter, input_size, len(names)), sha256=loaded.sha256_file(path),
         arch="torchscript",
     )

@@ -13,17 +13,11 @@ from pathlib import Path
 
 import torch
 
+from segaudit.models import loaded
 from segaudit.models.adapters.state_dicts import read_state_dict
 from segaudit.models.adapters.wrapper import read_class_names
 from segaudit.models.checkpoint import state_dict_mismatch
-from segaudit.models.loaded import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    sha256_file,
-)
+from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError
 
 __all__ = ["CLASSIFIER_WEIGHT", "load_torchvision_state_dict"]
 
@@ -66,7 +60,7 @@ def load_torchvision_state_dict(
         module.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux_classifier.")},
                                strict=False)
     return LoadedModel(
-        name=f"{arch}:{Path(weights).name}" if state else f"{arch}:random", module=freeze(module, device),
+        name=f"{arch}:{Path(weights).name}" if state else f"{arch}:random", module=loaded.freeze(module, device),
         class_names=names, input_size=input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        default_layer=DEFAULT_LAYERS[arch], sha256=sha256_file(weights) if state else "", arch=arch,
+        default_layer=DEFAULT_LAYERS[arch], sha256=loaded.sha256_file(weights) if state else "", arch=arch,
     )

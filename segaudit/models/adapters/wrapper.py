@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError, freeze
+from segaudit.models.loaded import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LoadedModel,
+    ModelLoadError,
+    first_line,
+    freeze,
+)
 
 __all__ = ["SegmentationAdapter", "adapt", "logits_of", "guess_default_layer", "read_class_names"]
 
@@ -189,7 +196,7 @@ def adapt(
         try:
             logits = wrapped(torch.zeros(1, 3, input_size, input_size, device=device))
         except Exception as exc:  # noqa: BLE001 (any failure of the user's model is reported in one line)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ModelLoadError(f"{name}: a probe forward at {input_size} px failed ({type(exc).__name__}: {first})") from None
     if logits.shape[1] != len(class_names):
         raise ModelLoadError(f"{name} outputs {logits.shape[1]} classes but {len(class_names)} class names were given")
