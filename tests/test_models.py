@@ -54,7 +54,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path) -> None:
 def test_plain_state_dict_is_refused_with_advice(tmp_path) -> None:
     path = tmp_path / "sd.pt"
     torch.save(build_architecture(ARCH, 3).state_dict(), path)
-    with pytest.raises(ModelLoadError, match="not a segaudit checkpoint; for a torchvision state dict use --model <arch> --weights .* --classes"):
+    with pytest.raises(ModelLoadError, match="not a segaudit checkpoint; for a state dict use --model <torchvision arch> .*--weights .* --classes"):
         load_model(str(path))
 
 

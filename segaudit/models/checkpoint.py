@@ -51,8 +51,8 @@ def validate_checkpoint(payload: object, path: Path, architectures: Iterable[str
     """The checkpoint's fields, checked (see the module docstring); ModelLoadError naming the first bad one."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelLoadError(
-            f"{path} is not a segaudit checkpoint; for a torchvision state dict use --model <arch> --weights "
-            f"{path} --classes classes.txt (see `segaudit run --help`)"
+            f"{path} is not a segaudit checkpoint; for a state dict use --model <torchvision arch> (or smp:<Arch> "
+            f"--model-args '{{...}}') --weights {path} --classes classes.txt (see `segaudit run --help`)"
         )
     known = sorted(architectures)
     arch = payload.get("arch")
