@@ -8,6 +8,8 @@ so, when the extra is absent.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,14 @@ def test_smp_unet_state_dict_and_constructor_args(tmp_path, classes_file) -> Non
     with pytest.raises(ModelLoadError, match=r"the weights have 3 classes .* but 5 class names"):
         load_model(compose_spec("smp:Unet", classes_file(list("abcde")), {"encoder_name": "resnet18", "classes": 5}),
                    weights=str(weights))
+    spec_file = tmp_path / "unet.json"  # the same in a model spec file, with the training preprocessing
+    spec_file.write_text(json.dumps({"model": "smp:Unet", "args": args, "weights": str(weights), "input_size": 64,
+                                     "mean": [0.5, 0.5, 0.5], "classes": ["background", "a", "b"]}))
+    from_file = load_model(str(spec_file))
+    assert (from_file.input_size, from_file.mean, from_file.sha256) == (64, (0.5, 0.5, 0.5), loaded.sha256)
+    spec_file.write_text(json.dumps({"model": "smp:Unet", "args": args, "weights": str(weights), "input_size": 0}))
+    with pytest.raises(ModelLoadError, match="input_size must be a positive integer"):
+        load_model(str(spec_file), classes=["background", "a", "b"])
     with pytest.raises(ModelLoadError, match="cannot build smp:Unet"):
         load_model("smp:Unet", weights=str(weights), model_args={"encoder_name": "no-such-encoder"})
 

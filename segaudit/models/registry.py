@@ -33,6 +33,7 @@ with respect to feature maps only.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -520,6 +521,10 @@ def load_model(
             raise ModelLoadError(f"the {spec} checkpoint is missing at {path_of()}; run {hint}")
         return _load_checkpoint(path_of(), spec, device)
     adapted = _load_adapted(spec, weights, device, classes, model_args, layers_only)
+    if adapted is not None and parsed.preprocessing:  # the spec's input_size / mean / std win
+        chosen = {"input_size": adapted.input_size, "mean": adapted.mean, "std": adapted.std, **parsed.preprocessing}
+        size, mean, std = check_preprocessing(chosen["input_size"], chosen["mean"], chosen["std"], where="model spec")
+        adapted = dataclasses.replace(adapted, input_size=size, mean=mean, std=std)
     if adapted is not None:
         return adapted
     random_weights = weights is None or str(weights).lower() == "none"

@@ -14,6 +14,9 @@ classes
     class names: a list, or a text file with one name per line, background first
 args
     keyword arguments of the model's constructor (``smp:`` models), a dict or a ``.json`` file
+input_size, mean, std
+    the preprocessing the model was trained with, overriding the adapter's default (side of the square in
+    pixels; 3 numbers each, RGB in [0, 1])
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from segaudit.models.loaded import ModelLoadError
 
 __all__ = ["ModelSpec", "compose_spec", "parse_spec", "read_model_args"]
 
-_FIELDS = {"model", "weights", "classes", "args"}
+_FIELDS = {"model", "weights", "classes", "args", "input_size", "mean", "std"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ModelSpec:
     weights: str | None = None
     classes: str | tuple[str, ...] | None = None
     args: dict | None = None
+    preprocessing: dict | None = None
 
 
 def read_model_args(text: str | dict | None) -> dict | None:
@@ -89,4 +93,5 @@ def parse_spec(spec: str) -> ModelSpec:
     classes = fields.get("classes")
     return ModelSpec(model=fields["model"], weights=fields.get("weights"),
                      classes=tuple(classes) if isinstance(classes, list) else classes,
-                     args=read_model_args(fields.get("args")))
+                     args=read_model_args(fields.get("args")),
+                     preprocessing={k: fields[k] for k in ("input_size", "mean", "std") if k in fields} or None)
