@@ -20,11 +20,37 @@ import time
 from pathlib import Path
 
 from segaudit.console import EXIT_USER_ERROR, apply_prefect_defaults, check_writable_folder, report_failure
-from segaudit.settings import MODEL_HELP, RunSettings, add_cli_options
+from segaudit.settings import MODEL_HELP, WEIGHTS_HELP, RunSettings, add_cli_options
 
 
 class UserError(Exception):
     """A mistake in the command line; the message is printed as is."""
+
+
+def _add_layers_model_options(parser: argparse.ArgumentParser) -> None:
+    """MODEL and --weights of ``segaudit layers`` (``run`` and ``demo`` get theirs from segaudit.settings)."""
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("--weights", default="DEFAULT", help=WEIGHTS_HELP + " (none is enough to list layers)")
+    _add_model_extras(parser)
+
+
+def _add_model_extras(parser: argparse.ArgumentParser) -> None:
+    """--classes and --model-args: folded into the model's spec string (segaudit.models.specs)."""
+    parser.add_argument("--classes", help="the model's class names: a text file, one name per line, background "
+                        "first (torchvision state dicts, smp, TorchScript)")
+    parser.add_argument("--model-args", help="constructor keyword arguments of an smp: model, JSON inline or a "
+                        "JSON file, e.g. '{\"encoder_name\": \"resnet18\", \"classes\": 6}'")
+
+
+def _model_spec(args: argparse.Namespace) -> str:
+    """--model with --classes and --model-args, as the one string the flow passes to load_model."""
+    from segaudit.models.loaded import ModelLoadError
+    from segaudit.models.specs import compose_spec
+
+    try:
+        return compose_spec(args.model, args.classes, args.model_args)
+    except (ModelLoadError, OSError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="audit a COCO or VOC dataset with a segmentation model")
     add_cli_options(run, run=True)
+    _add_model_extras(run)
 
     report = commands.add_parser("report", help="(re)render the HTML report of a run from its tables")
     report.add_argument("run_dir")
@@ -55,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=int, default=50, help="how many of the most changed images to show (default 50)")
 
     layers = commands.add_parser("layers", help="list a model's candidate CAM layers and its default layer")
-    layers.add_argument("model", help=MODEL_HELP)
-    layers.add_argument("--weights", default="DEFAULT")
+    _add_layers_model_options(layers)
 
     pull = commands.add_parser("pull", help="download and verify COCO 2017 / Pascal VOC 2012 into a data root")
     pull.add_argument("datasets", nargs="+", help="coco2017-val, coco2017-train, voc2012")
@@ -192,7 +218,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mapping = parse_mapping(args.mapping) if args.mapping else None
     except (ValueError, OSError) as exc:
         raise UserError(f"--mapping: {exc}") from None
-    settings = RunSettings.from_params({**vars(args), "mapping": mapping})
+    settings = RunSettings.from_params({**vars(args), "mapping": mapping, "model": _model_spec(args)})
     _check_inputs(settings)
     run_dir = _run_flow(settings, args.debug)
     _print_outputs(run_dir, settings.report, time.perf_counter() - start)
@@ -250,9 +276,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from segaudit.models.registry import ModelLoadError, candidate_layers, load_model
 
     try:
-        model = load_model(args.model, weights=None if args.weights.lower() == "none" else args.weights)
+        model = load_model(_model_spec(args), weights=None if args.weights.lower() == "none" else args.weights,
+                           layers_only=True)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
+    except (RuntimeError, ImportError) as exc:  # never a traceback: one line with the cause
+        raise UserError(f"cannot build {args.model}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     for name in candidate_layers(model.module):
         print(f"{name}  (default)" if name == model.default_layer else name)
     return 0

@@ -159,9 +159,13 @@ def _rules(value: Any) -> FindingRules:
 MODEL_HELP = (
     "the shipped 'demo' (default), 'demo-fcn', 'demo-detector' or 'demo-classifier'; a torchvision "
     "segmentation model (fcn_resnet50/101, deeplabv3_resnet50/101, deeplabv3_mobilenet_v3_large, "
-    "lraspp_mobilenet_v3_large), Mask R-CNN (maskrcnn_resnet50_fpn[_v2]) or ImageNet classifier (vgg16/19, "
-    "resnet50/101/152, optionally NAME:classes.json); or a segaudit checkpoint .pt"
+    "lraspp_mobilenet_v3_large; your own weights with --weights FILE --classes FILE), Mask R-CNN "
+    "(maskrcnn_resnet50_fpn[_v2]) or ImageNet classifier (vgg16/19, resnet50/101/152, optionally "
+    "NAME:classes.json); smp:<Arch> (with --model-args), hf:<save_pretrained folder>, torchscript:<file>, a "
+    "segaudit checkpoint .pt, or a model spec .json (segaudit.models.specs)"
 )
+WEIGHTS_HELP = ("a weights file (a state dict saved with torch.save(model.state_dict(), FILE)), a torchvision "
+                "weights enum member, or none (random weights); default DEFAULT")
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ class RunSettings:
                                 cli="--split", run_only=True)
     image_root: str | None = setting(None, "COCO: the folder image file names are relative to", cli="--image-root",
                                      run_only=True)
-    weights: str | None = setting("DEFAULT", "torchvision weights enum member (default DEFAULT)", cli="--weights",
+    weights: str | None = setting("DEFAULT", WEIGHTS_HELP, cli="--weights",
                                   parse=_weights, run_only=True)
     # the command line takes text or a JSON file (segaudit.data.classmap.parse_mapping, in segaudit.cli)
     mapping: dict[str, str] | None = setting(None, "dataset=model class names, comma-separated, or a JSON file",

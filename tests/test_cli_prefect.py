@@ -74,7 +74,8 @@ def test_importing_the_cli_imports_neither_torch_nor_prefect() -> None:
 def test_help_imports_no_torch() -> None:
     code = ("import sys\nfrom segaudit.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n"
             "    pass\nprint('torch' in sys.modules, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    wide = {**os.environ, "COLUMNS": "400"}  # argparse wraps help at hyphens otherwise
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=wide)
     assert "--model" in done.stdout and "demo-detector" in done.stdout and "maskrcnn" in done.stdout
     assert done.stderr.strip() == "False"
 

@@ -54,7 +54,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path) -> None:
 def test_plain_state_dict_is_refused_with_advice(tmp_path) -> None:
     path = tmp_path / "sd.pt"
     torch.save(build_architecture(ARCH, 3).state_dict(), path)
-    with pytest.raises(ModelLoadError, match="not a segaudit checkpoint"):
+    with pytest.raises(ModelLoadError, match="not a segaudit checkpoint; for a state dict use --model <torchvision arch> .*--weights .* --classes"):
         load_model(str(path))
 
 
@@ -95,3 +95,41 @@ def test_torchvision_weights_enum_loads_from_local_cache(monkeypatch, tmp_path) 
         torch.hub.set_dir(previous)
     assert loaded.class_names[0] == "background" and "person" in loaded.class_names
     assert loaded.input_size == 520 and len(loaded.sha256) == 64
+
+
+def _checkpoint_payload(**changes) -> dict:
+    module = build_architecture("vgg_fcn", 3)
+    payload = {"format": "segaudit-checkpoint-v1", "arch": "vgg_fcn", "class_names": list(NAMES), "input_size": 64,
+               "mean": [0.5] * 3, "std": [0.2] * 3, "state_dict": module.state_dict(), "extra": {}}
+    payload.update(changes)
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"arch": None}, "field 'arch' is missing"),
+    ({"arch": "my_unet"}, "field 'arch' = 'my_unet' is not an architecture"),
+    ({"input_size": -5}, "input_size must be a positive integer"),
+    ({"mean": ["red", 0.5, 0.5]}, "mean must be 3 numbers"),
+    ({"class_names": ["background", "a"]}, r"does not fit vgg_fcn with 2 'class_names': the weights have 3 classes"),
+])
+def test_malformed_checkpoint_is_refused_naming_the_field(tmp_path, capsys, changes, message) -> None:
+    path = tmp_path / "bad.pt"
+    torch.save(_checkpoint_payload(**changes), path)
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(str(path))
+    from segaudit.cli import main
+
+    assert main(["layers", str(path)]) == 2  # one line, exit 2, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("segaudit: error:")
+
+
+def test_save_checkpoint_refuses_what_it_cannot_load_back(tmp_path) -> None:
+    module = build_architecture("vgg_fcn", 3)
+    with pytest.raises(ModelLoadError, match="arch 'my_unet' cannot be loaded back"):
+        save_checkpoint(module, tmp_path / "a.pt", arch="my_unet", class_names=NAMES, input_size=64)
+    with pytest.raises(ModelLoadError, match="the weights have 3 classes"):
+        save_checkpoint(module, tmp_path / "b.pt", arch="vgg_fcn", class_names=("bg", "a"), input_size=64)
+    with pytest.raises(ModelLoadError, match="input_size must be a positive integer"):
+        save_checkpoint(module, tmp_path / "c.pt", arch="vgg_fcn", class_names=NAMES, input_size=0)
+    assert not any(tmp_path.iterdir())

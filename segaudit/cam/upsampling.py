@@ -35,8 +35,13 @@ def logits_module(model: nn.Module) -> nn.Module | None:
 
     torchvision's ``FCN``/``DeepLabV3`` (``_SimpleSegmentationModel``) and ``LRASPP``: ``classifier``;
     an ``nn.Sequential`` (or nested ``nn.Sequential`` modules) ending in
-    ``nn.Upsample(mode="bilinear", align_corners=False)``: the module before it. ``None`` otherwise.
+    ``nn.Upsample(mode="bilinear", align_corners=False)``: the module before it; a model that names that
+    module itself in a ``logits_before_upsampling`` attribute (segaudit's model adapters,
+    :class:`segaudit.models.adapters.wrapper.SegmentationAdapter`): that module. ``None`` otherwise.
     """
+    named = getattr(model, "logits_before_upsampling", None)  # adapters: the engine still checks every batch
+    if isinstance(named, nn.Module):
+        return named
     from torchvision.models.segmentation._utils import _SimpleSegmentationModel
     from torchvision.models.segmentation.lraspp import LRASPP
 

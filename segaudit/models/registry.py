@@ -23,6 +23,9 @@ Three ways to name a model (:func:`load_model`):
 ``"path/to/checkpoint.pt"``
     A segaudit checkpoint (:func:`save_checkpoint`): a dict of plain tensors and strings, loaded with
     ``torch.load(..., weights_only=True)`` so a file cannot run code when loaded.
+``"<torchvision name>"`` with ``weights="my.pth"``, ``"smp:<Arch>"``, ``"hf:<folder>"``, ``"torchscript:<file>"``
+    A user's own model through an adapter (:mod:`segaudit.models.adapters`; class names with ``classes=``,
+    constructor arguments with ``model_args=``, or both in a JSON spec, :mod:`segaudit.models.specs`).
 
 Every loaded model is in ``eval()`` mode with ``requires_grad`` off on all parameters: CAMs take gradients
 with respect to feature maps only.
@@ -30,14 +33,19 @@ with respect to feature maps only.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from segaudit.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_preprocessing,
+    state_dict_mismatch,
+    validate_checkpoint,
+)
 from segaudit.models.classifier import (
     CHECKPOINT_CLASSIFIERS,
     IMAGENET_CLASSIFIERS,
@@ -47,6 +55,8 @@ from segaudit.models.classifier import (
     build_imagenet_backbone,
     load_imagenet_mapping,
 )
+from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError, sha256_file
+from segaudit.models.loaded import freeze as _freeze
 from segaudit.models.vgg_fcn import VGG_FCN_DEFAULT_LAYER, vgg_fcn
 
 __all__ = [
@@ -68,10 +78,8 @@ __all__ = [
     "demo_fcn_checkpoint_path",
     "candidate_layers",
     "sha256_file",
+    "CHECKPOINT_ARCHITECTURES",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: torchvision segmentation builders segaudit knows, and their default CAM layer: the deepest *backbone*
 #: layer that every path from the input to the output passes through, so its gradients carry the whole
@@ -119,67 +127,6 @@ _DETECTION_INPUT_SIZE = 800
 #: Detections a pretrained detector reports (and the audit explains): score >= 0.5, torchvision's box
 #: score threshold being 0.05 (for mAP evaluation, up to 100 low-confidence boxes per image).
 _DETECTION_SCORE_THRESHOLD = 0.5
-
-
-class ModelLoadError(Exception):
-    """A model cannot be loaded; the message says why and what to do, in one line."""
-
-
-@dataclass
-class LoadedModel:
-    """A segmentation model ready for auditing.
-
-    Parameters
-    ----------
-    name : str
-        How the user named it (``"demo"``, ``"deeplabv3_resnet50"``, a path).
-    module : nn.Module
-        In eval mode, parameters frozen; ``module(x)`` returns logits ``(B, K, H, W)`` or torchvision's
-        ``{"out": logits}`` (a classifier: per-image presence log-odds ``(B, K)``, :mod:`segaudit.models.classifier`).
-    class_names : tuple of str
-        ``K`` class names, index 0 = background.
-    input_size : int
-        Side of the square the images are letterboxed to.
-    mean, std : tuple of float
-        Per-channel normalisation of RGB in [0, 1].
-    default_layer : str
-        Dotted module name of the default CAM feature layer.
-    sha256 : str
-        SHA-256 of the weights file ("" for random weights).
-    arch : str
-        torchvision builder name.
-    task : str
-        What ``module`` outputs: ``"segmentation"`` (per-pixel class logits), ``"classification"`` (per-image
-        class logits ``(B, K)``) or ``"detection"`` (instance detections).
-    """
-
-    name: str
-    module: nn.Module
-    class_names: tuple[str, ...]
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    default_layer: str
-    sha256: str
-    arch: str
-    task: str = "segmentation"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def demo_checkpoint_path() -> Path:
@@ -253,17 +200,18 @@ def _build_detector(arch: str, num_classes: int) -> nn.Module:
 
 
 def candidate_layers(module: nn.Module) -> list[str]:
-    """Names of the modules a CAM can hook: those with parameters or children, depth-first order."""
-    return [name for name, child in module.named_modules() if name and any(True for _ in child.parameters())]
+    """Names of the modules a CAM can hook, depth-first order: those with parameters or children, and the
+    parameter-free layers that output feature maps (activations, pooling, upsampling: ``features.22``, the
+    ReLU ending the VGG-FCN's last block, is its default layer)."""
+    return [name for name, child in module.named_modules()
+            if name and (any(True for _ in child.parameters()) or not isinstance(child, _NOT_FEATURE_MAPS))]
 
 
-def _freeze(module: nn.Module, device: str | torch.device) -> nn.Module:
-    """Eval mode, frozen parameters, channels-last weights (faster convolutions forward and backward:
-    measured on 2 CPU cores, deeplabv3_mobilenet_v3_large at 320 px, inference 0.30 s vs 0.49 s)."""
-    module.eval().to(device=device, memory_format=torch.channels_last)
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+#: parameter-free modules that are not a feature map worth a CAM (they pass their input through)
+_NOT_FEATURE_MAPS = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+#: architectures a segaudit checkpoint may name (:func:`save_checkpoint` refuses others: they could not be
+#: loaded back); everything else is audited through an adapter (:mod:`segaudit.models.adapters`)
+CHECKPOINT_ARCHITECTURES = (*DEFAULT_LAYERS, *SEGAUDIT_SEGMENTATION, *DETECTION_LAYERS, *CHECKPOINT_CLASSIFIERS)
 
 
 def save_checkpoint(
@@ -277,14 +225,49 @@ def save_checkpoint(
     std: tuple[float, float, float] = IMAGENET_STD,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write a segaudit checkpoint (only tensors, strings and numbers) and return its SHA-256."""
+    """Write a segaudit checkpoint (only tensors, strings and numbers) and return its SHA-256.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model; its ``state_dict()`` is saved.
+    path : str or Path
+        Where to write (folders are created).
+    arch : str
+        One of :data:`CHECKPOINT_ARCHITECTURES` (the architecture segaudit rebuilds when loading); any other
+        model is audited through an adapter instead (``smp:``, ``hf:``, ``torchscript:``, ``adapt``).
+    class_names : sequence of str
+        The ``K`` class names, background first; ``K`` must be the model's number of outputs.
+    input_size : int
+        Side, in pixels, of the square every image is letterboxed to before the model sees it: use the
+        size the model was trained or evaluated at (torchvision's segmentation weights: 520).
+    mean, std : 3 floats
+        Per-channel normalisation of RGB in [0, 1] the model was trained with.
+    extra : dict, optional
+        More plain values to keep (detectors: their thresholds, added automatically).
+
+    Raises
+    ------
+    ModelLoadError
+        An architecture segaudit cannot load back, bad preprocessing values, or weights that do not fit
+        ``arch`` with ``len(class_names)`` classes: nothing is written then.
+    """
+    if arch not in CHECKPOINT_ARCHITECTURES:
+        raise ModelLoadError(f"save_checkpoint: arch {arch!r} cannot be loaded back; use one of "
+                             f"{', '.join(CHECKPOINT_ARCHITECTURES)}, or audit the module through an adapter "
+                             "(segaudit.models.adapt, smp:, hf:, torchscript:)")
+    input_size, mean, std = check_preprocessing(input_size, mean, std, where="save_checkpoint")
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     if arch in DETECTION_LAYERS:  # a detector's thresholds decide what it reports: keep them with it
         from segaudit.cam.detection import detection_settings
 
         extra = {"detection": detection_settings(module), **(extra or {})}
+    rebuilt = _rebuild(arch, len(class_names), meta=True)
+    problem = state_dict_mismatch(rebuilt, state, len(class_names))
+    if problem:
+        raise ModelLoadError(f"save_checkpoint: the module does not fit {arch}: {problem}")
     payload = {
-        "format": "segaudit-checkpoint-v1",
+        "format": CHECKPOINT_FORMAT,
         "arch": arch,
         "class_names": list(class_names),
         "input_size": int(input_size),
@@ -299,7 +282,20 @@ def save_checkpoint(
     return sha256_file(path)
 
 
+def _rebuild(arch: str, num_classes: int, meta: bool = False) -> nn.Module:
+    """``arch`` with random weights (on the meta device: structure only, no memory, to compare shapes)."""
+    build = build_checkpoint_classifier if arch in CHECKPOINT_CLASSIFIERS else build_architecture
+    if meta:
+        with torch.device("meta"):
+            return build(arch, num_classes)
+    return build(arch, num_classes)
+
+
 def _load_checkpoint(path: Path, name: str, device: str | torch.device) -> LoadedModel:
+    """A segaudit checkpoint, its fields checked (:func:`segaudit.models.checkpoint.validate_checkpoint`)
+    and its weights matched to the architecture before anything is built on ``device``."""
+    if _is_torchscript(path):
+        raise ModelLoadError(f"{path} is a TorchScript file: use --model torchscript:{path} --classes classes.txt")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for code-carrying files, RuntimeError for junk
@@ -307,30 +303,40 @@ def _load_checkpoint(path: Path, name: str, device: str | torch.device) -> Loade
         raise ModelLoadError(
             f"refusing to load {path}: not a plain-tensor checkpoint loadable with weights_only=True ({first})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != "segaudit-checkpoint-v1":
-        raise ModelLoadError(
-            f"{path} is not a segaudit checkpoint (expected a dict with format='segaudit-checkpoint-v1'); "
-            "for a torchvision state dict use --model torchvision:<arch> --weights <file>"
-        )
-    arch = payload["arch"]
+    payload = validate_checkpoint(payload, path, CHECKPOINT_ARCHITECTURES)
+    arch, class_names = payload["arch"], tuple(payload["class_names"])
+    problem = state_dict_mismatch(_rebuild(arch, len(class_names), meta=True), payload["state_dict"],
+                                  len(class_names))
+    if problem:
+        raise ModelLoadError(f"{path}: field 'state_dict' does not fit {arch} with {len(class_names)} "
+                             f"'class_names': {problem}")
     if arch in DETECTION_LAYERS:
         return _load_detector_checkpoint(payload, path, name, device)
-    if arch in CHECKPOINT_CLASSIFIERS:
-        return _load_classifier_checkpoint(payload, path, name, device)
-    class_names = tuple(payload["class_names"])
-    module = build_architecture(arch, len(class_names))
-    module.load_state_dict(payload["state_dict"])
+    module = _rebuild(arch, len(class_names))
+    module.load_state_dict(payload["state_dict"], strict=False)  # fits: checked above
     return LoadedModel(
         name=name,
         module=_freeze(module, device),
         class_names=class_names,
-        input_size=int(payload["input_size"]),
-        mean=tuple(payload["mean"]),
-        std=tuple(payload["std"]),
-        default_layer={**DEFAULT_LAYERS, **SEGAUDIT_SEGMENTATION}[arch],
+        input_size=payload["input_size"],
+        mean=payload["mean"],
+        std=payload["std"],
+        default_layer={**DEFAULT_LAYERS, **SEGAUDIT_SEGMENTATION, **CHECKPOINT_CLASSIFIERS}[arch],
         sha256=sha256_file(path),
         arch=arch,
+        task="classification" if arch in CHECKPOINT_CLASSIFIERS else "segmentation",
     )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding compiled ``code/``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in entry for entry in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _detector(
@@ -358,11 +364,7 @@ def _load_detector_checkpoint(payload: dict, path: Path, name: str, device: str 
     module = build_architecture(arch, len(class_names))
     # a fine-tuned pretrained detector has FrozenBatchNorm2d (no num_batches_tracked); the rebuilt one has
     # BatchNorm2d, which computes the same in eval mode: only those counters may be missing
-    missing, unexpected = module.load_state_dict(payload["state_dict"], strict=False)
-    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ModelLoadError(f"{path}: state dict does not fit {arch} (missing {missing[:3]}, unexpected "
-                             f"{unexpected[:3]})")
+    module.load_state_dict(payload["state_dict"], strict=False)  # checked by _load_checkpoint
     apply_detection_settings(module, (payload.get("extra") or {}).get("detection", {}))
     return _detector(module, name, arch, class_names, int(payload["input_size"]), sha256_file(path), device,
                      payload["mean"], payload["std"])
@@ -390,17 +392,6 @@ def _load_torchvision_detector(arch: str, weights: str | None, device: str | tor
     class_names = tuple("background" if c == "__background__" else c for c in enum_member.meta["categories"])
     return _detector(module, f"torchvision:{arch}", arch, class_names, _DETECTION_INPUT_SIZE,
                      sha256_file(cached) if cached.is_file() else "", device)
-
-
-def _load_classifier_checkpoint(payload: dict, path: Path, name: str, device: str | torch.device) -> LoadedModel:
-    arch, class_names = payload["arch"], tuple(payload["class_names"])
-    module = build_checkpoint_classifier(arch, len(class_names))
-    module.load_state_dict(payload["state_dict"])
-    return LoadedModel(
-        name=name, module=_freeze(module, device), class_names=class_names, input_size=int(payload["input_size"]),
-        mean=tuple(payload["mean"]), std=tuple(payload["std"]), default_layer=CHECKPOINT_CLASSIFIERS[arch],
-        sha256=sha256_file(path), arch=arch, task="classification",
-    )
 
 
 def _load_torchvision_classifier(
@@ -461,12 +452,8 @@ def _load_torchvision(arch: str, weights: str | None, device: str | torch.device
 
     if weights is None or weights.lower() == "none":
         raise ModelLoadError(
-            f"{arch} needs weights: pass --weights DEFAULT (downloads), a torchvision enum member, or a file"
-        )
-    if Path(weights).is_file():  # a torchvision state dict on disk, e.g. a fine-tuned model
-        raise ModelLoadError(
-            f"{weights}: raw torchvision state dicts need their class names; convert them with "
-            "segaudit.models.registry.save_checkpoint and pass the resulting .pt as --model"
+            f"{arch} needs weights: pass --weights DEFAULT (downloads), a torchvision enum member, or a "
+            "state-dict file with --classes"
         )
     enum_member = _resolve_weights(arch, weights)
     url = enum_member.url
@@ -501,52 +488,106 @@ def load_model(
     weights: str | None = "DEFAULT",
     device: str | torch.device = "cpu",
     class_mapping: str | Path | dict | None = None,
+    classes: str | list[str] | tuple[str, ...] | None = None,
+    model_args: dict | str | None = None,
+    layers_only: bool = False,
 ) -> LoadedModel:
-    """Load a model by name (see the module docstring).
+    """Load a model by name, file or spec (see the module docstring and :mod:`segaudit.models.specs`).
 
     ``class_mapping`` (ImageNet classifiers only): dataset class -> ImageNet classes, a JSON path or a
     dict (:func:`segaudit.models.classifier.load_imagenet_mapping`); the default is the path after ``:`` in
-    ``spec`` (``"resnet50:my_classes.json"``), else the shipped Pascal VOC mapping.
+    ``spec`` (``"resnet50:my_classes.json"``), else the shipped Pascal VOC mapping. ``classes``: the class
+    names of a model that does not carry them (a list or a file, one name per line, background first);
+    ``model_args``: constructor arguments (``smp:`` models). Both may also come inside ``spec``.
+    ``layers_only``: the model is only looked at (``segaudit layers``): ``weights="none"`` builds the
+    architecture with random weights, and class names may be missing.
 
     Raises
     ------
     ModelLoadError
-        Unknown name, missing file, refused checkpoint, or weights that cannot be downloaded.
+        Unknown name, missing file, refused checkpoint (naming the bad field), weights that do not fit the
+        architecture, or weights that cannot be downloaded: always one line saying what to do.
     """
-    if spec == "demo":
-        path = demo_checkpoint_path()
-        if not path.is_file():
-            raise ModelLoadError(f"the demo checkpoint is missing at {path}; run scripts/train_demo_model.py")
-        return _load_checkpoint(path, "demo", device)
-    if spec == "demo-fcn":
-        path = demo_fcn_checkpoint_path()
-        if not path.is_file():
-            raise ModelLoadError(f"the demo VGG-FCN checkpoint is missing at {path}; run scripts/train_demo_model.py --arch vgg_fcn")
-        return _load_checkpoint(path, "demo-fcn", device)
-    if spec == "demo-detector":
-        path = demo_detector_path()
-        if not path.is_file():
-            raise ModelLoadError(f"the demo detector is missing at {path}; run scripts/train_demo_detector.py")
-        return _load_checkpoint(path, "demo-detector", device)
-    if spec == "demo-classifier":
-        path = demo_classifier_path()
-        if not path.is_file():
-            raise ModelLoadError(f"the demo classifier is missing at {path}; run scripts/train_demo_classifier.py")
-        return _load_checkpoint(path, "demo-classifier", device)
+    from segaudit.models.specs import parse_spec, read_model_args
+
+    parsed = parse_spec(spec)
+    spec, classes = parsed.model, classes if classes is not None else parsed.classes
+    model_args = read_model_args(model_args) if model_args is not None else parsed.args
+    if parsed.weights is not None and weights in (None, "DEFAULT"):
+        weights = parsed.weights
+    if spec in _DEMO_MODELS:
+        path_of, hint = _DEMO_MODELS[spec]
+        if not path_of().is_file():
+            raise ModelLoadError(f"the {spec} checkpoint is missing at {path_of()}; run {hint}")
+        return _load_checkpoint(path_of(), spec, device)
+    adapted = _load_adapted(spec, weights, device, classes, model_args, layers_only)
+    if adapted is not None and parsed.preprocessing:  # the spec's input_size / mean / std win
+        chosen = {"input_size": adapted.input_size, "mean": adapted.mean, "std": adapted.std, **parsed.preprocessing}
+        size, mean, std = check_preprocessing(chosen["input_size"], chosen["mean"], chosen["std"], where="model spec")
+        adapted = dataclasses.replace(adapted, input_size=size, mean=mean, std=std)
+    if adapted is not None:
+        return adapted
+    random_weights = weights is None or str(weights).lower() == "none"
     classifier, _, mapping_file = spec.removeprefix("torchvision:").partition(":")
     if classifier in IMAGENET_CLASSIFIERS:
+        if layers_only and random_weights:
+            return _random_for_layers(classifier, device, "classification")
         return _load_torchvision_classifier(classifier, weights, device, class_mapping or mapping_file or None)
     arch = spec.removeprefix("torchvision:")
-    if arch in DEFAULT_LAYERS:
-        return _load_torchvision(arch, weights, device)
     if arch in TORCHVISION_DETECTION:
+        if layers_only and random_weights:
+            return _random_for_layers(arch, device, "detection")
         return _load_torchvision_detector(arch, weights, device)
     path = Path(spec)
-    if path.suffix in {".pt", ".pth"} or path.exists():
+    if path.suffix in {".pt", ".pth", ".ts"} or path.exists():
         if not path.is_file():
             raise ModelLoadError(f"checkpoint not found: {path}")
         return _load_checkpoint(path, str(path), device)
     raise ModelLoadError(
-        f"unknown model {spec!r}; use 'demo', 'demo-classifier', a checkpoint path, or one of: "
+        f"unknown model {spec!r}; use 'demo', 'demo-fcn', 'demo-classifier', 'demo-detector', a checkpoint path, "
+        "smp:<Arch>, hf:<folder>, torchscript:<file>, or one of: "
         f"{', '.join((*TORCHVISION_SEGMENTATION, *TORCHVISION_DETECTION, *TORCHVISION_CLASSIFIERS))}"
     )
+
+
+#: the shipped models: name -> (checkpoint path, how to rebuild it)
+_DEMO_MODELS = {
+    "demo": (demo_checkpoint_path, "scripts/train_demo_model.py"),
+    "demo-fcn": (demo_fcn_checkpoint_path, "scripts/train_demo_model.py --arch vgg_fcn"),
+    "demo-detector": (demo_detector_path, "scripts/train_demo_detector.py"),
+    "demo-classifier": (demo_classifier_path, "scripts/train_demo_classifier.py"),
+}
+
+
+def _load_adapted(spec: str, weights, device, classes, model_args, layers_only: bool) -> LoadedModel | None:
+    """The model through an adapter (:mod:`segaudit.models.adapters`), or None if ``spec`` names none."""
+    from segaudit.models import adapters
+
+    arch = spec.removeprefix("torchvision:")
+    is_file = weights is not None and str(weights).lower() not in {"none", "default"} and (
+        Path(weights).suffix in {".pt", ".pth", ".bin"} or Path(weights).is_file())
+    if arch in DEFAULT_LAYERS:
+        if is_file or (layers_only and (weights is None or str(weights).lower() == "none")):
+            return adapters.load_torchvision_state_dict(arch, weights, classes, device, require_classes=not layers_only)
+        return _load_torchvision(arch, weights, device)
+    if spec.startswith("smp:"):
+        return adapters.load_smp(spec.removeprefix("smp:"), model_args, weights, classes, device,
+                                 require_classes=not layers_only)
+    if spec.startswith("hf:"):
+        return adapters.load_huggingface(spec.removeprefix("hf:"), device, weights=weights)
+    if spec.startswith("torchscript:") or (Path(spec).is_file() and _is_torchscript(Path(spec))):
+        return adapters.load_torchscript(spec.removeprefix("torchscript:"), classes, device,
+                                         require_classes=not layers_only)
+    return None
+
+
+def _random_for_layers(arch: str, device, task: str) -> LoadedModel:
+    """A torchvision detector or ImageNet classifier with random weights, only to list its layers."""
+    if task == "detection":
+        module, layer, names = build_architecture(arch, 91), DETECTION_LAYERS[arch], 91
+    else:
+        module = ImageNetClassifier(build_imagenet_backbone(arch), load_imagenet_mapping(None))
+        layer, names = IMAGENET_CLASSIFIERS[arch], len(module.class_names)
+    return LoadedModel(name=f"{arch}:random", module=_freeze(module, device),
+                       class_names=tuple(f"class_{i}" for i in range(names)), input_size=IMAGENET_INPUT_SIZE,
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD, default_layer=layer, sha256="", arch=arch, task=task)
