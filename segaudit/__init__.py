@@ -15,12 +15,16 @@ its commands, never at import).
 
 __version__ = "0.1.0"
 
-__all__ = ["load_run", "__version__"]
+__all__ = ["audit", "load_run", "__version__"]
 
 
 def __getattr__(name: str):
     # imported on first use: every ``segaudit.*`` import runs this file, the CLI's ``--help`` included, and
     # the tables module brings pandas and pyarrow
+    if name == "audit":
+        from segaudit.api import audit
+
+        return audit
     if name == "load_run":
         from segaudit.runs.tables import load_run
 

@@ -60,6 +60,7 @@ from segaudit.models.loaded import freeze as _freeze
 from segaudit.models.vgg_fcn import VGG_FCN_DEFAULT_LAYER, vgg_fcn
 
 __all__ = [
+    "register_model",
     "TORCHVISION_SEGMENTATION",
     "TORCHVISION_CLASSIFIERS",
     "demo_classifier_path",
@@ -482,6 +483,18 @@ def _load_torchvision(arch: str, weights: str | None, device: str | torch.device
     )
 
 
+#: Models given as Python objects to :func:`segaudit.audit`, by the name the flow loads them by.
+_PYTHON_MODELS: dict[str, LoadedModel] = {}
+
+
+def register_model(model: LoadedModel) -> str:
+    """Make a Python model loadable by name in this process (:func:`load_model`); return the name,
+    ``python:<arch>@<first 12 hex digits of its parameters' sha256>`` (the same model, the same name)."""
+    name = f"python:{model.arch}@{(model.sha256 or 'nohash')[:12]}"
+    _PYTHON_MODELS[name] = model
+    return name
+
+
 def load_model(
     spec: str,
     *,
@@ -510,6 +523,8 @@ def load_model(
     """
     from segaudit.models.specs import parse_spec, read_model_args
 
+    if spec in _PYTHON_MODELS:  # registered in this process by segaudit.audit(model=<nn.Module>)
+        return _PYTHON_MODELS[spec]
     parsed = parse_spec(spec)
     spec, classes = parsed.model, classes if classes is not None else parsed.classes
     model_args = read_model_args(model_args) if model_args is not None else parsed.args
