@@ -42,7 +42,15 @@ from segaudit.data.classmap import build_class_map
 from segaudit.data.preprocess import prepare_batch
 from segaudit.data.readers import open_dataset, read_samples
 from segaudit.devtools.demo import ensure_demo_data
-from segaudit.models.registry import load_model
+from segaudit.models.registry import (
+    DEFAULT_LAYERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LoadedModel,
+    _freeze,
+    build_architecture,
+    load_model,
+)
 from segaudit.runs.run import plan_batches
 from segaudit.runs.tables import SHARD_TABLES, write_shard
 from segaudit.settings import AuditConfig
@@ -142,6 +150,24 @@ def _audit_round(batches, dataset, model, class_map, config, out_dir: Path) -> C
     return clock
 
 
+def _model(spec: str, weights: str | None, size: int | None) -> LoadedModel:
+    """``load_model``, or with ``weights`` None a torchvision segmentation model with random weights (the
+    registry refuses those: an audit needs trained weights; speed does not)."""
+    if weights is None and spec in DEFAULT_LAYERS:
+        from torchvision.models import get_model_weights
+
+        module = build_architecture(spec, 21)
+        module.aux_classifier = None
+        names = get_model_weights(spec).DEFAULT.meta["categories"]
+        model = LoadedModel(name=f"torchvision:{spec} (random weights)", module=_freeze(module, "cpu"),
+                            class_names=tuple("background" if c == "__background__" else c for c in names),
+                            input_size=size or 520, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                            default_layer=DEFAULT_LAYERS[spec], sha256="", arch=spec)
+    else:
+        model = load_model(spec, weights=weights)
+    return dataclasses.replace(model, input_size=size) if size else model
+
+
 def _prefect_seconds(args, data: Path, weights: str | None, out_dir: Path) -> float:
     from segaudit.flows.audit import audit
 
@@ -170,9 +196,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = ensure_demo_data(args.data or Path(tmp) / "data")
         dataset = open_dataset(data / "annotations" / "instances_val.json")
-        model = load_model(args.model, weights=weights)
-        if args.size:
-            model = dataclasses.replace(model, input_size=args.size)
+        model = _model(args.model, weights, args.size)
         mapping = None if args.model.startswith("demo") else VOC_MAPPING
         class_map = build_class_map(dataset.category_names, model.class_names, mapping)
         config = AuditConfig(methods=tuple(args.methods.split(",")), layers=tuple(filter(None, args.layers.split(","))),
