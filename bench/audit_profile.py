@@ -5,9 +5,9 @@
 
 The audit core without Prefect (``read_samples`` -> ``explain_batch`` -> ``score_batch`` -> writing the
 shard's tables), on the demo data (generated into ``--data`` if absent; a torchvision model reads its
-classes through a demo-to-VOC mapping). Each round times, one after the other on the same images: plain
-inference (``model(images)`` under ``inference_mode``, inputs prepared beforehand), the engine alone
-(``explain_batch`` on samples read beforehand) and the audit. Inside the audit the stages are timed by
+classes through a demo-to-VOC mapping). Each round times, batch by batch and back to back on the same
+images: plain inference (``model(images)`` under ``inference_mode``, inputs prepared beforehand), the
+engine alone (``explain_batch`` on samples read beforehand) and the audit. Inside the audit the stages are timed by
 wrapping the functions the auditor calls: the model's forward (module hooks), the backwards
 (``torch.autograd.grad``), the maps (the rest of ``explain_batch``: input preparation, targets, methods),
 the map-vs-mask scores (``mask_scores``, called once per mask kind), instances (``instance_scores``),
@@ -17,7 +17,8 @@ thumbnails, the rest of ``score_batch`` (label quality, rows) and writing (``wri
 pair of ``mask_scores`` calls and checked equal to them; the ratios use it when it exists (run against an
 older checkout it does not, and the current call counts). Medians over ``--repeats`` rounds. ``--prefect``
 also runs the Prefect flow on the same images once (report off) and counts its wall time beyond the
-audit's as the Prefect stage (with aggregation). Ends with ``audit_vs_forward_only: X`` (audit throughput /
+audit's as the Prefect stage (with aggregation). The machine's speed drifts within seconds, so the final
+ratios are medians of per-batch ratios (each batch timed three ways back to back). Ends with ``audit_vs_forward_only: X`` (audit throughput /
 forward-only throughput), ``audit_vs_engine_only: Y`` and ``scores_share_of_engine: Z`` (scores time /
 engine time).
 """
@@ -61,10 +62,11 @@ STAGES = ("read", "forward", "backwards", "maps", "scores", "instances", "thumbn
 
 
 class Clock:
-    """Seconds per stage of the current round."""
+    """Seconds per stage of the current round (and per batch, once the round is done)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.per_batch: list[dict[str, float]] = []
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -128,25 +130,36 @@ def _paired_scores(clock: Clock):
     return timed
 
 
-def _audit_round(batches, dataset, model, class_map, config, out_dir: Path) -> Clock:
+def _round(batches, read, inputs, dataset, model, class_map, config, out_dir: Path) -> Clock:
+    """One round, batch by batch: forward only, the engine alone and the audit of each batch back to back
+    (so the three see the same machine), then writing the round's tables."""
     clock = Clock()
     rows = batch_module.BatchRows()
-    with _instrument(clock, model.module):
-        for refs in batches:
+    per_batch = []
+    for refs, (samples, errors), images in zip(batches, read, inputs, strict=True):
+        before = dict(clock.seconds)
+        with clock("forward_only"), torch.inference_mode():
+            model.module(images)
+        with clock("engine_only"):
+            explain_batch(samples, model, class_map, config, errors)
+        with _instrument(clock, model.module):
             with clock("read"):
-                samples, errors = read_samples(dataset, refs)
+                fresh, fresh_errors = read_samples(dataset, refs)
             with clock("explain"):
-                explained = explain_batch(samples, model, class_map, config, errors)
+                explained = explain_batch(fresh, model, class_map, config, fresh_errors)
             with clock("score_batch"):
                 rows.extend(score_batch(explained, model, config))
+        per_batch.append({k: v - before.get(k, 0.0) for k, v in clock.seconds.items()})
     with clock("writing"):
         write_shard(out_dir, "shard-0", {t: getattr(rows, t) for t in SHARD_TABLES}, {})
-    s = clock.seconds
-    s["score_batch"] -= s["bench's own work"]
-    s["maps"] = s["explain"] - s["forward"] - s["backwards"]
-    s["rows"] = s["score_batch"] - s["scores (per mask kind)"] - s["instances"] - s["thumbnails"]
-    s["scores"] = s.get("scores (score_masks)", s["scores (per mask kind)"])
-    s["audit"] = s["read"] + s["explain"] + s["score_batch"] + s["writing"] - s["scores (per mask kind)"] + s["scores"]
+    for s in (clock.seconds, *per_batch):
+        s["score_batch"] -= s.get("bench's own work", 0.0)
+        s["maps"] = s["explain"] - s["forward"] - s["backwards"]
+        s["rows"] = s["score_batch"] - s["scores (per mask kind)"] - s["instances"] - s["thumbnails"]
+        s["scores"] = s.get("scores (score_masks)", s["scores (per mask kind)"])
+        s["audit"] = (s["read"] + s["explain"] + s["score_batch"] - s["scores (per mask kind)"] + s["scores"]
+                      + clock.seconds["writing"] / len(per_batch))
+    clock.per_batch = per_batch
     return clock
 
 
@@ -206,26 +219,18 @@ def main() -> None:
         inputs = [prepare_batch(s, class_map, model.input_size, model.mean, model.std).images.to(model.device)
                   for s, _ in read]
 
-        def forward_only() -> None:
-            with torch.inference_mode():
-                for images in inputs:
-                    model.module(images)
-
-        def engine_only() -> None:
-            for samples, errors in read:
-                explain_batch(samples, model, class_map, config, errors)
-
-        forward_only(), engine_only()  # warm-up
+        with torch.inference_mode():  # warm-up
+            model.module(inputs[0])
+        explain_batch(read[0][0], model, class_map, config, read[0][1])
         rounds: dict[str, list[float]] = defaultdict(list)
-        for r in range(args.repeats):  # interleaved: the machine's speed drifts
-            start = time.perf_counter()
-            forward_only()
-            rounds["forward_only"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            engine_only()
-            rounds["engine_only"].append(time.perf_counter() - start)
-            for stage, seconds in _audit_round(batches, dataset, model, class_map, config, Path(tmp) / f"run{r}").seconds.items():
+        for r in range(args.repeats):
+            clock = _round(batches, read, inputs, dataset, model, class_map, config, Path(tmp) / f"run{r}")
+            for stage, seconds in clock.seconds.items():
                 rounds[stage].append(seconds)
+            for b in clock.per_batch:  # ratios of each batch's three back-to-back timings
+                rounds["ratio forward"].append(b["forward_only"] / b["audit"])
+                rounds["ratio engine"].append(b["engine_only"] / b["audit"])
+                rounds["ratio scores"].append(b["scores"] / b["engine_only"])
         prefect = _prefect_seconds(args, data, weights, Path(tmp) / "flow") if args.prefect else None
     med = {stage: statistics.median(values) for stage, values in rounds.items()}
     n = sum(len(s) for s, _ in read)
@@ -245,9 +250,12 @@ def main() -> None:
     print(f"audit {med['audit']:.3f} s ({n / med['audit']:.1f} img/s); engine only {med['engine_only']:.3f} s "
           f"({n / med['engine_only']:.1f} img/s); forward only {med['forward_only']:.3f} s "
           f"({n / med['forward_only']:.1f} img/s)")
-    print(f"audit_vs_forward_only: {med['forward_only'] / med['audit']:.3f}")
-    print(f"audit_vs_engine_only: {med['engine_only'] / med['audit']:.3f}")
-    print(f"scores_share_of_engine: {med['scores'] / med['engine_only']:.3f}")
+    print(f"ratios of the medians above: forward only / audit {med['forward_only'] / med['audit']:.3f}, engine only / "
+          f"audit {med['engine_only'] / med['audit']:.3f}, scores / engine only {med['scores'] / med['engine_only']:.3f}; "
+          f"below: medians of the {len(rounds['ratio engine'])} per-batch ratios (each batch's timings back to back)")
+    print(f"audit_vs_forward_only: {med['ratio forward']:.3f}")
+    print(f"audit_vs_engine_only: {med['ratio engine']:.3f}")
+    print(f"scores_share_of_engine: {med['ratio scores']:.3f}")
 
 
 if __name__ == "__main__":
