@@ -97,12 +97,20 @@ def local_peaks(maps: torch.Tensor, valid: torch.Tensor, window: int = PEAK_WIND
     if maps.dim() != 3 or valid.shape != maps.shape or valid.dtype != torch.bool:
         raise ValueError(f"expected maps (N, H, W) and bool valid of that shape, got {tuple(maps.shape)}, "
                          f"{tuple(valid.shape)} {valid.dtype}")
+    row, position, height = _peak_points(maps, valid, window)
+    peaks = torch.zeros(maps.shape, dtype=torch.float64, device=maps.device)
+    peaks.view(len(maps), -1)[row, position] = height
+    return peaks
+
+
+def _peak_points(maps: torch.Tensor, valid: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The local maxima of :func:`local_peaks` as a sparse list: map row, flat pixel position and height."""
     # pooled in the maps' own dtype (a maximum is exact in any dtype), divided in float64
     values = torch.where(valid, maps, -torch.inf)
     pooled = F.max_pool2d(values[:, None], window, stride=1, padding=window // 2)[:, 0]
-    top = values.flatten(1).max(1).values.double().clamp(min=1e-300)[:, None, None]
-    is_peak = valid & (values >= pooled) & (values > 0)
-    return torch.where(is_peak, values.double() / top, 0.0)
+    top = values.flatten(1).max(1).values.double().clamp(min=1e-300)
+    row, position = torch.nonzero((valid & (values >= pooled) & (values > 0)).flatten(1), as_tuple=True)
+    return row, position, values.flatten(1)[row, position].double() / top[row]
 
 
 def instance_scores(
@@ -139,13 +147,13 @@ def instance_scores(
     -------
     InstanceScores
     """
-    _check_inputs(maps, valid, instance_masks, owner, peak_fraction)
+    _check_inputs(maps, valid, instance_masks, owner, peak_fraction, window)
     n = len(maps)
     owner, instance_masks = owner.long().to(maps.device), instance_masks.to(maps.device)
     positive = torch.where(valid, maps.double().clamp(min=0), 0.0)
     total = positive.flatten(1).sum(1)
     n_instances = torch.bincount(owner, minlength=n)
-    pixels, inside, class_total, peak_height = _instance_sums(positive, valid, local_peaks(maps, valid, window),
+    pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
                                                               instance_masks, owner, chunk)
     undefined = (pixels == 0) | (total[owner] <= 0)
     mass_share = _nan_where(inside / total[owner].clamp(min=1e-300), undefined)
@@ -175,8 +183,11 @@ def _nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
 
 
 def _check_inputs(
-    maps: torch.Tensor, valid: torch.Tensor, instance_masks: torch.Tensor, owner: torch.Tensor, peak_fraction: float
+    maps: torch.Tensor, valid: torch.Tensor, instance_masks: torch.Tensor, owner: torch.Tensor, peak_fraction: float,
+    window: int,
 ) -> None:
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number >= 1, got {window}")
     n, height, width = maps.shape
     if valid.shape != maps.shape or valid.dtype != torch.bool:
         raise ValueError(f"expected bool valid of shape {tuple(maps.shape)}, got {tuple(valid.shape)} {valid.dtype}")
@@ -190,11 +201,15 @@ def _check_inputs(
 
 
 def _instance_sums(
-    positive: torch.Tensor, valid: torch.Tensor, peaks: torch.Tensor, instance_masks: torch.Tensor,
-    owner: torch.Tensor, chunk: int,
+    positive: torch.Tensor, valid: torch.Tensor, peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    instance_masks: torch.Tensor, owner: torch.Tensor, chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per instance: valid pixels, positive mass inside, its class's positive mass (over the union of the
-    class's instances) and the highest peak inside; ``chunk`` instances at a time."""
+    class's instances) and the highest of its map's peaks (:func:`_peak_points`) inside, 0 if none;
+    ``chunk`` instances at a time."""
+    peak_row, peak_position, peak_value = peaks  # sorted by row
+    count = torch.bincount(peak_row, minlength=len(positive))
+    first = count.cumsum(0) - count
     m = len(instance_masks)
     union = torch.zeros(positive.shape, dtype=torch.int32, device=positive.device)
     pixels = torch.zeros(m, dtype=torch.long, device=positive.device)
@@ -207,6 +222,12 @@ def _instance_sums(
         union.index_add_(0, rows, mine.int())
         pixels[part] = mine.flatten(1).sum(1)
         inside[part] = (positive[rows] * mine).flatten(1).sum(1)
-        peak_height[part] = (peaks[rows] * mine).flatten(1).max(1).values
+        # (instance, peak of its map) pairs: at most as many as the chunk's pixels
+        per = count[rows]
+        pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), per)
+        peak = first[rows][pair] + torch.arange(len(pair), device=rows.device) - (per.cumsum(0) - per)[pair]
+        inside_peak = torch.where(mine.flatten(1)[pair, peak_position[peak]], peak_value[peak], 0.0)
+        peak_height[part] = torch.zeros(len(rows), dtype=torch.float64, device=rows.device).scatter_reduce_(
+            0, pair, inside_peak, "amax")
     class_total = (positive * (union > 0)).flatten(1).sum(1)
     return pixels, inside, class_total, peak_height
