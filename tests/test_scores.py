@@ -20,10 +20,12 @@ from segaudit.metrics.scores import (
     energy_in_mask,
     iou_and_dice_at,
     iou_at_threshold,
+    mask_scores,
     max_point,
     point_hit_and_distance,
     pointing_game,
     relevance_rank_accuracy,
+    score_masks,
     segmentation_iou,
     spearman,
     top_k_intersection,
@@ -378,3 +380,54 @@ def test_new_scores_on_cuda_match_cpu() -> None:
         top_k_intersection(*cuda, k=5).cpu(), top_k_intersection(maps, masks, valid, k=5), equal_nan=True
     )
     assert torch.equal(background_point(cuda[0], cuda[2])[0].cpu(), background_point(maps, valid)[0])
+
+
+def _by_definition(maps, masks, valid, threshold=0.5, cutoff=0.6):
+    """The columns of mask_scores, each from its own public function."""
+    iou, dice = iou_and_dice_at(maps, masks, valid, [threshold])
+    columns = {"mask_pixels": (masks & valid).flatten(1).sum(1), "energy_in_mask": energy_in_mask(maps, masks, valid),
+               "pointing_hit": pointing_game(maps, masks, valid), "relevance_rank": relevance_rank_accuracy(maps, masks, valid),
+               "auroc": auroc(maps, masks, valid), "iou_at_0_5": iou[:, 0], "dice_at_0_5": dice[:, 0]}
+    for name, point in (("max_point", max_point(maps, valid)), ("centroid", weighted_centroid(maps, valid, cutoff)),
+                        ("background_point", background_point(maps, valid))):
+        hit, distance = point_hit_and_distance(*point, masks, valid)
+        columns[f"{name}_hit"], columns[f"{name}_distance"] = hit, distance
+    return columns
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_masks_equals_each_score_by_definition(seed, monkeypatch) -> None:
+    # tie-heavy integer maps, void, an empty mask, a full mask, an all-void row, a constant and a zero map
+    maps, gt, valid = _random_batch(9, height=8, width=9, seed=seed)
+    pred = torch.rand(gt.shape, generator=torch.Generator().manual_seed(seed + 10)) < 0.5
+    gt[2], pred[3], valid[4] = False, True, False
+    maps[5], maps[6] = 2.0, 0.0
+    both = score_masks(maps, {"gt": gt, "pred": pred}, valid, 0.3, 0.5)
+    assert list(both) == ["gt", "pred"]
+    for kind, masks in (("gt", gt), ("pred", pred)):
+        expected = _by_definition(maps, masks, valid, 0.3, 0.5)
+        got = both[kind]
+        assert list(got) == list(mask_scores(maps, masks, valid)) and set(got) <= set(expected)
+        for column, values in got.items():
+            assert values.dtype == expected[column].dtype, column
+            assert torch.equal(values.nan_to_num(-9), expected[column].nan_to_num(-9)), column
+    assert both["gt"]["auroc"][2].isnan() and both["pred"]["auroc"][4].isnan() and both["gt"]["iou_at_0_5"][5].isnan()
+    monkeypatch.setattr(scores_module, "_CHUNK_ELEMENTS", 2 * 8 * 9)  # two rows a chunk: the same answers
+    chunked = score_masks(maps, {"gt": gt, "pred": pred}, valid, 0.3, 0.5)
+    for kind in both:
+        for column in both[kind]:
+            assert torch.equal(both[kind][column].nan_to_num(-9), chunked[kind][column].nan_to_num(-9))
+
+
+def test_thresholds_compare_in_the_maps_dtype() -> None:
+    # float32(0.7) < 0.7: the normalised value float32(0.7) is in the region {L~ >= 0.7} (the threshold is
+    # rounded to the maps' dtype, as an element-wise float32 comparison does), whatever search finds it
+    maps = torch.tensor([[[0.0, 0.7, 0.69999, 1.0]]], dtype=torch.float32)
+    masks = torch.tensor([[[False, True, False, False]]])
+    iou, dice = iou_and_dice_at(maps, masks, torch.ones_like(masks), [0.7])
+    assert iou.item() == pytest.approx(1 / 2) and dice.item() == pytest.approx(2 / 3)
+
+
+def test_score_masks_rejects_a_mask_of_another_shape() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        score_masks(MAP, {"gt": MASK, "pred": MASK[:, :3]}, ALL)

@@ -97,11 +97,20 @@ def local_peaks(maps: torch.Tensor, valid: torch.Tensor, window: int = PEAK_WIND
     if maps.dim() != 3 or valid.shape != maps.shape or valid.dtype != torch.bool:
         raise ValueError(f"expected maps (N, H, W) and bool valid of that shape, got {tuple(maps.shape)}, "
                          f"{tuple(valid.shape)} {valid.dtype}")
-    values = torch.where(valid, maps.double(), torch.full_like(maps, -torch.inf, dtype=torch.float64))
+    row, position, height = _peak_points(maps, valid, window)
+    peaks = torch.zeros(maps.shape, dtype=torch.float64, device=maps.device)
+    peaks.view(len(maps), -1)[row, position] = height
+    return peaks
+
+
+def _peak_points(maps: torch.Tensor, valid: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The local maxima of :func:`local_peaks` as a sparse list: map row, flat pixel position and height."""
+    # pooled in the maps' own dtype (a maximum is exact in any dtype), divided in float64
+    values = torch.where(valid, maps, -torch.inf)
     pooled = F.max_pool2d(values[:, None], window, stride=1, padding=window // 2)[:, 0]
-    top = values.flatten(1).max(1).values.clamp(min=1e-300)[:, None, None]
-    is_peak = valid & (values >= pooled) & (values > 0)
-    return torch.where(is_peak, values / top, torch.zeros_like(values))
+    top = values.flatten(1).max(1).values.double().clamp(min=1e-300)
+    row, position = torch.nonzero((valid & (values >= pooled) & (values > 0)).flatten(1), as_tuple=True)
+    return row, position, values.flatten(1)[row, position].double() / top[row]
 
 
 def instance_scores(
@@ -138,29 +147,74 @@ def instance_scores(
     -------
     InstanceScores
     """
+    _check_inputs(maps, valid, instance_masks, owner, peak_fraction, window)
+    n = len(maps)
+    owner, instance_masks = owner.long().to(maps.device), instance_masks.to(maps.device)
+    positive = torch.where(valid, maps.double().clamp(min=0), 0.0)
+    total = positive.flatten(1).sum(1)
+    n_instances = torch.bincount(owner, minlength=n)
+    pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
+                                                              instance_masks, owner, chunk)
+    undefined = (pixels == 0) | (total[owner] <= 0)
+    mass_share = _nan_where(inside / total[owner].clamp(min=1e-300), undefined)
+    class_mass_share = _nan_where(inside / class_total[owner].clamp(min=1e-300), undefined)
+    fair = 1.0 / (2.0 * n_instances[owner].clamp(min=1).double())
+    covered = ((peak_height >= peak_fraction) | (class_mass_share >= fair)).double()
+    defined = ~undefined
+    covered_sum = torch.zeros(n, dtype=torch.float64, device=maps.device).index_add_(
+        0, owner, torch.where(defined, covered, 0.0)
+    )
+    counted = torch.bincount(owner[defined], minlength=n)
+    coverage = _nan_where(covered_sum / counted.clamp(min=1).double(), counted == 0)
+    return InstanceScores(
+        pixels=pixels,
+        mass_share=mass_share,
+        class_mass_share=class_mass_share,
+        peak_height=_nan_where(peak_height, undefined),
+        has_peak=_nan_where((peak_height >= peak_fraction).double(), undefined),
+        covered=_nan_where(covered, undefined),
+        n_instances=n_instances,
+        instance_coverage=coverage,
+    )
+
+
+def _nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
+    return torch.where(undefined, _NAN, values)
+
+
+def _check_inputs(
+    maps: torch.Tensor, valid: torch.Tensor, instance_masks: torch.Tensor, owner: torch.Tensor, peak_fraction: float,
+    window: int,
+) -> None:
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number >= 1, got {window}")
     n, height, width = maps.shape
     if valid.shape != maps.shape or valid.dtype != torch.bool:
         raise ValueError(f"expected bool valid of shape {tuple(maps.shape)}, got {tuple(valid.shape)} {valid.dtype}")
     if instance_masks.dim() != 3 or instance_masks.shape[1:] != (height, width) or instance_masks.dtype != torch.bool:
         raise ValueError(f"expected bool instance_masks (M, {height}, {width}), got "
                          f"{tuple(instance_masks.shape)} {instance_masks.dtype}")
-    owner = owner.long().to(maps.device)
     if owner.shape != (len(instance_masks),) or (len(owner) and (owner.min() < 0 or owner.max() >= n)):
         raise ValueError(f"owner must be ({len(instance_masks)},) indices into the {n} maps")
     if not 0 < peak_fraction <= 1:
         raise ValueError(f"peak_fraction must be in (0, 1], got {peak_fraction}")
-    instance_masks = instance_masks.to(maps.device)
 
-    positive = torch.where(valid, maps.double().clamp(min=0), torch.zeros_like(maps, dtype=torch.float64))
-    total = positive.flatten(1).sum(1)
-    peaks = local_peaks(maps, valid, window)
-    n_instances = torch.bincount(owner, minlength=n)
 
+def _instance_sums(
+    positive: torch.Tensor, valid: torch.Tensor, peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    instance_masks: torch.Tensor, owner: torch.Tensor, chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per instance: valid pixels, positive mass inside, its class's positive mass (over the union of the
+    class's instances) and the highest of its map's peaks (:func:`_peak_points`) inside, 0 if none;
+    ``chunk`` instances at a time."""
+    peak_row, peak_position, peak_value = peaks  # sorted by row
+    count = torch.bincount(peak_row, minlength=len(positive))
+    first = count.cumsum(0) - count
     m = len(instance_masks)
-    union = torch.zeros((n, height, width), dtype=torch.int32, device=maps.device)
-    pixels = torch.zeros(m, dtype=torch.long, device=maps.device)
-    inside = torch.zeros(m, dtype=torch.float64, device=maps.device)
-    peak_height = torch.zeros(m, dtype=torch.float64, device=maps.device)
+    union = torch.zeros(positive.shape, dtype=torch.int32, device=positive.device)
+    pixels = torch.zeros(m, dtype=torch.long, device=positive.device)
+    inside = torch.zeros(m, dtype=torch.float64, device=positive.device)
+    peak_height = torch.zeros(m, dtype=torch.float64, device=positive.device)
     for start in range(0, m, chunk):
         part = slice(start, start + chunk)
         rows = owner[part]
@@ -168,30 +222,12 @@ def instance_scores(
         union.index_add_(0, rows, mine.int())
         pixels[part] = mine.flatten(1).sum(1)
         inside[part] = (positive[rows] * mine).flatten(1).sum(1)
-        peak_height[part] = (peaks[rows] * mine).flatten(1).max(1).values
+        # (instance, peak of its map) pairs: at most as many as the chunk's pixels
+        per = count[rows]
+        pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), per)
+        peak = first[rows][pair] + torch.arange(len(pair), device=rows.device) - (per.cumsum(0) - per)[pair]
+        inside_peak = torch.where(mine.flatten(1)[pair, peak_position[peak]], peak_value[peak], 0.0)
+        peak_height[part] = torch.zeros(len(rows), dtype=torch.float64, device=rows.device).scatter_reduce_(
+            0, pair, inside_peak, "amax")
     class_total = (positive * (union > 0)).flatten(1).sum(1)
-
-    undefined = (pixels == 0) | (total[owner] <= 0)
-    nan = torch.full_like(inside, _NAN)
-    mass_share = torch.where(undefined, nan, inside / total[owner].clamp(min=1e-300))
-    class_mass_share = torch.where(undefined, nan, inside / class_total[owner].clamp(min=1e-300))
-    has_peak = (peak_height >= peak_fraction).double()
-    fair = 1.0 / (2.0 * n_instances[owner].clamp(min=1).double())
-    covered = ((peak_height >= peak_fraction) | (class_mass_share >= fair)).double()
-    defined = ~undefined
-    covered_sum = torch.zeros(n, dtype=torch.float64, device=maps.device).index_add_(
-        0, owner, torch.where(defined, covered, torch.zeros_like(covered))
-    )
-    counted = torch.bincount(owner[defined], minlength=n)
-    coverage = torch.where(counted > 0, covered_sum / counted.clamp(min=1).double(),
-                           torch.full_like(covered_sum, _NAN))
-    return InstanceScores(
-        pixels=pixels,
-        mass_share=mass_share,
-        class_mass_share=class_mass_share,
-        peak_height=torch.where(undefined, nan, peak_height),
-        has_peak=torch.where(undefined, nan, has_peak),
-        covered=torch.where(undefined, nan, covered),
-        n_instances=n_instances,
-        instance_coverage=coverage,
-    )
+    return pixels, inside, class_total, peak_height

@@ -8,10 +8,13 @@ value points nowhere. (Quantus 0.6's PointingGame counts an empty mask as a hit;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from segaudit.metrics.ordering import MapOrdering
+from segaudit.metrics.ordering import nan_where as _nan_where
 
 __all__ = [
     "CENTROID_CUTOFF",
@@ -35,17 +38,13 @@ __all__ = [
     "best_iou",
     "background_point",
     "mask_scores",
+    "score_masks",
 ]
 
 #: Weighted-centroid cutoff: only pixels with normalised value >= this share of the map's max count.
 CENTROID_CUTOFF = 0.6
 
 _NAN = float("nan")
-
-
-def _nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
-    values = values.double()
-    return torch.where(undefined, torch.full_like(values, _NAN), values)
 
 
 def _mask_empty(masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -147,24 +146,36 @@ def point_hit_and_distance(
 
     The point is rounded to the nearest pixel for the hit test. NaN for an empty mask or an undefined point.
     """
-    n, height, width = masks.shape
     truth = masks & valid
+    hit, distance = _hits_and_distances(points, truth, chunk)
+    undefined = ~truth.flatten(1).any(1) | ~defined
+    return _nan_where(hit.double(), undefined), _nan_where(distance, undefined)
+
+
+def _hits_and_distances(
+    points: torch.Tensor, truth: torch.Tensor, chunk: int = 64, with_distance: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hit (bool) and distance (float64, ``inf`` for an empty mask; NaN without ``with_distance``) of
+    :func:`point_hit_and_distance`.
+
+    The squared distance is separable: ``min_{r,c} (r - y)^2 + (c - x)^2 = min_r [(r - y)^2 + min_c (c - x)^2]``
+    over mask pixels, and exactly so in floating point (rounding is monotone), so the row term is added
+    after the minimum over columns."""
+    n, height, width = truth.shape
     rounded = points.round().long()
     rounded[:, 0].clamp_(0, height - 1)
     rounded[:, 1].clamp_(0, width - 1)
-    index = torch.arange(n, device=masks.device)
-    hit = truth[index, rounded[:, 0], rounded[:, 1]]
-    rows = torch.arange(height, device=masks.device, dtype=torch.float64).view(1, -1, 1)
-    cols = torch.arange(width, device=masks.device, dtype=torch.float64).view(1, 1, -1)
-    distance = torch.empty(n, dtype=torch.float64, device=masks.device)
-    for start in range(0, n, chunk):  # bounds memory at chunk * H * W
-        part = slice(start, start + chunk)
-        d2 = (rows - points[part, 0, None, None]) ** 2 + (cols - points[part, 1, None, None]) ** 2
-        d2 = torch.where(truth[part], d2, torch.full_like(d2, torch.inf))
-        distance[part] = d2.flatten(1).min(1).values.sqrt()
-    distance = torch.where(hit, torch.zeros_like(distance), distance)
-    undefined = _mask_empty(masks, valid) | ~defined
-    return _nan_where(hit.double(), undefined), _nan_where(distance, undefined)
+    hit = truth[torch.arange(n, device=truth.device), rounded[:, 0], rounded[:, 1]]
+    rows = torch.arange(height, device=truth.device, dtype=torch.float64)
+    cols = torch.arange(width, device=truth.device, dtype=torch.float64)
+    distance = torch.where(hit, 0.0, _NAN if not with_distance else torch.inf).double()
+    missed = torch.nonzero(~hit)[:, 0] if with_distance else hit.new_zeros(0, dtype=torch.long)
+    for start in range(0, len(missed), chunk):  # only points outside their mask; bounds memory at chunk * H * W
+        part = missed[start : start + chunk]
+        dx2 = ((cols - points[part, 1, None]) ** 2)[:, None, :]
+        nearest = torch.where(truth[part], dx2, torch.inf).min(2).values  # (n, H) nearest column per row
+        distance[part] = ((rows - points[part, 0, None]) ** 2 + nearest).min(1).values.sqrt()
+    return hit, distance
 
 
 def segmentation_iou(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -274,13 +285,7 @@ def _over_chunks(fn, *tensors: torch.Tensor):
 def _average_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``(N, M)`` float64 1-based ranks of ``values`` ``(N, M)`` among the valid entries of each row, ties
     given the mean of the ranks they span (``scipy.stats.rankdata(method="average")``); 0 where not valid."""
-    keyed = torch.where(valid, values.double(), torch.full_like(values, torch.inf, dtype=torch.float64))
-    ordered = keyed.sort(1).values
-    # a value's tie block spans sorted positions [low, high): its average 1-based rank is (low + 1 + high) / 2
-    low = torch.searchsorted(ordered, keyed)
-    high = torch.searchsorted(ordered, keyed, right=True)
-    ranks = (low + high + 1).double() / 2
-    return torch.where(valid, ranks, torch.zeros_like(ranks))
+    return MapOrdering(values, valid).ranks()
 
 
 def _top_k_share(
@@ -290,19 +295,9 @@ def _top_k_share(
     shared out in proportion (the expected share over random tie-breaking), so the answer does not depend on
     a sort's order. NaN when ``k < 1``, when fewer than ``k`` pixels are valid, or for a map with no positive
     valid value."""
-    floor = torch.full_like(maps, -torch.inf, dtype=torch.float64)
-    vals = torch.where(valid, maps.double(), floor).flatten(1)
     ok = valid.flatten(1)
-    truth = (masks & valid).flatten(1)
-    ordered = vals.sort(1, descending=True).values
-    kth = ordered.gather(1, (k - 1).clamp(0, vals.shape[1] - 1)[:, None])
-    above = (vals > kth) & ok
-    tied = (vals == kth) & ok
-    n_above, in_above = above.sum(1), (above & truth).sum(1)
-    n_tied, in_tied = tied.sum(1), (tied & truth).sum(1)
-    hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
-    undefined = (k < 1) | (k > ok.sum(1)) | (ordered[:, 0] <= 0)
-    return _nan_where(hits / k.clamp(min=1), undefined)
+    _, cumulative = (order := MapOrdering(maps.flatten(1), ok)).in_order(masks.flatten(1) & ok)
+    return order.top_k_share(cumulative, k)
 
 
 def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -368,11 +363,8 @@ def auroc(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch
 
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ok, truth = v.flatten(1), (g & v).flatten(1)
-        ranks = _average_ranks(m.flatten(1), ok)
-        n_pos = truth.sum(1).double()
-        n_neg = ok.sum(1).double() - n_pos
-        u = (ranks * truth).sum(1) - n_pos * (n_pos + 1) / 2
-        return _nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))
+        order = MapOrdering(m.flatten(1), ok)
+        return order.auroc(order.in_order(truth)[0], truth.sum(1))
 
     return _over_chunks(one, maps, masks, valid)
 
@@ -428,22 +420,12 @@ def iou_and_dice_at(
         raise ValueError("expected at least one threshold")
 
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = torch.where(v, m, torch.full_like(m, torch.nan)).flatten(1)
-        low = torch.nan_to_num(flat, nan=torch.inf).min(1).values
-        high = torch.nan_to_num(flat, nan=-torch.inf).max(1).values
-        span = high - low
-        norm = (m - low[:, None, None]) / span.clamp(min=1e-30)[:, None, None]
-        truth = g & v
-        n_truth = truth.flatten(1).sum(1)
-        ious, dices = [], []
-        for level in levels:  # a loop over thresholds; each step is vectorised over N
-            region = (norm >= level) & v
-            inter = (region & truth).flatten(1).sum(1).double()
-            union = (region | truth).flatten(1).sum(1)
-            ious.append(inter / union.clamp(min=1))
-            dices.append(2 * inter / (region.flatten(1).sum(1) + n_truth).clamp(min=1))
-        undefined = (_mask_empty(g, v) | (span <= 0))[:, None]
-        return _nan_where(torch.stack(ious, 1), undefined), _nan_where(torch.stack(dices, 1), undefined)
+        ok, truth = v.flatten(1), (g & v).flatten(1)
+        order = MapOrdering(m.flatten(1), ok)
+        n_truth = truth.sum(1)
+        iou, dice, constant = order.thresholded(order.in_order(truth)[1], n_truth, levels)
+        undefined = ((n_truth == 0) | constant)[:, None]
+        return _nan_where(iou, undefined), _nan_where(dice, undefined)
 
     return _over_chunks(one, maps, masks, valid)
 
@@ -501,24 +483,82 @@ def mask_scores(
         ``auroc``, ``iou_at_0_5``, ``dice_at_0_5``, ``max_point_hit``/``_distance``,
         ``centroid_hit``/``_distance``, ``background_point_hit``.
     """
-    top, top_ok = max_point(maps, valid)
-    centre, centre_ok = weighted_centroid(maps, valid, centroid_cutoff)
-    bottom, bottom_ok = background_point(maps, valid)
-    top_hit, top_distance = point_hit_and_distance(top, top_ok, masks, valid)
-    centre_hit, centre_distance = point_hit_and_distance(centre, centre_ok, masks, valid)
-    bottom_hit, _ = point_hit_and_distance(bottom, bottom_ok, masks, valid)
-    iou, dice = iou_and_dice_at(maps, masks, valid, (iou_threshold,))
-    return {
-        "mask_pixels": (masks & valid).flatten(1).sum(1),
-        "energy_in_mask": energy_in_mask(maps, masks, valid),
-        "pointing_hit": pointing_game(maps, masks, valid),
-        "relevance_rank": relevance_rank_accuracy(maps, masks, valid),
-        "auroc": auroc(maps, masks, valid),
-        "iou_at_0_5": iou[:, 0],
-        "dice_at_0_5": dice[:, 0],
-        "max_point_hit": top_hit,
-        "max_point_distance": top_distance,
-        "centroid_hit": centre_hit,
-        "centroid_distance": centre_distance,
-        "background_point_hit": bottom_hit,
-    }
+    return score_masks(maps, {"mask": masks}, valid, iou_threshold, centroid_cutoff)["mask"]
+
+
+def score_masks(
+    maps: torch.Tensor, masks: Mapping[str, torch.Tensor], valid: torch.Tensor, iou_threshold: float = 0.5,
+    centroid_cutoff: float = CENTROID_CUTOFF,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`mask_scores` of the same maps against several mask kinds at once (e.g. ``{"gt": ..., "pred":
+    ...}``), equal to calling it once per kind, at a fraction of the cost: each map is sorted once (one
+    :class:`MapOrdering` serves AUROC, relevance rank and the thresholded IoU/Dice of every mask), its three
+    points and positive mass are computed once, and a mask costs a gather and a prefix sum.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` float raw maps at mask resolution.
+    masks : mapping of str to torch.Tensor
+        ``(N, H, W)`` bool reference masks per kind.
+    valid : torch.Tensor
+        ``(N, H, W)`` bool valid (non-void) pixels.
+    iou_threshold, centroid_cutoff : float
+        As in :func:`mask_scores`.
+
+    Returns
+    -------
+    dict of str to dict of str to torch.Tensor
+        Per kind, the columns of :func:`mask_scores`.
+    """
+    for kind in masks.values():
+        _check(maps, kind, valid)
+    n, height, width = maps.shape
+    step = max(1, _CHUNK_ELEMENTS // max(1, height * width))
+    parts = [_score_masks_chunk(maps[i : i + step], {k: m[i : i + step] for k, m in masks.items()},
+                                valid[i : i + step], iou_threshold, centroid_cutoff) for i in range(0, max(n, 1), step)]
+    return {k: {col: torch.cat([p[k][col] for p in parts]) for col in parts[0][k]} for k in masks}
+
+
+def _score_masks_chunk(
+    maps: torch.Tensor, masks: Mapping[str, torch.Tensor], valid: torch.Tensor, iou_threshold: float,
+    centroid_cutoff: float,
+) -> dict[str, dict[str, torch.Tensor]]:
+    ok = valid.flatten(1)
+    order = MapOrdering(maps.flatten(1), ok)
+    top, bottom, positive_max, not_constant = order.points()
+    width = maps.shape[-1]
+    points = {"max_point": (torch.stack([top // width, top % width], 1).double(), positive_max),
+              "centroid": weighted_centroid(maps, valid, centroid_cutoff),
+              "background_point": (torch.stack([bottom // width, bottom % width], 1).double(), not_constant)}
+    positive = maps.clamp(min=0) * valid
+    total = positive.flatten(1).sum(1)
+    out = {}
+    for kind, mask in masks.items():
+        truth = mask & valid
+        ordered, cumulative = order.in_order(truth.flatten(1))
+        n_truth = cumulative[:, -1].long()
+        empty = n_truth == 0
+        iou, dice, constant = order.thresholded(cumulative, n_truth, (iou_threshold,))
+        columns = {
+            "mask_pixels": n_truth,
+            "energy_in_mask": _nan_where((positive * mask).flatten(1).sum(1) / total.clamp(min=1e-30),
+                                         empty | (total <= 0)),
+            "relevance_rank": order.top_k_share(cumulative, n_truth),
+            "auroc": order.auroc(ordered, n_truth),
+            "iou_at_0_5": _nan_where(iou[:, 0], empty | constant),
+            "dice_at_0_5": _nan_where(dice[:, 0], empty | constant),
+        }
+        for name, (point, defined) in points.items():
+            hit, distance = _hits_and_distances(point, truth, with_distance=name != "background_point")
+            columns[f"{name}_hit"] = _nan_where(hit.double(), empty | ~defined)
+            columns[f"{name}_distance"] = _nan_where(distance, empty | ~defined)
+        columns["pointing_hit"] = columns["max_point_hit"]  # the strict pointing game: the same test
+        out[kind] = {col: columns[col] for col in _MASK_COLUMNS}
+    return out
+
+
+#: The columns of :func:`mask_scores`, in the scores table's order.
+_MASK_COLUMNS = ("mask_pixels", "energy_in_mask", "pointing_hit", "relevance_rank", "auroc", "iou_at_0_5",
+                 "dice_at_0_5", "max_point_hit", "max_point_distance", "centroid_hit", "centroid_distance",
+                 "background_point_hit")
