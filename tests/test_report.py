@@ -329,15 +329,6 @@ def test_reports_and_schema_do_not_import_torch() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_centroid_cutoff_has_one_value() -> None:
-    # segaudit.metrics.scores still names its own CENTROID_CUTOFF until its owner imports segaudit.schema's
-    from segaudit.metrics.scores import CENTROID_CUTOFF as scores_cutoff
-    from segaudit.schema import CENTROID_CUTOFF
-    from segaudit.settings import AuditConfig
-
-    assert AuditConfig().centroid_cutoff == CENTROID_CUTOFF == scores_cutoff
-
-
 def test_encode_map() -> None:
     values = np.array([[1.5, -2.0], [np.nan, 0.25]], np.float32)
     text, lo, hi = encode_map(values)

@@ -20,7 +20,7 @@ from segaudit.cam import upsample_maps
 from segaudit.cam.detection import DETECTION_METHODS, DetectionCams, compute_detection_cams
 from segaudit.data.preprocess import PreparedBatch, prepare_batch
 from segaudit.data.sample import Sample
-from segaudit.metrics.scores import agreement_consistency, mask_scores, segmentation_dice, segmentation_iou
+from segaudit.metrics.scores import agreement_consistency, score_masks, segmentation_dice, segmentation_iou
 from segaudit.settings import AuditConfig
 
 __all__ = ["AUDITOR", "DetectionAuditor"]
@@ -77,8 +77,8 @@ class DetectionAuditor(Auditor):
         for layer, method in det.maps:
             raw = det.maps[(layer, method)]
             full = upsample_maps(raw, tuple(batch.images.shape[-2:]))
-            per_mask = {"gt": mask_scores(full, gt_masks, valid, config.iou_threshold, config.centroid_cutoff),
-                        "pred": mask_scores(full, det.masks, valid, config.iou_threshold, config.centroid_cutoff)}
+            per_mask = score_masks(full, {"gt": gt_masks, "pred": det.masks}, valid, config.iou_threshold,
+                                   config.centroid_cutoff)
             consistency = agreement_consistency(seg_iou, per_mask["gt"]["energy_in_mask"],
                                                 per_mask["pred"]["energy_in_mask"])
             mean.add((layer, method), consistency)

@@ -32,7 +32,7 @@ from segaudit.metrics.prompting import (
     inside_from_boxes,
     prompt_rows,
 )
-from segaudit.metrics.scores import agreement_consistency, mask_scores, segmentation_dice, segmentation_iou
+from segaudit.metrics.scores import agreement_consistency, score_masks, segmentation_dice, segmentation_iou
 from segaudit.settings import AuditConfig
 
 __all__ = ["AUDITOR", "SegmentationAuditor"]
@@ -78,8 +78,8 @@ class SegmentationAuditor(Auditor):
                                                 layer, method))
             if (layer, method) == prompted:
                 _add_prompt_rows(rows, batch, full, pairs.pairs, gt_masks, valid, layer, method, config)
-            per_mask = {"gt": mask_scores(full, gt_masks, valid, config.iou_threshold, config.centroid_cutoff),
-                        "pred": mask_scores(full, pred_masks, valid, config.iou_threshold, config.centroid_cutoff)}
+            per_mask = score_masks(full, {"gt": gt_masks, "pred": pred_masks}, valid, config.iou_threshold,
+                                   config.centroid_cutoff)
             consistency = agreement_consistency(seg_iou, per_mask["gt"]["energy_in_mask"],
                                                 per_mask["pred"]["energy_in_mask"])
             mean.add((layer, method), consistency)

@@ -15,6 +15,7 @@ import torch
 
 from segaudit.metrics.ordering import MapOrdering
 from segaudit.metrics.ordering import nan_where as _nan_where
+from segaudit.schema import CENTROID_CUTOFF
 
 __all__ = [
     "CENTROID_CUTOFF",
@@ -41,8 +42,6 @@ __all__ = [
     "score_masks",
 ]
 
-#: Weighted-centroid cutoff: only pixels with normalised value >= this share of the map's max count.
-CENTROID_CUTOFF = 0.6
 
 _NAN = float("nan")
 
