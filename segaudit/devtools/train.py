@@ -21,6 +21,7 @@ from segaudit.data.classmap import build_class_map
 from segaudit.data.preprocess import prepare_batch
 from segaudit.data.readers import SegmentationDataset, read_samples
 from segaudit.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_architecture
+from segaudit.schema import VOID_LABEL
 
 __all__ = ["TrainConfig", "load_tensors", "train_model", "fit", "recalibrate_batchnorm", "confusion_matrix"]
 
@@ -141,6 +142,6 @@ def confusion_matrix(
     for start in range(0, len(images), batch_size):
         pred = model_logits(model(images[start : start + batch_size])).argmax(1)
         y = labels[start : start + batch_size]
-        keep = y != 255
+        keep = y != VOID_LABEL
         matrix += torch.bincount(y[keep] * num_classes + pred[keep], minlength=num_classes * num_classes)
     return matrix.view(num_classes, num_classes).numpy()

@@ -23,11 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segaudit.schema import VOID_LABEL
+
 __all__ = ["template_sums", "template_correlation", "confusion_shares"]
 
 
 def template_sums(
-    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int = 255
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int = VOID_LABEL
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class sums of the logit vectors over labelled pixels, to accumulate over batches.
 

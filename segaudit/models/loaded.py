@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelLoadError", "sha256_file", "freeze", "first_line"]
+__all__ = ["PYTHON_MODELS", "register_model", "IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelLoadError", "sha256_file", "freeze", "first_line"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,3 +96,15 @@ def freeze(module: nn.Module, device: str | torch.device) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+#: Models given as Python objects to :func:`segaudit.audit`, by the name the flow loads them by.
+PYTHON_MODELS: dict[str, LoadedModel] = {}
+
+
+def register_model(model: LoadedModel) -> str:
+    """Make a Python model loadable by name in this process (:func:`load_model`); return the name,
+    ``python:<arch>@<first 12 hex digits of its parameters' sha256>`` (the same model, the same name)."""
+    name = f"python:{model.arch}@{(model.sha256 or 'nohash')[:12]}"
+    PYTHON_MODELS[name] = model
+    return name

@@ -55,8 +55,23 @@ from segaudit.models.classifier import (
     build_imagenet_backbone,
     load_imagenet_mapping,
 )
-from segaudit.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError, sha256_file
+from segaudit.models.loaded import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PYTHON_MODELS,
+    LoadedModel,
+    ModelLoadError,
+    register_model,
+    sha256_file,
+)
 from segaudit.models.loaded import freeze as _freeze
+from segaudit.models.shipped import (
+    _DEMO_MODELS,
+    demo_checkpoint_path,
+    demo_classifier_path,
+    demo_detector_path,
+    demo_fcn_checkpoint_path,
+)
 from segaudit.models.vgg_fcn import VGG_FCN_DEFAULT_LAYER, vgg_fcn
 
 __all__ = [
@@ -128,26 +143,6 @@ _DETECTION_INPUT_SIZE = 800
 #: Detections a pretrained detector reports (and the audit explains): score >= 0.5, torchvision's box
 #: score threshold being 0.05 (for mAP evaluation, up to 100 low-confidence boxes per image).
 _DETECTION_SCORE_THRESHOLD = 0.5
-
-
-def demo_checkpoint_path() -> Path:
-    """Path of the shipped demo checkpoint."""
-    return Path(__file__).resolve().parents[1] / "assets" / "demo_lraspp_mobilenet_v3_large.pt"
-
-
-def demo_fcn_checkpoint_path() -> Path:
-    """Path of the shipped VGG-FCN checkpoint (``load_model("demo-fcn")``, the model CNN-Fixations can trace)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "demo_vgg_fcn.pt"
-
-
-def demo_detector_path() -> Path:
-    """Path of the shipped demo detector (``load_model("demo-detector")``, ``scripts/train_demo_detector.py``)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "demo_maskrcnn_mobilenet_v3_small_fpn.pt"
-
-
-def demo_classifier_path() -> Path:
-    """Path of the shipped demo classifier checkpoint."""
-    return Path(__file__).resolve().parents[1] / "assets" / "demo_classifier_small_gmp_cnn.pt"
 
 
 def build_architecture(arch: str, num_classes: int) -> nn.Module:
@@ -483,18 +478,6 @@ def _load_torchvision(arch: str, weights: str | None, device: str | torch.device
     )
 
 
-#: Models given as Python objects to :func:`segaudit.audit`, by the name the flow loads them by.
-_PYTHON_MODELS: dict[str, LoadedModel] = {}
-
-
-def register_model(model: LoadedModel) -> str:
-    """Make a Python model loadable by name in this process (:func:`load_model`); return the name,
-    ``python:<arch>@<first 12 hex digits of its parameters' sha256>`` (the same model, the same name)."""
-    name = f"python:{model.arch}@{(model.sha256 or 'nohash')[:12]}"
-    _PYTHON_MODELS[name] = model
-    return name
-
-
 def load_model(
     spec: str,
     *,
@@ -523,8 +506,8 @@ def load_model(
     """
     from segaudit.models.specs import parse_spec, read_model_args
 
-    if spec in _PYTHON_MODELS:  # registered in this process by segaudit.audit(model=<nn.Module>)
-        return _PYTHON_MODELS[spec]
+    if spec in PYTHON_MODELS:  # registered in this process by segaudit.audit(model=<nn.Module>)
+        return PYTHON_MODELS[spec]
     parsed = parse_spec(spec)
     spec, classes = parsed.model, classes if classes is not None else parsed.classes
     model_args = read_model_args(model_args) if model_args is not None else parsed.args
@@ -565,13 +548,6 @@ def load_model(
     )
 
 
-#: the shipped models: name -> (checkpoint path, how to rebuild it)
-_DEMO_MODELS = {
-    "demo": (demo_checkpoint_path, "scripts/train_demo_model.py"),
-    "demo-fcn": (demo_fcn_checkpoint_path, "scripts/train_demo_model.py --arch vgg_fcn"),
-    "demo-detector": (demo_detector_path, "scripts/train_demo_detector.py"),
-    "demo-classifier": (demo_classifier_path, "scripts/train_demo_classifier.py"),
-}
 
 
 def _load_adapted(spec: str, weights, device, classes, model_args, layers_only: bool) -> LoadedModel | None:

@@ -19,6 +19,7 @@ from segaudit.data.readers.voc import voc_colormap
 from segaudit.devtools.synth.annotations import Annotation
 from segaudit.devtools.synth.classes import CLASS_NAMES
 from segaudit.devtools.synth.masks import bbox, encode_rle, uncompressed_rle, void_border
+from segaudit.schema import VOID_LABEL
 
 __all__ = [
     "IMAGE_DIR",
@@ -116,8 +117,8 @@ def voc_maps(anns: list[Annotation], size: int) -> tuple[np.ndarray, np.ndarray]
     ids = objects.copy()
     ids[crowd] = 1000
     void = void_border(ids) | crowd
-    semantic[void] = 255
-    objects[void] = 255
+    semantic[void] = VOID_LABEL
+    objects[void] = VOID_LABEL
     return semantic, objects.astype(np.uint8)
 
 
