@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 
 import segaudit.auditors.batch as batch_module
+import segaudit.auditors.rows as rows_module
+import segaudit.auditors.segmentation as segmentation_module
 import segaudit.metrics.scores as scores_module
 from segaudit.auditors.batch import explain_batch, score_batch
 from segaudit.data.classmap import build_class_map
@@ -97,10 +99,15 @@ def _instrument(clock: Clock, module: torch.nn.Module) -> contextlib.ExitStack:
     )
     stack.callback(pre.remove)
     stack.callback(post.remove)
+    # where the segmentation auditor looks them up (segaudit.auditors.segmentation / .rows)
     patches = {(torch.autograd, "grad"): clock.wrap("backwards", torch.autograd.grad),
-               (batch_module, "instance_scores"): clock.wrap("instances", batch_module.instance_scores),
-               (batch_module, "_thumbnail_rows"): clock.wrap("thumbnails", batch_module._thumbnail_rows),
-               (batch_module, "mask_scores"): _paired_scores(clock)}
+               (rows_module, "instance_scores"): clock.wrap("instances", rows_module.instance_scores),
+               (segmentation_module, "thumbnail_rows"): clock.wrap("thumbnails", segmentation_module.thumbnail_rows)}
+    if hasattr(segmentation_module, "score_masks"):  # the auditor scores both mask kinds in one call
+        patches[(segmentation_module, "score_masks")] = clock.wrap("scores (score_masks)",
+                                                                   segmentation_module.score_masks)
+    else:
+        patches[(segmentation_module, "mask_scores")] = _paired_scores(clock)
     for (owner, name), patched in patches.items():
         stack.callback(setattr, owner, name, getattr(owner, name))
         setattr(owner, name, patched)
@@ -155,9 +162,10 @@ def _round(batches, read, inputs, dataset, model, class_map, config, out_dir: Pa
     for s in (clock.seconds, *per_batch):
         s["score_batch"] -= s.get("bench's own work", 0.0)
         s["maps"] = s["explain"] - s["forward"] - s["backwards"]
-        s["rows"] = s["score_batch"] - s["scores (per mask kind)"] - s["instances"] - s["thumbnails"]
-        s["scores"] = s.get("scores (score_masks)", s["scores (per mask kind)"])
-        s["audit"] = (s["read"] + s["explain"] + s["score_batch"] - s["scores (per mask kind)"] + s["scores"]
+        called = s.get("scores (per mask kind)", 0.0) or s.get("scores (score_masks)", 0.0)
+        s["rows"] = s["score_batch"] - called - s["instances"] - s["thumbnails"]
+        s["scores"] = s.get("scores (score_masks)", called)
+        s["audit"] = (s["read"] + s["explain"] + s["score_batch"] - called + s["scores"]
                       + clock.seconds["writing"] / len(per_batch))
     clock.per_batch = per_batch
     return clock
@@ -244,7 +252,7 @@ def main() -> None:
             print(f"  {stage:<11} not measured (--prefect)")
         else:
             print(f"  {stage:<11}{seconds:8.3f} s {100 * seconds / audit:5.1f}%")
-    if "scores (score_masks)" in med:
+    if "scores (score_masks)" in med and "scores (per mask kind)" in med:
         print(f"  scores as called now (mask_scores per kind): {med['scores (per mask kind)']:.3f} s; "
               f"one score_masks call: {med['scores (score_masks)']:.3f} s (equal results)")
     print(f"audit {med['audit']:.3f} s ({n / med['audit']:.1f} img/s); engine only {med['engine_only']:.3f} s "
