@@ -28,6 +28,7 @@ Size limits (so that one file can neither exhaust memory nor stall an audit):
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -321,3 +322,12 @@ def resize_issues(image_id: str, file_name: str, full_hw: tuple[int, int], hw: t
     return [ErrorRow(image_id, file_name, "read", (
         f"image resized: {full_hw[1]}x{full_hw[0]} is over the {max_side} px side limit; audited at "
         f"{hw[1]}x{hw[0]} with its {labels} resized to match"))]
+
+
+def read_logging_issues(dataset, ref):
+    """``dataset.read_with_issues(ref)``'s sample, its skipped annotations logged as warnings (the
+    ``read`` of every reader)."""
+    sample, issues = dataset.read_with_issues(ref)
+    for row in issues:
+        logging.getLogger(type(dataset).__module__).warning("%s (%s): %s", row.image_id, row.file_name, row.reason)
+    return sample

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, resize_issues
+from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, read_logging_issues, resize_issues
 from segaudit.data.readers._text import display_text
 from segaudit.data.readers.coco_json import (
     MAX_ANNOTATIONS_PER_IMAGE,
@@ -323,10 +323,7 @@ class CocoDataset:
         SampleError
             See :meth:`read_with_issues`.
         """
-        sample, issues = self.read_with_issues(ref)
-        for row in issues:
-            log.warning("%s (%s): %s", row.image_id, row.file_name, row.reason)
-        return sample
+        return read_logging_issues(self, ref)
 
     def read_with_issues(self, ref: ImageRef) -> tuple[Sample, list[ErrorRow]]:
         """Read one image and decode its annotations.

@@ -42,7 +42,13 @@ import numpy as np
 from PIL import Image
 
 from segaudit.data.classmap import is_background_name
-from segaudit.data.readers._image import MAX_SIDE, load_rgb_capped, open_image, resize_issues
+from segaudit.data.readers._image import (
+    MAX_SIDE,
+    load_rgb_capped,
+    open_image,
+    read_logging_issues,
+    resize_issues,
+)
 from segaudit.data.readers._text import display_text
 from segaudit.data.sample import IGNORE, ErrorRow, ImageRef, Instance, Sample, SampleError
 from segaudit.schema import voc_colormap
@@ -358,10 +364,7 @@ class VocDataset:
         SampleError
             See :meth:`read_with_issues`.
         """
-        sample, issues = self.read_with_issues(ref)
-        for row in issues:
-            log.warning("%s (%s): %s", row.image_id, row.file_name, row.reason)
-        return sample
+        return read_logging_issues(self, ref)
 
     def read_with_issues(self, ref: ImageRef) -> tuple[Sample, list[ErrorRow]]:
         """Read one image, its class labels and (when present) its object labels.
