@@ -29,6 +29,7 @@ __all__ = [
     "INPUT_LAYER",
     "TARGET_KINDS",
     "SCORE_KINDS",
+    "EVIDENCE_LEVELS",
     "voc_colormap",
 ]
 
@@ -69,6 +70,9 @@ FINDING_KINDS: tuple[str, ...] = (
 EVIDENCE_COLUMNS: tuple[str, ...] = (
     "seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share", "instance_coverage",
 )  # fmt: skip
+
+#: Levels of the causal checks (faithfulness curves, context tests): off, a hashed sample of images, all images.
+EVIDENCE_LEVELS = ("none", "sampled", "full")
 
 #: 1: one file per table (``<table>.parquet``, still read); 2: a plan (``run.json``) and one part per shard
 #: and table (``<table>/part-<shard>.parquet``).
@@ -244,6 +248,52 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("weight", _f64),
         ]
     ),
+    # deletion/insertion curves with ROAD imputation (segaudit.metrics.faithfulness) of each map of the images
+    # the `evidence` setting picks: one row per (image, class, method, layer, target)
+    "faithfulness": pa.schema(
+        [
+            ("image_id", _str),
+            ("class_id", _i64),
+            ("class_name", _str),
+            ("method", _str),
+            ("layer", _str),
+            ("target", _str),
+            ("pixels", _i64),
+            ("target_score", _f64),
+            ("deletion_auc", _f64),
+            ("insertion_auc", _f64),
+            ("faithfulness", _f64),
+        ]
+    ),
+    # causal context test (segaudit.metrics.context) of each labelled class of the images the `evidence`
+    # setting picks: one row per (image, class)
+    "context": pa.schema(
+        [
+            ("image_id", _str),
+            ("class_id", _i64),
+            ("class_name", _str),
+            ("object_pixels", _i64),
+            ("score", _f64),
+            ("score_object_only", _f64),
+            ("context_reliance", _f64),
+            ("iou", _f64),
+            ("iou_object_only", _f64),
+            ("context_iou_drop", _f64),
+            ("hallucination", _f64),
+            ("outside_share", _f64),
+            ("object_only_jpeg", pa.binary()),
+            ("context_only_jpeg", pa.binary()),
+        ]
+    ),
+    # per batch, the sums of the logit vectors over each class's labelled pixels (segaudit.metrics.entanglement),
+    # summed over the run into the class templates
+    "class_templates": pa.schema(
+        [
+            ("class_id", _i64),
+            ("pixels", _i64),
+            ("logit_sums", pa.list_(_f64)),
+        ]
+    ),
     "prompts": pa.schema(
         [
             ("image_id", _str),
@@ -332,7 +382,8 @@ COLUMN_DOCS: dict[str, str] = {
 
 
 #: Every table but ``run``, in writing order.
-DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings", "prompts", "fixations")
+DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings", "prompts", "fixations",
+               "faithfulness", "context", "class_templates")
 
 #: Tables a shard writes; ``findings`` (and the images' ranks) are written when the run is aggregated.
 SHARD_TABLES = tuple(t for t in DATA_TABLES if t != "findings")

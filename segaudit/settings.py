@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segaudit.findings.thresholds import FindingRules
-from segaudit.schema import ALL_METHODS, CENTROID_CUTOFF, METHODS, SCORE_KINDS, TARGET_KINDS
+from segaudit.schema import ALL_METHODS, CENTROID_CUTOFF, EVIDENCE_LEVELS, METHODS, SCORE_KINDS, TARGET_KINDS
 
 if TYPE_CHECKING:
     from segaudit.models.registry import LoadedModel
@@ -135,6 +135,11 @@ def _at_least(low: int) -> Callable[[Any], None]:
     return check
 
 
+def _share(value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"must be in (0, 1], got {value}")
+
+
 def _weights(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
@@ -205,6 +210,12 @@ class AuditConfig:
         0.1 s per map and prompt kind with GrabCut on a CPU). See :mod:`segaudit.metrics.prompting`.
     sam_checkpoint, sam_model_type : str
         Segment Anything checkpoint file and its model type (``vit_h``, ``vit_l``, ``vit_b``).
+    evidence : str
+        Level of the causal checks (:data:`segaudit.schema.EVIDENCE_LEVELS`): ``"none"``, ``"sampled"``
+        (the images :func:`segaudit.auditors.sampling.evidence_images` picks with ``evidence_share``) or
+        ``"full"``.
+    evidence_share : float
+        Share of the images checked at level ``"sampled"``.
     """
 
     methods: tuple[str, ...] = setting(
@@ -241,6 +252,13 @@ class AuditConfig:
     sam_checkpoint: str | None = setting(None, "Segment Anything checkpoint .pth for --prompts sam",
                                          cli="--sam-checkpoint")
     sam_model_type: str = setting("vit_h", None, cli="--sam-model-type", choices=("vit_h", "vit_l", "vit_b"))
+    evidence: str = setting(
+        "sampled", "causal checks of the maps and the model (faithfulness curves, context tests): none, sampled "
+        "(the images --evidence-share picks, default) or full (every image; costs tens of forwards per map)",
+        cli="--evidence", choices=EVIDENCE_LEVELS)
+    evidence_share: float = setting(
+        0.1, "with --evidence sampled: the share of images checked, picked by a hash of the image id (the same "
+        "images in every run and shard)", cli="--evidence-share", parse=float, check=_share)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -383,7 +401,7 @@ def flow_parameter_docs() -> str:
 #: The options in the order ``--help`` lists them.
 _CLI_ORDER = ("dataset", "split", "image_root", "model", "weights", "mapping", "layers", "methods", "target",
               "score", "roi", "score_cam_channels", "amp", "batch_size", "prompts", "sam_checkpoint",
-              "sam_model_type", "device", "out", "run_id", "limit", "report", "shard_size", "loader_workers",
+              "sam_model_type", "evidence", "evidence_share", "device", "out", "run_id", "limit", "report", "shard_size", "loader_workers",
               "concurrency", "resume", "deployment", "child_runs")
 
 

@@ -54,6 +54,9 @@ class BatchRows:
     instances: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)
     fixations: list[dict[str, Any]] = field(default_factory=list)
+    faithfulness: list[dict[str, Any]] = field(default_factory=list)
+    context: list[dict[str, Any]] = field(default_factory=list)
+    class_templates: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of_errors(cls, errors: Iterable[ErrorRow]) -> BatchRows:
@@ -62,7 +65,7 @@ class BatchRows:
 
     def extend(self, other: BatchRows) -> None:
         for name in ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "prompts",
-                     "fixations"):
+                     "fixations", "faithfulness", "context", "class_templates"):
             getattr(self, name).extend(getattr(other, name))
 
 

@@ -282,6 +282,9 @@ class RunTables:
     findings: pd.DataFrame
     prompts: pd.DataFrame
     fixations: pd.DataFrame
+    faithfulness: pd.DataFrame
+    context: pd.DataFrame
+    class_templates: pd.DataFrame
     reviews: pd.DataFrame | None = None  # a reviewer's decisions (segaudit.runs.reviews), if any
 
     @property
