@@ -33,7 +33,7 @@ from segaudit.metrics.instances import instance_scores
 from segaudit.metrics.scores import confusion_counts
 
 __all__ = ["PrimaryConsistency", "PairInstances", "ScoredPairs", "add_confusion_rows", "add_map_rows", "cam_max",
-           "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "pair_instances",
+           "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "jpeg_bytes", "pair_instances",
            "thumbnail_rows"]
 
 
@@ -159,7 +159,8 @@ def _png(labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    """JPEG (quality 90) bytes of an ``(H, W, 3)`` uint8 RGB image."""
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
@@ -184,7 +185,7 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
             gt = np.asarray(Image.fromarray(gt).resize((thumb, thumb), Image.NEAREST))
             if shown_pred is not None:
                 shown_pred = np.asarray(Image.fromarray(shown_pred).resize((thumb, thumb), Image.NEAREST))
-        rows.append({"image_id": sample.image_id, "image_jpeg": _jpeg(view), "gt_png": _png(gt),
+        rows.append({"image_id": sample.image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
                      "pred_png": b"" if shown_pred is None else _png(shown_pred)})
     return rows
 

@@ -8,6 +8,7 @@ import functools
 import torch
 
 from segaudit.auditors.base import Auditor, BatchRows, Explained, explain_with_cam_engine
+from segaudit.auditors.context_rows import add_context_rows, class_template_rows
 from segaudit.auditors.rows import (
     PrimaryConsistency,
     ScoredPairs,
@@ -73,6 +74,7 @@ class SegmentationAuditor(Auditor):
         labelled = pair_instances(batch, pairs.pair_list, cams.pred.device)  # for the instances table
         prompted = (cams.layers[0], _first_method(config, cams)) if config.prompts else None  # the map prompted
         keys = pairs.keys(batch)
+        primary, outside = (cams.layers[0], _first_method(config, cams)), {}  # the context rows' CAM evidence
         for layer, method, raw, full in pairs.maps(batch, cams):
             rows.instances.extend(instance_rows(labelled, full, valid, pairs.pair_list, batch, names, pairs.targets,
                                                 layer, method))
@@ -83,6 +85,8 @@ class SegmentationAuditor(Auditor):
             consistency = agreement_consistency(seg_iou, per_mask["gt"]["energy_in_mask"],
                                                 per_mask["pred"]["energy_in_mask"])
             mean.add((layer, method), consistency)
+            if (layer, method) == primary:
+                outside = dict(zip(map(tuple, pairs.pair_list), (1.0 - per_mask["gt"]["relevance_rank"]).tolist()))
             common = {"seg_iou": seg_iou.tolist(), "seg_dice": seg_dice.tolist(), "cam_max": cam_max(raw),
                       "consistency": consistency.tolist(), "label_quality": pair_quality}
             add_map_rows(rows, keys, names, layer, method, raw, per_mask, common)
@@ -100,6 +104,8 @@ class SegmentationAuditor(Auditor):
                 label_quality=image_quality[b]))
         rows.thumbnails = thumbnail_rows(batch, cams.pred, config.thumbnail_size)
         rows.fixations = fixation_rows(batch, cams)
+        rows.class_templates = class_template_rows(cams.logits, pairs.gt_all, len(names))
+        add_context_rows(rows, self.model, batch, config, outside)
 
 
 def _first_method(config: AuditConfig, cams: CamResult) -> str | None:
