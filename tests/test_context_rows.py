@@ -102,7 +102,7 @@ def test_the_sampled_level_tests_the_images_evidence_images_picks() -> None:
     config = AuditConfig(evidence="sampled", evidence_share=0.4)
     picked = evidence_images([s.image_id for s in batch.samples], "sampled", 0.4)
     rows = context_rows(_model(ColourModel()), batch, config)
-    assert list(dict.fromkeys(r["image_id"] for r in rows)) == [s.image_id for s, p in zip(batch.samples, picked) if p]
+    assert list(dict.fromkeys(r["image_id"] for r in rows)) == [s.image_id for s, p in zip(batch.samples, picked, strict=True) if p]
     assert 0 < sum(picked) < 12
 
 

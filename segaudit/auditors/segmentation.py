@@ -86,7 +86,8 @@ class SegmentationAuditor(Auditor):
                                                 per_mask["pred"]["energy_in_mask"])
             mean.add((layer, method), consistency)
             if (layer, method) == primary:
-                outside = dict(zip(map(tuple, pairs.pair_list), (1.0 - per_mask["gt"]["relevance_rank"]).tolist()))
+                outside_values = (1.0 - per_mask["gt"]["relevance_rank"]).tolist()
+                outside = dict(zip(map(tuple, pairs.pair_list), outside_values, strict=True))
             common = {"seg_iou": seg_iou.tolist(), "seg_dice": seg_dice.tolist(), "cam_max": cam_max(raw),
                       "consistency": consistency.tolist(), "label_quality": pair_quality}
             add_map_rows(rows, keys, names, layer, method, raw, per_mask, common)
