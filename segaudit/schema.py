@@ -63,12 +63,14 @@ CENTROID_CUTOFF = 0.6
 
 #: Finding kinds, in the order the findings table lists them (:mod:`segaudit.findings.rules`).
 FINDING_KINDS: tuple[str, ...] = (
-    "label_error", "context_reliance", "missed_object", "neglected_instances", "out_of_label_space",
+    "label_error", "context_reliance", "context_hallucination", "missed_object", "neglected_instances",
+    "out_of_label_space", "class_entanglement",
 )  # fmt: skip
 
 #: Score columns copied onto each finding as its evidence (the report shows them with the finding).
 EVIDENCE_COLUMNS: tuple[str, ...] = (
     "seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share", "instance_coverage",
+    "context_reliance", "hallucination", "template_correlation", "confusion_share",
 )  # fmt: skip
 
 #: Levels of the causal checks (faithfulness curves, context tests): off, a hashed sample of images, all images.
@@ -174,6 +176,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("energy_in_pred", _f64),
             ("outside_share", _f64),
             ("instance_coverage", _f64),
+            ("context_reliance", _f64),
+            ("hallucination", _f64),
+            ("template_correlation", _f64),
+            ("confusion_share", _f64),
         ]
     ),
     "maps": pa.schema(
@@ -327,13 +333,21 @@ COLUMN_DOCS: dict[str, str] = {
     "weight": "a fixation point's share of its (image, class) trace (they sum to 1 per image and class)",
     "y": "row of the fixation point in the model's input frame",
     "x": "column of the fixation point in the model's input frame",
-    "kind": "finding kind: label_error, context_reliance, missed_object, neglected_instances, out_of_label_space",
+    "kind": "finding kind: label_error, context_reliance, context_hallucination, missed_object, neglected_instances, "
+    "out_of_label_space, class_entanglement",
     "score": "strength of the finding's evidence, 0..1 (see segaudit.findings.rules for each kind's formula)",
     "rank": "1 = the strongest finding of its kind",
     "recall": "share of the labelled object the model predicts, |P & G| / |G|",
     "energy_in_gt": "the primary map's positive mass share inside the GT mask",
     "energy_in_pred": "the primary map's positive mass share inside the predicted mask",
     "outside_share": "1 - relevance rank accuracy: share of the map's top-|G| pixels outside the object",
+    "context_reliance": "causal context test (Hoyer et al. 2019): fall of the class's mean softmax score on its "
+    "object when the context is replaced by neutral fills, s(x) - s(x_obj); NaN where the test did not run",
+    "hallucination": "causal context test: share of the object's (dilated) region still predicted as the class "
+    "once the object is replaced by an imputation of its surroundings (found from context alone)",
+    "template_correlation": "correlation of two classes' centred pre-softmax class templates, the mean logit "
+    "vectors over their labelled pixels (Seg-Unravel; segaudit.metrics.entanglement)",
+    "confusion_share": "the two classes' symmetric pixel confusion, (C_ab / n_a + C_ba / n_b) / 2",
     "target": "pixels whose class logits were summed into the Seg-Grad-CAM target: 'pred' (predicted as the "
     "class) or 'gt' (labelled as the class, used when the model predicts none of it); 'detection' for a "
     "detector (Mask R-CNN): the detection's class score",

@@ -124,3 +124,88 @@ def test_planted_error_metrics_by_kind():
     assert m["auroc"] == pytest.approx(0.75)  # pairs (pos, neg): 0.9>0.8, 0.9>0, 0.1<0.8, 0.1>0
     assert m["found_in_top_n"] == 1
     assert m["recall_by_kind"] == {"delete": 0.0, "shift": 1.0}
+
+
+def _context(rows):
+    """Context-table rows ``(image, class, name, context_reliance, hallucination)``."""
+    return pd.DataFrame([{"image_id": i, "class_id": k, "class_name": n, "context_reliance": drop,
+                          "hallucination": h, "iou": 0.9} for i, k, n, drop, h in rows])
+
+
+def test_context_reliance_is_decided_by_the_causal_drop_where_the_test_ran():
+    scores = pd.DataFrame(
+        # b: the map lies mostly outside (1 - RRA 0.7) but the model keeps the boat without context
+        _score_rows("b", 5, "boat", 0.9, 0.95, 500, 480, 0.3, 0.3, 0.3)
+        # c: the map sits on the object (1 - RRA 0.05) but the model loses the boat without its water
+        + _score_rows("c", 5, "boat", 0.9, 0.95, 500, 480, 0.9, 0.9, 0.95)
+        # u: not tested: the map rule decides, marked by a NaN context_reliance
+        + _score_rows("u", 5, "boat", 0.9, 0.95, 500, 480, 0.3, 0.3, 0.4)
+        # w: a wrong prediction loses its score too, but is no context reliance
+        + _score_rows("w", 5, "boat", 0.2, 0.95, 500, 480, 0.3, 0.3, 0.9)
+    )
+    context = _context([("b", 5, "boat", 0.02, 0.0), ("c", 5, "boat", 0.6, 0.1), ("w", 5, "boat", 0.5, 0.0)])
+    found = find(_images(list("bcuw")), scores, None, FindingRules(), ("gradcam",), ("L",), context=context)
+    mine = found[found.kind == "context_reliance"].set_index("image_id")
+    assert list(mine.index) == ["c", "u"]  # strongest first: the drop 0.6, then the map's 0.6
+    assert mine.loc["c", "score"] == pytest.approx(0.6) and mine.loc["c", "context_reliance"] == pytest.approx(0.6)
+    assert mine.loc["c", "outside_share"] == pytest.approx(0.05)  # the map's view kept beside it
+    assert mine.loc["u", "score"] == pytest.approx(0.6) and np.isnan(mine.loc["u", "context_reliance"])
+    assert len(find(_images(list("bcuw")), scores, None, FindingRules(context_drop=0.7), ("gradcam",), ("L",),
+                    context=context).query("kind == 'context_reliance'")) == 1  # u only: a threshold
+
+
+def test_context_hallucination_from_the_context_table():
+    scores = pd.DataFrame(_score_rows("h", 5, "boat", 0.9, 0.95, 500, 480, 0.9, 0.9, 0.95))
+    context = _context([("h", 5, "boat", 0.1, 0.8), ("k", 2, "square", 0.0, 0.3)])
+    found = find(_images(["h", "k"]), scores, None, FindingRules(), ("gradcam",), ("L",), context=context)
+    mine = found[found.kind == "context_hallucination"]
+    assert mine[["image_id", "class_name"]].values.tolist() == [["h", "boat"]]
+    assert mine["score"].item() == pytest.approx(0.8) and mine["hallucination"].item() == pytest.approx(0.8)
+    assert mine["seg_iou"].item() == pytest.approx(0.9) and mine["target"].item() == "pred"
+    assert found[found.kind == "context_hallucination"].shape[0] == 1
+    assert "context_hallucination" not in set(find(_images(["h"]), scores, None, FindingRules(hallucination=0.9),
+                                                   context=context)["kind"])
+
+
+def _templates(vectors):
+    """class_templates rows: one per class, its template vector x 10 pixels."""
+    return pd.DataFrame([{"class_id": k, "pixels": 10, "logit_sums": list(np.asarray(v, float) * 10)}
+                         for k, v in enumerate(vectors)])
+
+
+def test_class_entanglement_needs_correlated_templates_and_confusion():
+    # classes 1 and 2 share a template direction; 3 is apart; 1 <-> 2 and 1 <-> 3 are confused alike
+    templates = _templates([[5, 0, 0, 0], [0, 5, 4, 0], [0, 4, 5, 0], [0, 0, 0, 5]])
+    confusion = pd.DataFrame({"gt_class_id": [1, 1, 2, 1, 3], "pred_class_id": [1, 2, 2, 3, 3],
+                              "pixels": [900, 100, 1000, 100, 1000]})
+    scores = pd.DataFrame(_score_rows("a", 1, "disc", 0.9, 0.9, 500, 500, 0.9, 0.9, 0.95)
+                          + _score_rows("a", 2, "square", 0.9, 0.9, 500, 500, 0.9, 0.9, 0.95))
+    found = find(_images(["a"]), scores, None, FindingRules(), ("gradcam",), ("L",),
+                 class_templates=templates, confusion=confusion)
+    mine = found[found.kind == "class_entanglement"]
+    assert mine[["image_id", "class_id", "class_name", "file_name"]].values.tolist() == [["", 1, "disc ~ square", ""]]
+    from segaudit.metrics.entanglement import confusion_shares, template_correlation
+
+    rho = template_correlation(templates["logit_sums"].tolist(), [10] * 4)[1, 2]
+    assert rho > 0.5 and mine["template_correlation"].item() == pytest.approx(rho)
+    share = (100 / 1100 + 0 / 1000) / 2  # 1 -> 2 and 2 -> 1 (1 <-> 3 the same, but their templates differ)
+    assert mine["confusion_share"].item() == pytest.approx(share)
+    assert mine["score"].item() == pytest.approx(np.sqrt(rho * share))
+    assert confusion_shares(np.diag([1.0, 1.0]))[0, 1] == 0.0
+    none = find(_images(["a"]), scores, None, FindingRules(entanglement_confusion=0.2), class_templates=templates,
+                confusion=confusion)
+    assert "class_entanglement" not in set(none["kind"])
+
+
+def test_class_reliance_ranks_by_the_causal_drop_with_the_map_beside_it():
+    rows, tested = [], []
+    for i in range(4):
+        rows += _score_rows(f"b{i}", 5, "boat", 0.8, 0.9, 500, 500, 0.8, 0.8, 0.9)  # map on the boat (0.1 outside)
+        rows += _score_rows(f"d{i}", 1, "disc", 0.8, 0.9, 500, 500, 0.4, 0.4, 0.5)  # map outside the disc (0.5)
+        tested += [(f"b{i}", 5, "boat", 0.4 + 0.1 * i, 0.0), (f"d{i}", 1, "disc", 0.01, 0.0)]
+    scores = pd.DataFrame(rows)
+    causal = class_reliance(scores, methods=("gradcam",), context=_context(tested[:-1]))  # d3 untested
+    assert list(causal["class_name"]) == ["boat", "disc"]
+    assert causal["reliance"].tolist() == pytest.approx([0.55, 0.01]) and causal["n"].tolist() == [4, 3]
+    assert causal["cam_reliance"].tolist() == pytest.approx([0.1, 0.5]) and causal["cam_n"].tolist() == [4, 4]
+    assert list(class_reliance(scores, methods=("gradcam",))["class_name"]) == ["disc", "boat"]  # the map's order

@@ -85,8 +85,9 @@ def finish_tables(
     """
     frames = {name: pd.DataFrame(getattr(rows, name), columns=SCHEMAS[name].names)
               for name in SCHEMAS if name not in ("run", "findings")}
-    frames["images"], frames["findings"] = rank_and_find(frames["images"], frames["scores"], frames["instances"],
-                                                         rules, methods, layers)
+    frames["images"], frames["findings"] = rank_and_find(
+        frames["images"], frames["scores"], frames["instances"], rules, methods, layers, context=frames["context"],
+        class_templates=frames["class_templates"], confusion=frames["confusion"])
     return frames
 
 

@@ -31,13 +31,17 @@ def rank_and_find(
     rules: FindingRules | None = None,
     methods: Sequence[str] = (),
     layers: Sequence[str] = (),
+    context: pd.DataFrame | None = None,
+    class_templates: pd.DataFrame | None = None,
+    confusion: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The images table with ``suspicion`` and ``review_rank`` set, and the findings table.
 
     ``suspicion = 1 - Q^(1-w) C^w`` (:func:`segaudit.findings.rules.suspicion`); ``review_rank`` is 1 for the most
     suspicious image, ties broken by dataset order (the order of ``images``). Findings are
     :func:`segaudit.findings.rules.find` on the run's rows, decided on the primary map of ``methods`` and
-    ``layers``.
+    ``layers``, with the causal context tests, class templates and confusion where given
+    (:mod:`segaudit.findings.causal`).
     """
     rules = rules or FindingRules()
     images = images.copy()
@@ -47,4 +51,5 @@ def rank_and_find(
     ranks = np.empty(len(images), dtype=np.int64)
     ranks[order] = np.arange(1, len(images) + 1)
     images["review_rank"] = ranks
-    return images, find(images, scores, instances, rules, methods, layers)
+    return images, find(images, scores, instances, rules, methods, layers, context=context,
+                        class_templates=class_templates, confusion=confusion)

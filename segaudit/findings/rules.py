@@ -11,9 +11,15 @@ the evidence columns it was decided on. Kinds, decided on the primary map (first
     than the label (its mass share in the predicted mask is at least that in the GT mask; a side whose mask
     is empty does not count against). Score ``1 - Q_c``.
 ``context_reliance``
-    Right for the wrong reason: the prediction is right (``seg_iou >= rules.right_iou``) but most of the
-    map's strongest pixels lie outside the object: ``1 - RRA`` (relevance rank accuracy, Arras et al. 2022)
-    above ``rules.outside_share``. Score ``1 - RRA``.
+    Right for the wrong reason: the prediction is right (``seg_iou >= rules.right_iou``) and, where the causal
+    context test ran (``context`` table), the class's score on its object falls by at least
+    ``rules.context_drop`` without its context (score: the drop; :mod:`segaudit.findings.causal`); elsewhere,
+    from the map only, most of the map's strongest pixels lie outside the object: ``1 - RRA`` (relevance
+    rank accuracy, Arras et al. 2022) above ``rules.outside_share`` (score ``1 - RRA``, evidence
+    ``context_reliance`` NaN).
+``context_hallucination``, ``class_entanglement``
+    The class is predicted from its context alone; two classes with correlated templates that the model
+    confuses (:mod:`segaudit.findings.causal`).
 ``missed_object``
     The model misses most of a labelled object (recall ``|P_c & G_c| / |G_c| < rules.missed_recall``)
     without being confident that the label is wrong (not a ``label_error``). Score ``1 - recall``.
@@ -43,6 +49,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from segaudit.findings.causal import (
+    causal_class_reliance,
+    causal_context,
+    entanglements,
+    hallucinations,
+    with_causal_test,
+)
 from segaudit.findings.thresholds import FindingRules
 from segaudit.schema import EVIDENCE_COLUMNS, FINDING_KINDS
 
@@ -111,6 +124,9 @@ def find(
     rules: FindingRules = FindingRules(),
     methods: Sequence[str] = (),
     layers: Sequence[str] = (),
+    context: pd.DataFrame | None = None,
+    class_templates: pd.DataFrame | None = None,
+    confusion: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The findings of a run (columns of the ``findings`` table), strongest first within each kind.
 
@@ -121,21 +137,32 @@ def find(
     rules : FindingRules
     methods, layers : sequence of str
         The run's methods and layers in order, to pick the primary map (:func:`primary_map`).
+    context, class_templates, confusion : pd.DataFrame, optional
+        The run's causal context tests and class templates, and its confusion table (columns
+        :data:`segaudit.findings.causal.CONTEXT_COLUMNS`, ``TEMPLATE_COLUMNS``, ``CONFUSION_COLUMNS``); without
+        them ``context_reliance`` is decided from the map alone and the causal kinds are not looked for.
     """
     method, layer = primary_map(scores, methods, layers)
     parts = []
+    pairs = pd.DataFrame(columns=["image_id", "class_id"])
     if not scores.empty:
-        pairs = _pairs(scores, method, layer)
+        pairs = with_causal_test(_pairs(scores, method, layer), context)
         iou = pairs["seg_iou"].astype(float)
         quality = pairs["label_quality"].astype(float)
         supports_pred = ~(pairs["energy_in_gt"] > pairs["energy_in_pred"])  # NaN on one side: no objection
         label_error = ((iou < rules.disagreement_iou) & (quality < rules.label_quality) & supports_pred
                        & (pairs["disagreement"] >= rules.min_pixels))
         parts.append(_rows(pairs[label_error], "label_error", 1.0 - quality[label_error], method, layer))
-        context = (iou >= rules.right_iou) & (pairs["outside_share"] > rules.outside_share)
-        parts.append(_rows(pairs[context], "context_reliance", pairs.loc[context, "outside_share"], method, layer))
+        relies, strength = causal_context(pairs, rules)
+        parts.append(_rows(pairs[relies], "context_reliance", strength, method, layer))
         missed = (pairs["recall"] < rules.missed_recall) & ~label_error & (pairs["missed_pixels"] >= rules.min_pixels)
         parts.append(_rows(pairs[missed], "missed_object", 1.0 - pairs.loc[missed, "recall"], method, layer))
+    halluc = hallucinations(context, pairs, rules)
+    parts.append(_rows(halluc.drop(columns="score"), "context_hallucination", halluc["score"], method, layer))
+    known = scores[["class_id", "class_name"]].drop_duplicates("class_id") if not scores.empty else scores
+    names = dict(zip(known.get("class_id", ()), known.get("class_name", ()), strict=True))
+    entangled = entanglements(class_templates, confusion, names, rules)
+    parts.append(_rows(entangled.drop(columns="score"), "class_entanglement", entangled["score"], "", ""))
     if instances is not None and not instances.empty:
         mine = instances[(instances["method"] == method) & (instances["layer"] == layer)]
         per_class = mine.groupby(["image_id", "class_id"], as_index=False).agg(
@@ -162,7 +189,7 @@ def find(
     if not parts:
         return pd.DataFrame(columns=columns)
     found = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
-    found["file_name"] = found["image_id"].map(images.set_index("image_id")["file_name"])
+    found["file_name"] = found["image_id"].map(images.set_index("image_id")["file_name"]).fillna("")  # "": the run
     found["kind"] = pd.Categorical(found["kind"], FINDING_KINDS)
     found = found.sort_values(["kind", "score", "image_id", "class_id"], ascending=[True, False, True, True],
                               kind="stable")
@@ -172,19 +199,22 @@ def find(
 
 
 def class_reliance(scores: pd.DataFrame, rules: FindingRules = FindingRules(), methods: Sequence[str] = (),
-                   layers: Sequence[str] = ()) -> pd.DataFrame:
-    """Per class, how much the primary map of its right predictions lies outside the object.
+                   layers: Sequence[str] = (), context: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per class, how much its right predictions rely on context.
 
-    ``reliance_c = mean over right predictions of class c of (1 - RRA)`` (see ``context_reliance``); a
-    class the model recognises by its surroundings (e.g. boats by water) scores highest. Columns
-    ``class_id, class_name, reliance, n`` sorted by reliance, highest first, with ``rank`` (1 = highest).
+    With the run's ``context`` table (the causal test), ``reliance_c`` is the mean causal ``context_reliance``
+    ``s(x) - s(x_obj)`` over the right predictions of class ``c`` the test ran on (``n`` of them): a class the
+    model recognises by its surroundings (e.g. boats by water) loses most without them. ``cam_reliance`` (and
+    its count ``cam_n``) is the map's view, the mean ``1 - RRA`` of the primary map over all right predictions;
+    without ``context`` it is the ranking (``reliance = cam_reliance``). Columns ``class_id, class_name,
+    reliance, n, cam_reliance, cam_n, rank``, highest reliance first (``rank`` 1).
     """
     method, layer = primary_map(scores, methods, layers)
     pairs = _pairs(scores, method, layer) if not scores.empty else pd.DataFrame(
-        columns=["class_id", "class_name", "seg_iou", "outside_share"])
-    right = pairs[pairs["seg_iou"].astype(float) >= rules.right_iou]
-    table = right.groupby(["class_id", "class_name"], as_index=False).agg(
-        reliance=("outside_share", "mean"), n=("outside_share", "count"))
-    table = table.sort_values("reliance", ascending=False, kind="stable").reset_index(drop=True)
+        columns=["image_id", "class_id", "class_name", "seg_iou", "outside_share"])
+    table = causal_class_reliance(with_causal_test(pairs, context), rules)
+    if context is None or context.empty:
+        table["reliance"], table["n"] = table["cam_reliance"], table["cam_n"]
+    table = table.sort_values("reliance", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     return table

@@ -24,7 +24,21 @@ class FindingRules:
     right_iou : float
         A prediction with IoU at least this is right (for ``context_reliance``).
     outside_share : float
-        Share of the map's top-|G| pixels outside the object above which a right prediction relies on context.
+        Share of the map's top-|G| pixels outside the object above which a right prediction relies on context
+        (the map rule, for pairs the causal context test did not run on).
+    context_drop : float
+        Fall of the class's mean softmax score on its object when the context is replaced (the causal context
+        test's ``context_reliance``) from which a right prediction relies on context. 0.25: a quarter of the
+        probability mass on the object lost to a neutral context; a model that recognises the object by itself
+        loses a few hundredths.
+    hallucination : float
+        Share of the object's region still predicted as the class once the object is replaced by an imputation
+        of its surroundings, from which it is a ``context_hallucination`` (0.5: most of it).
+    entanglement_correlation : float
+        Correlation of two classes' centred pre-softmax templates from which they are entangled (0.5).
+    entanglement_confusion : float
+        Symmetric confusion share of two classes' pixels (:func:`segaudit.metrics.entanglement.confusion_shares`)
+        from which entangled classes make a ``class_entanglement`` finding (0.02: 2% of their pixels).
     missed_recall : float
         Share of the labelled object the model must predict, below which the object is missed.
     instance_coverage : float
@@ -42,6 +56,10 @@ class FindingRules:
     label_quality: float = 0.5
     right_iou: float = 0.5
     outside_share: float = 0.5
+    context_drop: float = 0.25
+    hallucination: float = 0.5
+    entanglement_correlation: float = 0.5
+    entanglement_confusion: float = 0.02
     missed_recall: float = 0.5
     instance_coverage: float = 0.5
     min_pixels: int = 64

@@ -29,6 +29,7 @@ from segaudit.console import EnvironmentProblem
 from segaudit.data.identity import image_root_of, images_fingerprint
 from segaudit.data.readers import SegmentationDataset
 from segaudit.data.sample import ImageRef
+from segaudit.findings.causal import CONFUSION_COLUMNS, CONTEXT_COLUMNS, TEMPLATE_COLUMNS
 from segaudit.findings.ranking import FINDING_INSTANCE_COLUMNS, FINDING_SCORE_COLUMNS, rank_and_find
 from segaudit.findings.rules import FindingRules
 from segaudit.models.registry import LoadedModel
@@ -313,9 +314,12 @@ def aggregate_run(run_dir: str) -> dict[str, int]:
     instances = read_table(run_dir, "instances", columns=FINDING_INSTANCE_COLUMNS)
     meta = plan["run"]
     rules, methods, layers = _rules_methods_layers(meta)
-    ranked, findings = rank_and_find(images, scores, instances, rules, methods, layers)
+    causal = {"context": read_table(run_dir, "context", columns=CONTEXT_COLUMNS),
+              "class_templates": read_table(run_dir, "class_templates", columns=TEMPLATE_COLUMNS),
+              "confusion": read_table(run_dir, "confusion", columns=CONFUSION_COLUMNS)}
+    ranked, findings = rank_and_find(images, scores, instances, rules, methods, layers, **causal)
     image_shard = dict(zip(images["image_id"], shard_of, strict=True))
-    finding_shard = findings["image_id"].map(image_shard).to_numpy()
+    finding_shard = findings["image_id"].map(image_shard).fillna(names[0] if names else "").to_numpy()  # run-wide
     image_shards = pd.Series(shard_of, dtype=object).to_numpy()
     for name in names:
         write_table(ranked[image_shards == name].reset_index(drop=True), part_path(run_dir, "images", name), "images")
