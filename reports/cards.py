@@ -15,7 +15,10 @@ One card per image of the ``images`` table, made from the run's tables alone:
   model's input resolution; they coincide when the thumbnail is that size (inputs up to 256 px) and
   differ by at most the scale factor otherwise. ``tests/test_report_browser.py`` checks the page's points
   against :mod:`segaudit.metrics.scores`;
-* instance coverage per instance (instances table), findings and CAM-prompted segments (prompts table).
+* instance coverage per instance (instances table), findings and CAM-prompted segments (prompts table);
+* where the causal context test ran (context table, :mod:`segaudit.metrics.context`): per class, the
+  object-only and context-only views (JPEG as is) with the class's score and IoU on the object before and
+  after the context is replaced, and how much of the object's place is still predicted from context alone.
 
 Coordinates are ``(row, col)`` in thumbnail pixels (pixel centres at integers); ``th`` x ``tw`` is the
 thumbnail's size.
@@ -59,12 +62,18 @@ class CardTables:
     findings: pd.DataFrame
     prompts: pd.DataFrame
     fixations: pd.DataFrame | None = None
+    context: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self._by_image = {
             name: _records_by_image(getattr(self, name))
-            for name in ("thumbnails", "maps", "scores", "instances", "findings", "prompts", "fixations")
+            for name in ("thumbnails", "maps", "scores", "instances", "findings", "prompts", "fixations", "context")
         }
+
+    def set_context(self, context: pd.DataFrame | None) -> None:
+        """Replace the rows of the context table (its views are pictures: read with the heavy tables)."""
+        self.context = context
+        self._by_image["context"] = _records_by_image(context)
 
     def set_heavy(self, maps: pd.DataFrame, thumbnails: pd.DataFrame) -> None:
         """Replace the rows of the maps and thumbnails tables (e.g. with the next batch of images')."""
@@ -146,6 +155,7 @@ def build_cards(
         card["find"] = _findings(tables.rows("findings", image_id))
         card["prompts"] = _prompts(tables.rows("prompts", image_id), index)
         card["fix"] = _fixations(tables.rows("fixations", image_id), index)
+        card["ctx"] = _context(tables.rows("context", image_id), index)
         cards.append(card)
     return cards
 
@@ -251,6 +261,22 @@ def _prompts(records: list[dict[str, Any]], index: dict[tuple, int]) -> list[dic
                     "seg": as_text(r.get("segmenter")), "pt": as_text(r.get("point")), "pr": as_text(r.get("prompts")),
                     "hit": as_finite(r.get("point_hit")), "iou": as_finite(r.get("iou_with_gt")),
                     "dice": as_finite(r.get("dice_with_gt"))})
+    return out
+
+
+def _context(records: list[dict[str, Any]], index: dict[tuple, int]) -> list[dict[str, Any]]:
+    """The causal context test of each tested class: its two views and the numbers (``None`` where undefined)."""
+    out = []
+    for r in records:
+        subject = _class_subject(index, int(r["class_id"]))
+        if subject is None:
+            continue
+        out.append({"s": subject, "obj": _data_uri(r.get("object_only_jpeg"), "image/jpeg"),
+                    "ctx": _data_uri(r.get("context_only_jpeg"), "image/jpeg"),
+                    **{key: as_finite(r.get(col)) for key, col in (
+                        ("sc", "score"), ("so", "score_object_only"), ("drop", "context_reliance"), ("iou", "iou"),
+                        ("io", "iou_object_only"), ("idrop", "context_iou_drop"), ("hal", "hallucination"),
+                        ("out", "outside_share"))}})
     return out
 
 

@@ -31,6 +31,10 @@ METRIC_LABELS: dict[str, str] = {
     "energy_in_gt": "energy in GT",
     "energy_in_pred": "energy in pred",
     "outside_share": "outside share",
+    "context_reliance": "causal drop",
+    "hallucination": "hallucination",
+    "template_correlation": "template corr.",
+    "confusion_share": "confusion",
 }
 
 

@@ -361,6 +361,7 @@ def _pages(
         ids = [str(i) for i in order["image_id"].iloc[batch : batch + per_batch]]
         pictures = read_table(run_dir, "thumbnails", image_ids=ids)
         card_tables.set_heavy(read_table(run_dir, "maps", image_ids=ids), pictures)
+        card_tables.set_context(read_table(run_dir, "context", image_ids=ids))
         for image_id, jpeg in zip(pictures["image_id"].astype(str), pictures["image_jpeg"], strict=True):
             if image_id in with_findings and image_id not in thumbs:
                 uri = mini_thumbnail(jpeg)

@@ -586,3 +586,50 @@ def test_to_data_uri_roundtrip() -> None:
     decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
     np.testing.assert_array_equal(decoded, rgb)
     assert to_data_uri(rgb, fmt="JPEG").startswith("data:image/jpeg;base64,")
+
+
+def test_cards_show_the_causal_context_test_and_the_list_the_new_kinds(fake_run, tmp_path: Path) -> None:
+    from report_runs import jpeg
+
+    run_dir, facts = fake_run
+    run = load_run(run_dir)
+    first = facts["images"][0]
+    class_id = CLASS_NAMES.index(first["gt_classes"][0])
+    views = [jpeg(np.full((64, 64, 3), v, np.uint8)) for v in (30, 220)]
+    write_table([{"image_id": first["image_id"], "class_id": class_id, "class_name": CLASS_NAMES[class_id],
+                  "object_pixels": 484, "score": 0.9, "score_object_only": 0.3, "context_reliance": 0.6, "iou": 0.8,
+                  "iou_object_only": 0.2, "context_iou_drop": 0.6, "hallucination": 0.7, "outside_share": 0.4,
+                  "object_only_jpeg": views[0], "context_only_jpeg": views[1]}],
+                run_dir / "context.parquet", "context")
+    nan = float("nan")
+    base = {k: nan for k in ("seg_iou", "label_quality", "recall", "energy_in_gt", "energy_in_pred", "outside_share",
+                             "instance_coverage", "context_reliance", "hallucination", "template_correlation",
+                             "confusion_share")}
+    extra = [
+        {**base, "image_id": first["image_id"], "file_name": first["file_name"], "class_id": class_id,
+         "class_name": CLASS_NAMES[class_id], "kind": "context_hallucination", "score": 0.7, "rank": 1,
+         "method": METHODS[0], "layer": LAYERS[0], "target": "pred", "hallucination": 0.7, "context_reliance": 0.6},
+        {**base, "image_id": first["image_id"], "file_name": first["file_name"], "class_id": class_id,
+         "class_name": CLASS_NAMES[class_id], "kind": "context_reliance", "score": 0.8, "rank": 1,
+         "method": METHODS[0], "layer": LAYERS[0], "target": "pred", "outside_share": 0.8},
+        {**base, "image_id": "", "file_name": "", "class_id": 1, "class_name": f"{CLASS_NAMES[1]} ~ {CLASS_NAMES[2]}",
+         "kind": "class_entanglement", "score": 0.3, "rank": 1, "method": "", "layer": "", "target": "",
+         "template_correlation": 0.9, "confusion_share": 0.1},
+    ]
+    findings = pd.concat([run.findings, pd.DataFrame(extra)], ignore_index=True)
+    write_table(findings, run_dir / "findings.parquet", "findings")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    card = next(c for p in _inline_pages(html) for c in p["cards"] if c["id"] == first["image_id"])
+    (test,) = card["ctx"]
+    assert card["subjects"][test["s"]]["c"] == class_id
+    assert base64.b64decode(test["obj"].split(",", 1)[1]) == views[0]
+    assert base64.b64decode(test["ctx"].split(",", 1)[1]) == views[1]
+    assert (test["sc"], test["so"], test["drop"], test["hal"], test["out"]) == (0.9, 0.3, 0.6, 0.7, 0.4)
+    assert all(c["ctx"] == [] for p in _inline_pages(html) for c in p["cards"] if c["id"] != first["image_id"])
+    listed = {f["k"]: f for f in _data(html)["findings"]}
+    assert listed["context_hallucination"]["e"] == {"context_reliance": 0.6, "hallucination": 0.7}
+    assert listed["context_reliance"]["e"] == {"outside_share": 0.8}  # no causal drop: the page says "from the map only"
+    assert listed["class_entanglement"]["e"] == {"template_correlation": 0.9, "confusion_share": 0.1}
+    assert listed["class_entanglement"]["i"] is None  # run-wide: no card
+    assert listed["class_entanglement"]["n"] == f"{CLASS_NAMES[1]} ~ {CLASS_NAMES[2]}"
+    assert "from the map only" in html and "Causal context test" in html

@@ -283,7 +283,8 @@ window.segauditCards = function (api) {
     var layerStrip = el("div", {"class": "strip", "data-role": "layers"});
     var inst = el("div", {"data-role": "instances"});
     var prompts = el("div", {"data-role": "prompts"});
-    var side = el("div", {"class": "side"}, [selectors, scores,
+    var contextBox = el("div", {"data-role": "context"});
+    var side = el("div", {"class": "side"}, [selectors, scores, contextBox,
       el("h3", {text: "Methods side by side"}), methodStrip,
       layers.length > 1 ? el("h3", {text: "Layer sweep (early \u2192 late)"}) : null, layers.length > 1 ? layerStrip : null,
       inst, prompts]);
@@ -399,6 +400,21 @@ window.segauditCards = function (api) {
             text: "#" + r.k + (r.a ? " (ann " + r.a + ")" : "") + " " + verdict}));
         });
         inst.appendChild(chips);
+      }
+      // the causal context test (segaudit.metrics.context): the model asked, not the map
+      clear(contextBox);
+      var test = (card.ctx || []).filter(function (x) { return x.s === state.s; })[0];
+      if (test) {
+        var caption = function (text) { return el("figcaption", {"class": "muted small", text: text}); };
+        contextBox.appendChild(el("h3", {text: "Causal context test"}));
+        contextBox.appendChild(el("div", {"class": "context-views"}, [
+          el("figure", null, [test.obj ? el("img", {src: test.obj, alt: "object only"}) : null,
+            caption("object only: score " + fmt(test.sc, 2) + " → " + fmt(test.so, 2) + ", IoU " + fmt(test.iou, 2) + " → " + fmt(test.io, 2))]),
+          el("figure", null, [test.ctx ? el("img", {src: test.ctx, alt: "context only"}) : null,
+            caption("context only: " + fmt(test.hal, 2) + " of the object's place still predicted")])]));
+        contextBox.appendChild(el("div", {"class": "small", "data-role": "context-drop",
+          title: "score drop s(x) - s(x_obj) without the context, averaged over neutral fills (Hoyer et al. 2019); the map's outside share beside it",
+          text: "score drop without context " + fmt(test.drop, 2) + " · IoU drop " + fmt(test.idrop, 2) + " · map outside share " + fmt(test.out, 2)}));
       }
       // CAM-prompted segments
       clear(prompts);

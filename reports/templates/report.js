@@ -168,6 +168,7 @@
         Object.keys(f.e).forEach(function (k, j) {
           span.appendChild(el("span", {title: doc(k), text: (j ? " \u00b7 " : "") + label(k) + " " + fmt(f.e[k], 2)}));
         });
+        if (f.k === "context_reliance" && !("context_reliance" in f.e)) { span.appendChild(el("span", {"class": "muted", text: " from the map only"})); }
         if (f.m) { span.appendChild(el("span", {"class": "muted", text: " (" + f.m + (f.l ? " @ " + f.l : "") + ")"})); }
         return span;
       }, value: function (f) { return ""; }}
