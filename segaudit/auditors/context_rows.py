@@ -37,7 +37,7 @@ from segaudit.models.registry import LoadedModel
 from segaudit.schema import VOID_LABEL
 from segaudit.settings import AuditConfig
 
-__all__ = ["CONTEXT_RADIUS", "CONTEXT_CHUNK", "labelled_pairs", "model_forward", "context_rows", "add_context_rows",
+__all__ = ["CONTEXT_RADIUS", "CONTEXT_CHUNK", "labelled_pairs", "inside_letterbox", "model_forward", "context_rows", "add_context_rows",
            "class_template_rows"]
 
 #: Dilation (pixels, in the model's input frame) of an object into the region kept / replaced.
@@ -55,6 +55,21 @@ def labelled_pairs(gt: torch.Tensor, num_classes: int, chosen: Sequence[bool]) -
             present = torch.unique(gt[b]).tolist()
             pairs.extend((b, k) for k in present if 0 < k < num_classes and k != VOID_LABEL)
     return pairs
+
+
+def inside_letterbox(batch: PreparedBatch, picked: Sequence[int]) -> torch.Tensor:
+    """``(len(picked), S, S)`` bool: the picked images' pixels inside the letterbox (not padding).
+
+    The context test perturbs and measures over these, not over the non-void pixels: a dataset's void ring
+    around an object (Pascal VOC's 5-pixel borders) is part of the object's region ``D``; left in place it
+    would keep the object's outline, from which an imputation spreads the object's colours back in. The
+    object ``O`` itself is the class's labelled pixels, void excluded."""
+    side = batch.gt.shape[-1]
+    inside = torch.zeros((len(picked), side, side), dtype=torch.bool)
+    for i, b in enumerate(picked):
+        box = batch.boxes[b]
+        inside[i, box.top : box.top + box.new_height, box.left : box.left + box.new_width] = True
+    return inside
 
 
 def model_forward(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -116,7 +131,7 @@ def context_rows(
     picked = sorted({b for b, _ in pairs})
     local = {b: i for i, b in enumerate(picked)}  # only the picked images go through the model again
     images = batch.images[picked].to(device)
-    gt, valid = batch.gt[picked].to(device), batch.valid[picked].to(device)
+    gt, valid = batch.gt[picked].to(device), inside_letterbox(batch, picked).to(device)
     image_of = torch.tensor([local[b] for b, _ in pairs], dtype=torch.long, device=device)
     classes = torch.tensor([k for _, k in pairs], dtype=torch.long, device=device)
     objects = gt[image_of] == classes[:, None, None]
