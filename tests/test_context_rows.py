@@ -145,3 +145,18 @@ def test_a_failing_context_stage_becomes_error_rows_and_the_batch_keeps_its_othe
     rows = score_batch(explain_batch(samples, model, class_map, config), model, config)
     assert not rows.errors and [(r["image_id"], r["class_id"]) for r in rows.context] == [("img0", 1), ("img1", 1)]
     assert all(0.0 <= r["outside_share"] <= 1.0 for r in rows.context)  # the primary map's CAM evidence
+
+
+def test_a_void_ring_around_the_object_is_replaced_with_it() -> None:
+    # VOC-style labels: a void border around the object, the object's own edge pixels. Left in place, they keep
+    # its outline and the imputation spreads its colour back over the object: a false hallucination.
+    batch = _batch(2)
+    for b in range(2):
+        ring = torch.zeros_like(batch.gt[b], dtype=torch.bool)
+        ring[2:16, 2:16] = True
+        ring[4:14, 4:14] = False
+        batch.gt[b][ring] = 255
+        batch.images[b][:, ring] = batch.images[b][:, 8, 8][:, None]  # the ring has the object's colour
+    rows = context_rows(_model(ColourModel()), batch, AuditConfig(evidence="full"))
+    red = [r for r in rows if r["class_id"] == 1]
+    assert all(r["object_pixels"] == 100 and r["hallucination"] == 0.0 for r in red)
