@@ -117,6 +117,19 @@ def _rows(frame: pd.DataFrame, kind: str, score: pd.Series, method: str, layer: 
     return out
 
 
+def _model_kinds(
+    scores: pd.DataFrame, pairs: pd.DataFrame, context: pd.DataFrame | None, class_templates: pd.DataFrame | None,
+    confusion: pd.DataFrame | None, rules: FindingRules, method: str, layer: str,
+) -> list[pd.DataFrame]:
+    """The ``context_hallucination`` and ``class_entanglement`` rows (:mod:`segaudit.findings.causal`)."""
+    halluc = hallucinations(context, pairs, rules)
+    known = scores[["class_id", "class_name"]].drop_duplicates("class_id") if not scores.empty else scores
+    names = dict(zip(known.get("class_id", ()), known.get("class_name", ()), strict=True))
+    entangled = entanglements(class_templates, confusion, names, rules)
+    return [_rows(halluc.drop(columns="score"), "context_hallucination", halluc["score"], method, layer),
+            _rows(entangled.drop(columns="score"), "class_entanglement", entangled["score"], "", "")]
+
+
 def find(
     images: pd.DataFrame,
     scores: pd.DataFrame,
@@ -157,12 +170,7 @@ def find(
         parts.append(_rows(pairs[relies], "context_reliance", strength, method, layer))
         missed = (pairs["recall"] < rules.missed_recall) & ~label_error & (pairs["missed_pixels"] >= rules.min_pixels)
         parts.append(_rows(pairs[missed], "missed_object", 1.0 - pairs.loc[missed, "recall"], method, layer))
-    halluc = hallucinations(context, pairs, rules)
-    parts.append(_rows(halluc.drop(columns="score"), "context_hallucination", halluc["score"], method, layer))
-    known = scores[["class_id", "class_name"]].drop_duplicates("class_id") if not scores.empty else scores
-    names = dict(zip(known.get("class_id", ()), known.get("class_name", ()), strict=True))
-    entangled = entanglements(class_templates, confusion, names, rules)
-    parts.append(_rows(entangled.drop(columns="score"), "class_entanglement", entangled["score"], "", ""))
+    parts += _model_kinds(scores, pairs, context, class_templates, confusion, rules, method, layer)
     if instances is not None and not instances.empty:
         mine = instances[(instances["method"] == method) & (instances["layer"] == layer)]
         per_class = mine.groupby(["image_id", "class_id"], as_index=False).agg(
