@@ -160,3 +160,4 @@ def test_a_void_ring_around_the_object_is_replaced_with_it() -> None:
     rows = context_rows(_model(ColourModel()), batch, AuditConfig(evidence="full"))
     red = [r for r in rows if r["class_id"] == 1]
     assert all(r["object_pixels"] == 100 and r["hallucination"] == 0.0 for r in red)
+    assert all(r["iou"] == 1.0 for r in red)  # the red ring is void: it counts in no measure, as in seg_iou

@@ -60,10 +60,10 @@ def labelled_pairs(gt: torch.Tensor, num_classes: int, chosen: Sequence[bool]) -
 def inside_letterbox(batch: PreparedBatch, picked: Sequence[int]) -> torch.Tensor:
     """``(len(picked), S, S)`` bool: the picked images' pixels inside the letterbox (not padding).
 
-    The context test perturbs and measures over these, not over the non-void pixels: a dataset's void ring
-    around an object (Pascal VOC's 5-pixel borders) is part of the object's region ``D``; left in place it
-    would keep the object's outline, from which an imputation spreads the object's colours back in. The
-    object ``O`` itself is the class's labelled pixels, void excluded."""
+    The context test perturbs these, not only the non-void pixels: a dataset's void ring around an object
+    (Pascal VOC's 5-pixel borders) is part of the object's region ``D``; left in place it would keep the
+    object's outline, from which an imputation spreads the object's colours back in. The measures (scores,
+    IoUs, hallucination) count the non-void pixels only, as the audit's ``seg_iou`` does."""
     side = batch.gt.shape[-1]
     inside = torch.zeros((len(picked), side, side), dtype=torch.bool)
     for i, b in enumerate(picked):
@@ -136,7 +136,7 @@ def context_rows(
     classes = torch.tensor([k for _, k in pairs], dtype=torch.long, device=device)
     objects = gt[image_of] == classes[:, None, None]
     effects = context_effects(model_forward(model.module), images, valid, image_of, classes, objects,
-                              radius=CONTEXT_RADIUS, chunk=CONTEXT_CHUNK)
+                              radius=CONTEXT_RADIUS, chunk=CONTEXT_CHUNK, measured=gt != VOID_LABEL)
     values = {key: tensor.tolist() for key, tensor in effects.items()}
     regions = dilate(objects, CONTEXT_RADIUS)
     baseline = fill_images(images, valid, "baseline")

@@ -153,6 +153,7 @@ def context_effects(
     context_fills: Sequence[str] = CONTEXT_FILLS,
     object_fills: Sequence[str] = OBJECT_FILLS,
     chunk: int = 32,
+    measured: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The causal context test of ``N`` (image, class) pairs (module docstring), averaged over the fills.
 
@@ -172,6 +173,10 @@ def context_effects(
         From :data:`CONTEXT_FILLS` and :data:`OBJECT_FILLS`.
     chunk : int
         Images per model call.
+    measured : torch.Tensor, optional
+        ``(B, H, W)`` bool: the pixels the scores, IoUs and hit shares count (default ``valid``): e.g. the
+        non-void pixels while ``valid`` (the pixels the fills replace) is the non-padding area, so that a void
+        ring around an object is replaced with it but counts in no measure.
 
     Returns
     -------
@@ -181,7 +186,7 @@ def context_effects(
         ``context_only_score`` (``s(x_ctx)``), the last five averaged over the fills.
     """
     regions = dilate(objects, radius)
-    pair_valid = valid[image_of]
+    pair_valid = (valid if measured is None else measured)[image_of]
     with torch.no_grad():
         def run(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x
