@@ -56,19 +56,23 @@ def prepare(spec: UnseenSpec, folder: Path, n_train: int, n_val: int, epochs: in
 
 
 @torch.no_grad()
-def softmax_outputs(root: Path, checkpoint: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def model_outputs(root: Path, checkpoint: Path) -> tuple[list[str], np.ndarray, np.ndarray, pd.DataFrame]:
     """Image ids, softmax outputs ``(N, K, S, S)`` and labels ``(N, S, S)`` of the val split, prepared as
-    the audit prepares them (the model's letterbox and normalisation)."""
+    the audit prepares them (the model's letterbox and normalisation), and a reference causal context test
+    of every labelled (image, class): :func:`segaudit.metrics.context.context_effects` with its default
+    context fills and a cheap object fill (unused here; columns ``class_name, iou, context_reliance``), to cross-check the
+    audit's ``context`` table and to show whether the model learned the cue at all."""
     from segaudit.cam import model_logits
     from segaudit.data.classmap import build_class_map
     from segaudit.data.preprocess import prepare_batch
     from segaudit.data.readers import open_dataset, read_samples
+    from segaudit.metrics.context import context_effects
     from segaudit.models.registry import load_model
 
     data = open_dataset(root, split="val")
     model = load_model(str(checkpoint))
     class_map = build_class_map(data.category_names, model.class_names, None)
-    ids, probs, labels = [], [], []
+    ids, probs, labels, pairs = [], [], [], []
     refs = data.refs()
     for i in range(0, len(refs), 32):
         samples, _ = read_samples(data, refs[i : i + 32])
@@ -76,7 +80,15 @@ def softmax_outputs(root: Path, checkpoint: Path) -> tuple[list[str], np.ndarray
         probs.append(model_logits(model.module(batch.images)).softmax(1).numpy())
         labels.append(batch.gt.numpy())
         ids += [s.image_id for s in samples]
-    return ids, np.concatenate(probs), np.concatenate(labels)
+        image_of, classes = zip(*[(b, k) for b in range(len(samples)) for k in batch.gt[b].unique().tolist()
+                                  if 0 < k < model.num_classes], strict=True)
+        image_of, classes = torch.tensor(image_of), torch.tensor(classes)
+        effects = context_effects(lambda x: model_logits(model.module(x)), batch.images,
+                                  torch.ones_like(batch.gt, dtype=torch.bool), image_of, classes,
+                                  batch.gt[image_of] == classes[:, None, None], object_fills=("baseline",))
+        pairs.append(pd.DataFrame({"class_name": [model.class_names[k] for k in classes.tolist()],
+                                   "iou": effects["iou"].numpy(), "context_reliance": effects["context_reliance"].numpy()}))
+    return ids, np.concatenate(probs), np.concatenate(labels), pd.concat(pairs, ignore_index=True)
 
 
 def cleanlab_quality(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -137,7 +149,8 @@ def faithfulness_lines(faith: pd.DataFrame) -> dict[str, str]:
 
 
 def ranking_metrics(run, manifest: list, ids: list[str], cleanlab: np.ndarray) -> dict[str, float]:
-    """AUROC and AP of the review order, label quality, cleanlab and CAM consistency for planted vs clean."""
+    """AUROC and AP for planted vs clean images of the review order, label quality, cleanlab, CAM consistency,
+    and the pre-issue-16 blend ``1 - Q^0.75 C^0.25`` (``old_blend``)."""
     images = run.images.reset_index(drop=True)
     by_id = pd.Series(cleanlab, index=ids)
     candidates = {
@@ -146,6 +159,9 @@ def ranking_metrics(run, manifest: list, ids: list[str], cleanlab: np.ndarray) -
         "cleanlab": 1.0 - by_id.reindex(images["image_id"].astype(str)).to_numpy(dtype=float),
         "consistency": 1.0 - images["consistency"].fillna(1.0).to_numpy(dtype=float),
     }
+    # the blend the ranking used before issue 16 (1 - Q^0.75 C^0.25), for comparison
+    q = images["label_quality"].fillna(1.0).clip(0, 1).to_numpy(dtype=float)
+    candidates["old_blend"] = 1.0 - q**0.75 * images["consistency"].fillna(1.0).clip(0, 1).to_numpy(dtype=float) ** 0.25
     out = {}
     for name, score in candidates.items():
         m = planted_error_metrics(images, score, manifest)
@@ -163,13 +179,14 @@ def run_dataset(spec: UnseenSpec, folder: Path, args, log=print) -> dict[str, st
     run = segaudit.audit(str(root), str(checkpoint), split="val", evidence="full", out=str(folder / "runs"),
                          run_id=f"{spec.name}_v{args.n_val}", report=False, **settings)
     audit_s = time.perf_counter() - start
-    ids, probs, labels = softmax_outputs(root, checkpoint)
+    ids, probs, labels, reference = model_outputs(root, checkpoint)
     manifest = json.loads((root / "planted_errors.json").read_text())
     values: dict[str, str] = {"n_val": str(len(run.images)), "n_planted": str(len(manifest)),
                               "audit_s": f"{audit_s:.1f}",
                               "val_miou": f"{_miou(run):.4f}",
                               "cue_class": spec.cue_class,
-                              "cue_class_rank_causal": causal_cue_rank(run.context, spec.cue_class)}
+                              "cue_class_rank_causal": causal_cue_rank(run.context, spec.cue_class),
+                              "cue_class_rank_causal_reference": causal_cue_rank(reference, spec.cue_class)}
     for key, rank in cam_cue_ranks(run, spec.cue_class).items():
         values[f"cue_class_rank_cam{key}"] = rank
     for key, value in ranking_metrics(run, manifest, ids, cleanlab_quality(probs, labels)).items():
@@ -217,8 +234,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder caching the data, models and runs")
     parser.add_argument("--quick", action="store_true", help="fewer val images (60 instead of 150)")
-    parser.add_argument("--n-train", type=int, default=320)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--n-train", type=int, default=192)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least contention on a shared machine)")
     parser.add_argument("--layers", default="", help="CAM layers (comma separated; default: the model's)")
     parser.add_argument("--datasets", default="", help="comma separated names (default: all)")
     args = parser.parse_args()
@@ -226,12 +244,13 @@ def main() -> None:
     folder = Path(args.data)
     wanted = [s for s in DATASETS if not args.datasets or s.name in args.datasets.split(",")]
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    results = {spec.name: run_dataset(spec, folder, args) for spec in wanted}
-    print()
-    for name, values in results.items():
-        for key, value in values.items():
-            print(f"{name}_{key}: {value}")
+    results = {}
+    for spec in wanted:
+        results[spec.name] = run_dataset(spec, folder, args)
+        for key, value in results[spec.name].items():
+            print(f"{spec.name}_{key}: {value}", flush=True)
     for key, value in headline(results).items():
         print(f"{key}: {value}")
     print(f"total_s: {time.perf_counter() - start:.1f}")
