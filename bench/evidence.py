@@ -177,7 +177,7 @@ def run_dataset(spec: UnseenSpec, folder: Path, args, log=print) -> dict[str, st
     start = time.perf_counter()
     settings = {"layers": args.layers.split(",")} if args.layers else {}
     run = segaudit.audit(str(root), str(checkpoint), split="val", evidence="full", out=str(folder / "runs"),
-                         run_id=f"{spec.name}_v{args.n_val}", report=False, **settings)
+                         run_id=f"{spec.name}_v{args.n_val}", report=False, resume=False, **settings)
     audit_s = time.perf_counter() - start
     ids, probs, labels, reference = model_outputs(root, checkpoint)
     manifest = json.loads((root / "planted_errors.json").read_text())
