@@ -327,7 +327,8 @@ COLUMN_DOCS: dict[str, str] = {
     "label_quality": "the model's belief in the labels: softmin over pixels of the predicted probability of each "
     "pixel's label (Lad & Mueller 2023, cleanlab's score; void left out); per image over all its pixels, in the "
     "scores table over the class's labelled or predicted pixels",
-    "suspicion": "per-image review score 1 - label_quality^0.75 x consistency^0.25 (segaudit.findings.rules)",
+    "suspicion": "per-image review score 1 - label_quality (cleanlab's softmin label quality); in the review order "
+    "CAM consistency only breaks exact ties, the least consistent first (segaudit.findings.rules)",
     "unknown_classes": "dataset classes labelled in the image that the model does not know (out of label space)",
     "unknown_pixels": "labelled pixels of each of unknown_classes, in the original image",
     "weight": "a fixation point's share of its (image, class) trace (they sum to 1 per image and class)",

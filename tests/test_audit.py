@@ -17,9 +17,9 @@ def test_image_consistency_weights_classes_by_extent() -> None:
     assert image_consistency_of(np.array([]), np.array([]), np.array([])) == (1.0, -1)
 
 
-def test_review_rank_orders_by_suspicion_then_dataset_order() -> None:
+def test_review_rank_orders_by_suspicion_then_consistency_then_dataset_order() -> None:
     rows = BatchRows()
-    cases = [("b", 0.5, 1.0), ("a", 0.2, 1.0), ("c", 1.0, 0.5 ** (1 / 0.75)), ("d", 1.0, 1.0), ("e", 0.5, 1.0)]
+    cases = [("b", 0.5, 0.8), ("a", 0.2, 0.8), ("c", 1.0, 0.5), ("d", 1.0, 1.0), ("e", 0.5, 0.8)]
     for image_id, consistency, quality in cases:
         rows.images.append({"image_id": image_id, "file_name": f"{image_id}.jpg", "width": 1, "height": 1,
                             "n_instances": 0, "gt_classes": [], "pred_classes": [], "consistency": consistency,
@@ -27,10 +27,9 @@ def test_review_rank_orders_by_suspicion_then_dataset_order() -> None:
                             "unknown_classes": [], "unknown_pixels": []})
     images = finish_tables(rows)["images"]
     assert images["image_id"].tolist() == ["b", "a", "c", "d", "e"]  # dataset order is kept
-    # suspicion 1 - Q^0.75 C^0.25: c (Q^0.75 = 0.5: 0.5) > a (C 0.2: 0.33) > b = e (C 0.5: 0.16, tie: dataset
-    # order) > d (0)
-    assert images["suspicion"].tolist() == pytest.approx(
-        [1 - 0.5**0.25, 1 - 0.2**0.25, 0.5, 0.0, 1 - 0.5**0.25])
+    # suspicion 1 - Q: c (0.5) > a = b = e (0.2; tie broken by consistency: a (0.2) first, then b = e by
+    # dataset order) > d (0)
+    assert images["suspicion"].tolist() == pytest.approx([0.2, 0.2, 0.5, 0.0, 0.2])
     assert images["review_rank"].tolist() == [3, 2, 1, 5, 4]
 
 

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from segaudit.devtools.validation import average_precision, binary_auroc, planted_error_metrics
+from segaudit.findings.ranking import rank_and_find, review_ranks
 from segaudit.findings.rules import FindingRules, class_reliance, find, primary_map, suspicion
 
 
@@ -76,15 +77,51 @@ def test_findings_use_the_primary_map_only():
     assert "label_error" in set(find(_images(["a"]), scores, None, methods=("gradcampp",))["kind"])
 
 
-def test_suspicion_formula_and_undefined_inputs():
-    q = np.array([0.9, 0.2, np.nan])
-    c = np.array([0.5, 1.0, np.nan])
-    got = suspicion(q, c, 0.25)
-    np.testing.assert_allclose(got[:2], [1 - 0.9**0.75 * 0.5**0.25, 1 - 0.2**0.75])
-    assert got[2] == 0.0
-    np.testing.assert_allclose(suspicion(q, c, 0.0)[:2], [0.1, 0.8])
+def test_suspicion_is_label_quality_alone_and_undefined_inputs_count_as_agreement():
+    q = np.array([0.9, 0.2, np.nan, 1.2])
+    np.testing.assert_allclose(suspicion(q), [0.1, 0.8, 0.0, 0.0])
+
+
+def test_consistency_never_reorders_images_of_different_label_quality():
+    # the least consistent image has the best label quality: a blend would move it up, the tie-break must not
+    q = np.array([0.95, 0.30, 0.60, 0.90])
+    c = np.array([0.01, 0.99, 0.90, 0.02])
+    ranks = review_ranks(suspicion(q), c)
+    assert ranks.tolist() == [4, 1, 2, 3]  # exactly label quality's order
+    images = pd.DataFrame({"image_id": list("abcd"), "file_name": [f"{i}.jpg" for i in "abcd"],
+                           "label_quality": q, "consistency": c})
+    ranked, _ = rank_and_find(images, pd.DataFrame(), None)
+    assert ranked["review_rank"].tolist() == [4, 1, 2, 3]
+
+
+def test_consistency_breaks_exact_ties_of_label_quality_only_when_enabled():
+    q = np.array([0.5, 0.5, 0.5, 0.2, np.nan])  # the NaN ties with Q = 1 nowhere else: last
+    c = np.array([0.9, 0.1, 0.5, 0.9, 0.0])
+    assert review_ranks(suspicion(q), c).tolist() == [4, 2, 3, 1, 5]
+    assert review_ranks(suspicion(q), c, tie_break=False).tolist() == [2, 3, 4, 1, 5]  # dataset order
+    images = pd.DataFrame({"image_id": list("abcde"), "file_name": [f"{i}.jpg" for i in "abcde"],
+                           "label_quality": q, "consistency": c})
+    off, _ = rank_and_find(images, pd.DataFrame(), None, FindingRules(consistency_weight=0.0))
+    assert off["review_rank"].tolist() == [2, 3, 4, 1, 5]
     with pytest.raises(ValueError):
-        suspicion(q, c, 1.5)
+        rank_and_find(images, pd.DataFrame(), None, FindingRules(consistency_weight=1.5))
+
+
+def test_review_order_is_never_worse_than_label_quality_when_consistency_is_noise():
+    rng = np.random.default_rng(7)
+    planted = rng.random(400) < 0.2
+    q = np.where(planted, rng.uniform(0.0, 0.7, 400), rng.uniform(0.4, 1.0, 400)).round(2)  # coarse: many ties
+    noise = rng.random(400)  # an uninformative consistency
+    order_score = -review_ranks(suspicion(q), noise).astype(float)
+    # with an informative tie-break the order is at least label quality's (ties scored at their mean)
+    informative = np.where(planted, 0.0, 1.0)
+    better = -review_ranks(suspicion(q), informative).astype(float)
+    assert binary_auroc(planted, better) >= binary_auroc(planted, 1 - q)
+    assert average_precision(planted, better) >= average_precision(planted, 1 - q)
+    # noise only reorders inside ties: the AUROC moves by at most the tied pairs' share
+    tied_pairs = sum(int((planted & (q == v)).sum()) * int((~planted & (q == v)).sum()) for v in np.unique(q))
+    bound = 0.5 * tied_pairs / (planted.sum() * (~planted).sum())
+    assert abs(binary_auroc(planted, order_score) - binary_auroc(planted, 1 - q)) <= bound + 1e-12
 
 
 def test_class_reliance_ranks_the_context_class_first():

@@ -1,4 +1,4 @@
-"""The thresholds that decide the findings and the suspicion score's weight: a setting of an audit, kept
+"""The thresholds that decide the findings and the review order's tie-break: a setting of an audit, kept
 apart from :mod:`segaudit.findings.rules` (which needs pandas) so that the settings and the CLI load fast."""
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ class FindingRules:
     unknown_pixels : int
         Labelled pixels of a class unknown to the model for an ``out_of_label_space`` finding.
     consistency_weight : float
-        ``w`` of the suspicion score (0 = label quality only, 1 = CAM consistency only).
+        Whether CAM consistency breaks exact ties of label quality in the review order: ``0`` = no (ties by
+        dataset order), ``> 0`` = yes (the least consistent first). Its value no longer weighs anything:
+        the suspicion is label quality alone (issue 16, :mod:`segaudit.findings.rules`); the field and its
+        default stay so that stored run configs load. Must be in [0, 1].
     """
 
     disagreement_iou: float = 0.5
