@@ -17,6 +17,7 @@ detectors; its *key* holds ``image_id``, ``class_id`` and ``target`` (and ``dete
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,8 +155,12 @@ def image_consistency_of(
 
 
 def _png(labels: np.ndarray) -> bytes:
+    """Lossless PNG of a label image. zlib's run-length strategy suits label images (long runs of one
+    class): ~10x faster to encode than ``optimize=True`` (zlib level 9 with per-row filter trials) for
+    ~10% more bytes, the same pixels."""
     buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint8), mode="L").save(buffer, format="PNG", optimize=True)
+    Image.fromarray(labels.astype(np.uint8), mode="L").save(buffer, format="PNG", compress_level=9,
+                                                            compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 
