@@ -24,6 +24,27 @@ def nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
     return torch.where(undefined, torch.full_like(values, _NAN), values)
 
 
+#: Signed integer type of the same width, for sorting floats by their bits.
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _stable_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values.sort(stable=True, dim=1)`` for finite or infinite floats, faster: float32/64 rows are sorted
+    as integers whose order is the floats' order (a CPU sorts integers ~25% faster). An IEEE float's bits,
+    read as a signed integer, are in the floats' order for non-negative values and in reverse order for
+    negative ones, so the negatives' 31 (63) low bits are flipped; ``-0.0`` is made ``+0.0`` first so that
+    equal floats have equal keys (the same ties, so the same stable order). The sorted values are the keys
+    mapped back (the flip is its own inverse)."""
+    bits = _BITS.get(values.dtype)
+    if bits is None:
+        return values.sort(stable=True, dim=1)
+    low_bits = torch.iinfo(bits).max
+    keys = (values + 0.0).view(bits)  # -0.0 + 0.0 == +0.0
+    keys = torch.where(keys < 0, keys ^ low_bits, keys)
+    ordered, index = keys.sort(stable=True, dim=1)
+    return torch.where(ordered < 0, ordered ^ low_bits, ordered).view(values.dtype), index
+
+
 class MapOrdering:
     """One stable ascending sort of each row's valid values, shared by every rank-based score and every mask.
 
@@ -36,7 +57,7 @@ class MapOrdering:
 
     def __init__(self, values: torch.Tensor, valid: torch.Tensor) -> None:
         n, size = values.shape
-        self.sorted, self.index = torch.where(valid, values, torch.inf).sort(stable=True, dim=1)
+        self.sorted, self.index = _stable_sort(torch.where(valid, values, torch.inf))
         self.n_valid = valid.sum(1)
         # tie blocks of the flattened rows: one starts at a change of value, at each row's start and at its
         # void tail; block b spans flat positions [begin[b], end[b])
