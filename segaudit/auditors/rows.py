@@ -82,8 +82,9 @@ def classes_present(labels: torch.Tensor, num_classes: int, where: torch.Tensor 
     if where is not None:
         keep &= where
     image = torch.arange(len(labels), device=labels.device).view(-1, *[1] * (labels.dim() - 1))
-    counts = torch.bincount((image * num_classes + labels)[keep], minlength=len(labels) * num_classes)
-    return [[c for c, n in enumerate(row) if n] for row in counts.view(len(labels), num_classes).tolist()]
+    bins = len(labels) * num_classes  # the pixels not kept are counted in one extra bin, then dropped
+    counts = torch.bincount(torch.where(keep, image * num_classes + labels, bins).flatten(), minlength=bins + 1)
+    return [[c for c, n in enumerate(row) if n] for row in counts[:bins].view(len(labels), num_classes).tolist()]
 
 
 def cam_max(raw: torch.Tensor) -> list[float]:

@@ -211,9 +211,9 @@ def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ign
     """
     keep = gt != ignore
     image = torch.arange(len(gt), device=gt.device)[:, None, None].expand_as(gt)
-    flat = (image * num_classes + gt) * num_classes + pred
-    counts = torch.bincount(flat[keep], minlength=len(gt) * num_classes * num_classes)
-    return counts.view(len(gt), num_classes, num_classes)
+    cells = len(gt) * num_classes * num_classes  # ignored pixels are counted in one extra cell, then dropped
+    flat = torch.where(keep, (image * num_classes + gt) * num_classes + pred, cells)
+    return torch.bincount(flat.flatten(), minlength=cells + 1)[:cells].view(len(gt), num_classes, num_classes)
 
 
 def mean_iou(matrix: np.ndarray) -> tuple[float, np.ndarray]:
