@@ -242,7 +242,7 @@ def _instance_sums(
         mine = instance_masks[part] & valid[rows]
         union.index_add_(0, rows, mine.int())
         pixels[part] = mine.flatten(1).sum(1)
-        inside[part] = (positive[rows] * mine).flatten(1).sum(1)
+        inside[part] = positive[rows].mul_(mine).flatten(1).sum(1)
         # (instance, peak of its map) pairs: at most as many as the chunk's pixels
         per = count[rows]
         pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), per)
