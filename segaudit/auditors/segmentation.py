@@ -15,6 +15,7 @@ from segaudit.auditors.rows import (
     add_confusion_rows,
     add_map_rows,
     cam_max,
+    classes_present,
     fixation_rows,
     image_consistency_of,
     image_row,
@@ -95,14 +96,15 @@ class SegmentationAuditor(Auditor):
         accuracy = add_confusion_rows(rows, batch, cams.pred, pairs.gt_all, len(names))
         extent = ((gt_masks | pred_masks) & valid).flatten(1).sum(1).double().cpu().numpy()
         images_of, class_ids = b_idx.cpu().numpy(), k_idx.cpu().numpy()
+        gt_present = classes_present(pairs.gt_all, len(names))
+        pred_present = classes_present(cams.pred, len(names), pairs.valid_all)
         for b in range(len(batch.samples)):
             mine = images_of == b
             consistency_b, worst = image_consistency_of(per_pair[mine], extent[mine], class_ids[mine])
-            predicted = torch.unique(cams.pred[b][pairs.valid_all[b]]).tolist()
             rows.images.append(image_row(
-                batch, b, names, pairs.gt_all[b], pred_classes=[names[c] for c in predicted if 0 < c < len(names)],
+                batch, b, names, pairs.gt_all[b], pred_classes=[names[c] for c in pred_present[b] if 0 < c],
                 pixel_accuracy=accuracy[b], consistency=consistency_b, worst_class_id=worst,
-                label_quality=image_quality[b]))
+                label_quality=image_quality[b], gt_class_ids=gt_present[b]))
         rows.thumbnails = thumbnail_rows(batch, cams.pred, config.thumbnail_size)
         rows.fixations = fixation_rows(batch, cams)
         rows.class_templates = class_template_rows(cams.logits, pairs.gt_all, len(names))

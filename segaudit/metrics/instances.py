@@ -107,10 +107,28 @@ def _peak_points(maps: torch.Tensor, valid: torch.Tensor, window: int) -> tuple[
     """The local maxima of :func:`local_peaks` as a sparse list: map row, flat pixel position and height."""
     # pooled in the maps' own dtype (a maximum is exact in any dtype), divided in float64
     values = torch.where(valid, maps, -torch.inf)
-    pooled = F.max_pool2d(values[:, None], window, stride=1, padding=window // 2)[:, 0]
+    pooled = _window_max(values, window)
     top = values.flatten(1).max(1).values.double().clamp(min=1e-300)
     row, position = torch.nonzero((valid & (values >= pooled) & (values > 0)).flatten(1), as_tuple=True)
     return row, position, values.flatten(1)[row, position].double() / top[row]
+
+
+def _window_max(values: torch.Tensor, window: int) -> torch.Tensor:
+    """``(N, H, W)``: the maximum over the ``window`` x ``window`` square centred on each pixel (out-of-image
+    pixels -inf), as ``max_pool2d(stride=1, padding=window // 2)`` but separable (rows, then columns) and by
+    shifted elementwise maxima, which is exact and on a CPU ~30x faster than stride-1 max-pooling."""
+    half = window // 2
+    if half == 0:
+        return values
+    padded = F.pad(values, (half, half, half, half), value=-torch.inf)
+    height, width = values.shape[-2:]
+    across = padded[..., 0:width]
+    for shift in range(1, window):
+        across = torch.maximum(across, padded[..., shift : shift + width])
+    pooled = across[..., 0:height, :]
+    for shift in range(1, window):
+        pooled = torch.maximum(pooled, across[..., shift : shift + height, :])
+    return pooled
 
 
 def instance_scores(
@@ -150,14 +168,17 @@ def instance_scores(
     _check_inputs(maps, valid, instance_masks, owner, peak_fraction, window)
     n = len(maps)
     owner, instance_masks = owner.long().to(maps.device), instance_masks.to(maps.device)
+    # only the maps that own an instance are read (most pairs of a batch have none)
+    used, mine = torch.unique(owner, return_inverse=True)
+    maps, valid = maps[used], valid[used]
     positive = torch.where(valid, maps.double().clamp(min=0), 0.0)
     total = positive.flatten(1).sum(1)
     n_instances = torch.bincount(owner, minlength=n)
     pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
-                                                              instance_masks, owner, chunk)
-    undefined = (pixels == 0) | (total[owner] <= 0)
-    mass_share = _nan_where(inside / total[owner].clamp(min=1e-300), undefined)
-    class_mass_share = _nan_where(inside / class_total[owner].clamp(min=1e-300), undefined)
+                                                              instance_masks, mine, chunk)
+    undefined = (pixels == 0) | (total[mine] <= 0)
+    mass_share = _nan_where(inside / total[mine].clamp(min=1e-300), undefined)
+    class_mass_share = _nan_where(inside / class_total[mine].clamp(min=1e-300), undefined)
     fair = 1.0 / (2.0 * n_instances[owner].clamp(min=1).double())
     covered = ((peak_height >= peak_fraction) | (class_mass_share >= fair)).double()
     defined = ~undefined
@@ -221,7 +242,7 @@ def _instance_sums(
         mine = instance_masks[part] & valid[rows]
         union.index_add_(0, rows, mine.int())
         pixels[part] = mine.flatten(1).sum(1)
-        inside[part] = (positive[rows] * mine).flatten(1).sum(1)
+        inside[part] = positive[rows].mul_(mine).flatten(1).sum(1)
         # (instance, peak of its map) pairs: at most as many as the chunk's pixels
         per = count[rows]
         pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), per)

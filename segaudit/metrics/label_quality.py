@@ -76,8 +76,9 @@ def softmin_pool(
     inside = ~torch.isnan(q)
     if region is not None:
         inside &= region.flatten(1)
-    logit = torch.where(inside, (1.0 - q) / temperature, torch.full_like(q, float("-inf")))
+    logit = torch.where(inside, (1.0 - q) / temperature, float("-inf"))
     has_any = inside.any(1)
-    weights = torch.softmax(torch.where(has_any[:, None], logit, torch.zeros_like(logit)), dim=1)
-    pooled = (weights * torch.where(inside, q, torch.zeros_like(q))).sum(1)
-    return torch.where(has_any, pooled, torch.full_like(pooled, float("nan")))
+    logit[~has_any] = 0.0  # a row with nothing to pool: any finite weights (its result is NaN)
+    weights = torch.softmax(logit, dim=1)
+    pooled = weights.mul_(torch.where(inside, q, 0.0)).sum(1)
+    return torch.where(has_any, pooled, float("nan"))

@@ -24,6 +24,27 @@ def nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
     return torch.where(undefined, torch.full_like(values, _NAN), values)
 
 
+#: Signed integer type of the same width, for sorting floats by their bits.
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _stable_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values.sort(stable=True, dim=1)`` for finite or infinite floats, faster: float32/64 rows are sorted
+    as integers whose order is the floats' order (a CPU sorts integers ~25% faster). An IEEE float's bits,
+    read as a signed integer, are in the floats' order for non-negative values and in reverse order for
+    negative ones, so the negatives' 31 (63) low bits are flipped; ``-0.0`` is made ``+0.0`` first so that
+    equal floats have equal keys (the same ties, so the same stable order). The sorted values are the keys
+    mapped back (the flip is its own inverse)."""
+    bits = _BITS.get(values.dtype)
+    if bits is None:
+        return values.sort(stable=True, dim=1)
+    low_bits = torch.iinfo(bits).max
+    keys = (values + 0.0).view(bits)  # -0.0 + 0.0 == +0.0
+    keys = torch.where(keys < 0, keys ^ low_bits, keys)
+    ordered, index = keys.sort(stable=True, dim=1)
+    return torch.where(ordered < 0, ordered ^ low_bits, ordered).view(values.dtype), index
+
+
 class MapOrdering:
     """One stable ascending sort of each row's valid values, shared by every rank-based score and every mask.
 
@@ -36,7 +57,7 @@ class MapOrdering:
 
     def __init__(self, values: torch.Tensor, valid: torch.Tensor) -> None:
         n, size = values.shape
-        self.sorted, self.index = torch.where(valid, values, torch.inf).sort(stable=True, dim=1)
+        self.sorted, self.index = _stable_sort(torch.where(valid, values, torch.inf))
         self.n_valid = valid.sum(1)
         # tie blocks of the flattened rows: one starts at a change of value, at each row's start and at its
         # void tail; block b spans flat positions [begin[b], end[b])
@@ -47,22 +68,26 @@ class MapOrdering:
         flat = starts.flatten()
         self.begin = torch.nonzero(flat)[:, 0]
         self.end = torch.cat([self.begin[1:], self.begin.new_full((1,), flat.numel())])
-        self.block = (flat.cumsum(0) - 1).view(n, size)
         self.offset = torch.arange(n, device=values.device) * size  # flat position of each row's start
-        self.tie = (self.begin + self.end + 1)[self.block] - 2 * self.offset[:, None]  # 2 x average rank
+        self.row = self.begin // size  # the row of each block
+        self.row_start = self.begin == self.offset[self.row]  # the block opens its row
+        self.twice_rank = self.begin + self.end + 1 - 2 * self.offset[self.row]  # 2 x average rank in the block
 
     def _at(self, table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return table.gather(1, where.clamp(0, table.shape[1] - 1)[:, None])[:, 0]
 
     def _block_at(self, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[low, high)`` of the tie block at sorted position ``where`` ``(n,)`` of each row."""
-        block = self._at(self.block, where)
+        flat = self.offset + where.clamp(0, self.sorted.shape[1] - 1)
+        block = torch.searchsorted(self.begin, flat, right=True) - 1
         return self.begin[block] - self.offset, self.end[block] - self.offset
 
     def ranks(self) -> torch.Tensor:
         """``(n, P)`` float64 average ranks at the original positions; 0 where not valid."""
-        in_valid = torch.arange(self.tie.shape[1], device=self.tie.device) < self.n_valid[:, None]
-        ranks = torch.where(in_valid, self.tie.double() / 2, 0.0)
+        n, size = self.sorted.shape
+        block = torch.searchsorted(self.begin, torch.arange(n * size, device=self.begin.device), right=True) - 1
+        in_valid = torch.arange(size, device=self.begin.device) < self.n_valid[:, None]
+        ranks = torch.where(in_valid, self.twice_rank[block].view(n, size).double() / 2, 0.0)
         return torch.zeros_like(ranks).scatter_(1, self.index, ranks)
 
     def points(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,9 +113,13 @@ class MapOrdering:
         table = cumulative.gather(1, (columns - 1).clamp(0, cumulative.shape[1] - 1))
         return torch.where(columns > 0, table.long(), 0).view(where.shape)
 
-    def auroc(self, ordered: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
-        """Mann-Whitney AUC of the mask given :meth:`in_order` (sums of half-integer ranks: exact)."""
-        rank_sum = (self.tie * ordered).sum(1).double() / 2
+    def auroc(self, cumulative: torch.Tensor, n_pos: torch.Tensor) -> torch.Tensor:
+        """Mann-Whitney AUC of the mask given :meth:`in_order`'s prefix sums: the mask pixels of each tie
+        block times its average rank, summed per row (integer sums of half-integer ranks: exact)."""
+        upto = cumulative.flatten()[self.end - 1].long()  # mask pixels of the row up to the block's end
+        inside = torch.where(self.row_start, upto, upto - torch.cat([upto.new_zeros(1), upto[:-1]]))
+        twice = torch.zeros(len(cumulative), dtype=torch.long, device=upto.device)
+        rank_sum = twice.index_add_(0, self.row, inside * self.twice_rank).double() / 2
         n_pos, n_neg = n_pos.double(), (self.n_valid - n_pos).double()
         u = rank_sum - n_pos * (n_pos + 1) / 2
         return nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))

@@ -211,9 +211,9 @@ def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ign
     """
     keep = gt != ignore
     image = torch.arange(len(gt), device=gt.device)[:, None, None].expand_as(gt)
-    flat = (image * num_classes + gt) * num_classes + pred
-    counts = torch.bincount(flat[keep], minlength=len(gt) * num_classes * num_classes)
-    return counts.view(len(gt), num_classes, num_classes)
+    cells = len(gt) * num_classes * num_classes  # ignored pixels are counted in one extra cell, then dropped
+    flat = torch.where(keep, (image * num_classes + gt) * num_classes + pred, cells)
+    return torch.bincount(flat.flatten(), minlength=cells + 1)[:cells].view(len(gt), num_classes, num_classes)
 
 
 def mean_iou(matrix: np.ndarray) -> tuple[float, np.ndarray]:
@@ -363,7 +363,7 @@ def auroc(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ok, truth = v.flatten(1), (g & v).flatten(1)
         order = MapOrdering(m.flatten(1), ok)
-        return order.auroc(order.in_order(truth)[0], truth.sum(1))
+        return order.auroc(order.in_order(truth)[1], truth.sum(1))
 
     return _over_chunks(one, maps, masks, valid)
 
@@ -535,7 +535,7 @@ def _score_masks_chunk(
     out = {}
     for kind, mask in masks.items():
         truth = mask & valid
-        ordered, cumulative = order.in_order(truth.flatten(1))
+        _, cumulative = order.in_order(truth.flatten(1))
         n_truth = cumulative[:, -1].long()
         empty = n_truth == 0
         iou, dice, constant = order.thresholded(cumulative, n_truth, (iou_threshold,))
@@ -544,7 +544,7 @@ def _score_masks_chunk(
             "energy_in_mask": _nan_where((positive * mask).flatten(1).sum(1) / total.clamp(min=1e-30),
                                          empty | (total <= 0)),
             "relevance_rank": order.top_k_share(cumulative, n_truth),
-            "auroc": order.auroc(ordered, n_truth),
+            "auroc": order.auroc(cumulative, n_truth),
             "iou_at_0_5": _nan_where(iou[:, 0], empty | constant),
             "dice_at_0_5": _nan_where(dice[:, 0], empty | constant),
         }
