@@ -8,6 +8,7 @@ import functools
 import torch
 
 from segaudit.auditors.base import Auditor, BatchRows, Explained, explain_with_cam_engine
+from segaudit.auditors.faithfulness_rows import faithfulness_rows
 from segaudit.auditors.rows import (
     PrimaryConsistency,
     ScoredPairs,
@@ -100,6 +101,7 @@ class SegmentationAuditor(Auditor):
                 label_quality=image_quality[b]))
         rows.thumbnails = thumbnail_rows(batch, cams.pred, config.thumbnail_size)
         rows.fixations = fixation_rows(batch, cams)
+        rows.extend(faithfulness_rows(batch, cams, self.model, config))  # deletion/insertion of the maps
 
 
 def _first_method(config: AuditConfig, cams: CamResult) -> str | None:
