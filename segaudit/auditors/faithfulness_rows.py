@@ -5,7 +5,8 @@ For the images of a batch that :func:`segaudit.auditors.sampling.evidence_images
 method and layer) is tested against the model with
 :func:`segaudit.metrics.faithfulness.deletion_insertion` (Petsiuk et al., RISE, BMVC 2018, with ROAD's
 linear imputation, Rong et al., ICML 2022): the map's top pixels are removed (deletion) or kept alone
-(insertion) at the shares ``F = (0.1, ..., 0.9)``, the model runs on each perturbed image, and
+(insertion) at the shares ``F = (0.1, 0.3, 0.5, 0.7, 0.9)`` (:data:`AUDIT_FRACTIONS`, every other share
+of ROAD's grid, to halve the cost), the model runs on each perturbed image, and
 
     deletion_auc  = mean_{f in F} s(x with the top f removed)
     insertion_auc = mean_{f in F} s(x with all but the top f removed)
@@ -18,10 +19,10 @@ mask, or its labelled mask where the model predicts none of it); the target pixe
 input is perturbed. A classifier's is its presence probability ``sigmoid(s_k)`` (the whole image is the
 target: ``pixels`` counts its valid pixels). Removed pixels are imputed without noise (``noise = 0``, the
 plain linear imputation) so that a pair's curve does not depend on the batch or shard it ran in, with at
-most :data:`IMPUTATION_STEPS` conjugate-gradient steps from the pull-push fill (an approximation of ROAD's
-converged fill, measured there).
+most :data:`IMPUTATION_STEPS` conjugate-gradient steps in float32 from the pull-push fill (an
+approximation of ROAD's converged fill, measured there).
 
-Cost: ``2 * len(F) = 18`` forwards per map (batched ``chunk`` perturbed images per model call, no gradient)
+Cost: ``2 * len(F) = 10`` forwards per map (batched ``chunk`` perturbed images per model call, no gradient)
 plus the imputation; the ``evidence`` level bounds it (``sampled``: about ``evidence_share`` of the images).
 A failure of this stage for a batch becomes one error row (stage ``"faithfulness"``) per checked image;
 the batch's other rows are kept.
@@ -44,12 +45,12 @@ from segaudit.metrics.faithfulness import deletion_insertion, segmentation_class
 from segaudit.models.registry import LoadedModel
 from segaudit.settings import AuditConfig
 
-__all__ = ["FAITHFULNESS_STAGE", "IMPUTATION_STEPS", "faithfulness_rows", "logits_at_input"]
+__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION_STEPS", "faithfulness_rows", "logits_at_input"]
 
 #: The ``stage`` of this step's error rows.
 FAITHFULNESS_STAGE = "faithfulness"
 
-#: Maps per call of :func:`deletion_insertion` (each makes ``2 * 9`` perturbed images), and perturbed images
+#: Maps per call of :func:`deletion_insertion` (each makes ``2 * len(AUDIT_FRACTIONS)`` perturbed images), and perturbed images
 #: per model call: bounds the memory of the removal masks and of one forward.
 _MAPS_PER_CALL = 16
 _IMAGES_PER_FORWARD = 32
@@ -58,6 +59,11 @@ _IMAGES_PER_FORWARD = 32
 #: large removed regions). On the demo's maps (10 pairs, shares 0.2 / 0.5 / 0.8) 30 steps change the
 #: explained score by at most about 1e-4 against the converged fill, 10 steps by up to 0.015.
 IMPUTATION_STEPS = 30
+_IMPUTATION = {"max_iterations": IMPUTATION_STEPS, "tolerance": 1e-4, "dtype": torch.float32}
+
+#: Removal shares of the audit's curves: every other share of ROAD's grid
+#: (:data:`segaudit.metrics.faithfulness.ROAD_FRACTIONS`), 10 forwards per map instead of 18.
+AUDIT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def logits_at_input(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -105,8 +111,8 @@ def _curves(
         def shifted(x: torch.Tensor, pair: torch.Tensor, offset: int = offset) -> torch.Tensor:
             return score(x, pair + offset)
 
-        parts.append(deletion_insertion(shifted, images, maps[sl], image_of[sl], valid, chunk=_IMAGES_PER_FORWARD,
-                                        max_iterations=IMPUTATION_STEPS, tolerance=1e-4))
+        parts.append(deletion_insertion(shifted, images, maps[sl], image_of[sl], valid, AUDIT_FRACTIONS,
+                                        chunk=_IMAGES_PER_FORWARD, imputation=_IMPUTATION))
     keys = ("base", "deletion_score", "insertion_score", "faithfulness")
     return {k: torch.cat([p[k] for p in parts]) for k in keys}
 

@@ -83,6 +83,8 @@ def method_trust(faithfulness: pd.DataFrame, sanity: pd.DataFrame | None = None)
         Columns :data:`TRUST_COLUMNS`, in the order the (method, layer) first appear; ``chosen`` False
         (:func:`choose_primary` decides).
     """
+    if faithfulness.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("method", "layer") else float) for c in TRUST_COLUMNS})
     rows = faithfulness[np.isfinite(pd.to_numeric(faithfulness["faithfulness"], errors="coerce"))]
     grouped = rows.groupby(["method", "layer"], as_index=False, sort=False)
     table = grouped.agg(n_pairs=("faithfulness", "size"), deletion_auc=("deletion_auc", "mean"),
@@ -104,6 +106,11 @@ def _user_first(candidates: Sequence[tuple[str, str]], methods: Sequence[str],
     present = [m for m in methods if any(c[0] == m for c in candidates)] or [candidates[0][0]]
     mine = [c[1] for c in candidates if c[0] == present[0]]
     return present[0], next((layer for layer in layers if layer in mine), mine[0])
+
+
+def _fails_sanity(passes: object) -> bool:
+    """The sanity check ran and failed (NA: not checked, no objection)."""
+    return bool(pd.notna(passes)) and not bool(passes)
 
 
 def choose_primary(
@@ -137,7 +144,7 @@ def choose_primary(
     if fixed or trust.empty:
         return first
     stats = trust.set_index(["method", "layer"])
-    eligible = [c for c in candidates if c in stats.index and stats.loc[c, "passes_sanity"] is not False
+    eligible = [c for c in candidates if c in stats.index and not _fails_sanity(stats.loc[c, "passes_sanity"])
                 and np.isfinite(stats.loc[c, "faithfulness"])]
     if not eligible:
         return first

@@ -39,6 +39,7 @@ padding, label 255) are never removed and do not count in the shares.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,7 @@ def linear_imputation(
     generator: torch.Generator | None = None,
     tolerance: float = 1e-6,
     max_iterations: int = 2000,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """ROAD's noisy linear imputation of the pixels not kept (module docstring), for a batch.
 
@@ -109,6 +111,8 @@ def linear_imputation(
         right-hand side's norm.
     max_iterations : int
         Upper bound on conjugate-gradient steps (a removed region of diameter ``d`` needs about ``d``).
+    dtype : torch.dtype
+        Precision of the solve (float32 halves its cost; enough for tolerances down to about 1e-5).
 
     Returns
     -------
@@ -120,7 +124,7 @@ def linear_imputation(
         raise ValueError(f"images must be (B, C, H, W) and keep (B, H, W); got {tuple(images.shape)} and "
                          f"{tuple(keep.shape)}")
     b, c, h, w = images.shape
-    work = torch.float64
+    work = dtype
     x0 = images.to(work).reshape(b * c, 1, h, w)
     known = keep.to(work)[:, None].repeat_interleave(c, 0)  # (B*C, 1, H, W)
     missing = 1.0 - known
@@ -192,8 +196,7 @@ def deletion_insertion(
     noise: float = 0.0,
     generator: torch.Generator | None = None,
     chunk: int = 32,
-    max_iterations: int = 2000,
-    tolerance: float = 1e-6,
+    imputation: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Deletion and insertion curves (ROAD imputation) of ``N`` explained pairs (module docstring).
 
@@ -217,9 +220,9 @@ def deletion_insertion(
         ROAD's imputation noise (:func:`linear_imputation`).
     chunk : int
         Perturbed images per model call.
-    max_iterations, tolerance : int, float
-        The imputation's conjugate-gradient budget (:func:`linear_imputation`); fewer steps approximate
-        ROAD's exact fill from the pull-push start.
+    imputation : dict, optional
+        More arguments of :func:`linear_imputation` (``tolerance``, ``max_iterations``, ``dtype``): a
+        smaller budget approximates ROAD's converged fill from the pull-push start.
 
     Returns
     -------
@@ -247,7 +250,7 @@ def deletion_insertion(
                 sl = slice(start, start + chunk)
                 source = images[image_of[owner[sl]]]
                 perturbed = linear_imputation(source, keep[sl], noise=noise, generator=generator,
-                                              tolerance=tolerance, max_iterations=max_iterations)
+                                              **(imputation or {}))
                 values.append(score(perturbed, owner[sl]).double())
             curves[kind] = (torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)).reshape(n_pairs, n_f)
     # insertion keeps the top f: the pixels removed at share f are exactly the kept ones
