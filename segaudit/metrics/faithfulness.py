@@ -125,6 +125,7 @@ def linear_imputation(
                          f"{tuple(keep.shape)}")
     b, c, h, w = images.shape
     work = dtype
+    tiny = torch.finfo(work).tiny  # guards 0/0 where a system is already solved (e.g. a constant channel)
     x0 = images.to(work).reshape(b * c, 1, h, w)
     known = keep.to(work)[:, None].repeat_interleave(c, 0)  # (B*C, 1, H, W)
     missing = 1.0 - known
@@ -139,16 +140,16 @@ def linear_imputation(
     r = rhs - apply(x)
     p = r.clone()
     rr = (r * r).flatten(1).sum(1)
-    stop = (tolerance**2) * (rhs * rhs).flatten(1).sum(1).clamp(min=1e-300)
+    stop = (tolerance**2) * (rhs * rhs).flatten(1).sum(1).clamp(min=tiny)
     for _ in range(max_iterations):
         if bool((rr <= stop).all()):
             break
         ap = apply(p)
-        alpha = rr / (p * ap).flatten(1).sum(1).clamp(min=1e-300)
+        alpha = rr / (p * ap).flatten(1).sum(1).clamp(min=tiny)
         x = x + alpha[:, None, None, None] * p
         r = r - alpha[:, None, None, None] * ap
         rr_new = (r * r).flatten(1).sum(1)
-        p = r + (rr_new / rr.clamp(min=1e-300))[:, None, None, None] * p
+        p = r + (rr_new / rr.clamp(min=tiny))[:, None, None, None] * p
         rr = rr_new
     filled = x0 * known + x * missing
     if noise:
