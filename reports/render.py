@@ -71,7 +71,8 @@ INLINE_LIMIT = 300
 HEAVY_BATCH = 1000
 
 #: The tables read whole; maps and thumbnails are read in batches of images.
-_LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations", "confusion")
+_LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations", "confusion",
+                 "method_trust")
 
 _TEMPLATE = "report.html.j2"
 #: The page's scripts, in order: the parts report.js calls (review, gallery, label view, cards) come first.
@@ -186,6 +187,7 @@ def _render(
         "versions": _versions(run),
         "config_json": _pretty_json(run.get("config_json")),
         "errors": _errors(tables.errors, card_of),
+        "method_trust": _method_trust(tables.method_trust),
         "data_json": Markup(script_json(data)),
         "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
         "css": Markup(static_text("report.css")),
@@ -386,7 +388,26 @@ def _errors(errors: pd.DataFrame, card_of: dict[str, int]) -> list[dict[str, Any
     ]
 
 
+def _method_trust(trust: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of the method-trust section (:mod:`segaudit.findings.trust`): AUCs as text, the sanity verdict
+    (``"fails"`` shown as a warning, ``"passes"``, or ``"not run"``) and whether the findings use the map."""
+    rows = []
+    for r in trust.to_dict("records"):
+        passes = r.get("passes_sanity")
+        verdict = "not run" if passes is None or pd.isna(passes) else ("passes" if bool(passes) else "fails")
+        rows.append({"method": as_text(r.get("method")), "layer": as_text(r.get("layer")),
+                     "n_pairs": as_int(r.get("n_pairs")),
+                     **{k: _fmt(_or_nan(as_finite(r.get(k)))) for k in ("deletion_auc", "insertion_auc", "faithfulness",
+                                                               "faithfulness_se", "sanity_ssim")},
+                     "sanity": verdict, "chosen": bool(r.get("chosen"))})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _or_nan(v: float | None) -> float:
+    return math.nan if v is None else v
 
 
 def _write_pages(folder: Path, pages: list[dict[str, Any]]) -> None:

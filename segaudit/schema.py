@@ -30,6 +30,7 @@ __all__ = [
     "TARGET_KINDS",
     "SCORE_KINDS",
     "EVIDENCE_LEVELS",
+    "PRIMARY_CHOICES",
     "voc_colormap",
 ]
 
@@ -75,6 +76,10 @@ EVIDENCE_COLUMNS: tuple[str, ...] = (
 
 #: Levels of the causal checks (faithfulness curves, context tests): off, a hashed sample of images, all images.
 EVIDENCE_LEVELS = ("none", "sampled", "full")
+
+#: How the findings' primary map is picked: the most faithful method and layer (segaudit.findings.trust), or
+#: the user's first method and layer.
+PRIMARY_CHOICES = ("faithful", "first")
 
 #: 1: one file per table (``<table>.parquet``, still read); 2: a plan (``run.json``) and one part per shard
 #: and table (``<table>/part-<shard>.parquet``).
@@ -271,6 +276,23 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("faithfulness", _f64),
         ]
     ),
+    # per (method, layer): the mean deletion/insertion AUCs of its checked maps, the sanity check, and whether
+    # the findings use it (segaudit.findings.trust); written when the run is aggregated
+    "method_trust": pa.schema(
+        [
+            ("method", _str),
+            ("layer", _str),
+            ("n_pairs", _i64),
+            ("deletion_auc", _f64),
+            ("insertion_auc", _f64),
+            ("faithfulness", _f64),
+            ("faithfulness_se", _f64),
+            ("sanity_ssim", _f64),
+            ("sanity_spearman", _f64),
+            ("passes_sanity", pa.bool_()),
+            ("chosen", pa.bool_()),
+        ]
+    ),
     # causal context test (segaudit.metrics.context) of each labelled class of the images the `evidence`
     # setting picks: one row per (image, class)
     "context": pa.schema(
@@ -384,6 +406,21 @@ COLUMN_DOCS: dict[str, str] = {
     "covered": "1 if has_peak or class_mass_share >= 1 / (2 n_instances): the map lights this instance",
     "instance_coverage": "share of the class's instances in the image that the map covers (repeated on each "
     "instance row; NaN without instances; trivially 0 or 1 for a single instance)",
+    "target_score": "the explained score s(x) on the unperturbed image: mean softmax probability of the class "
+    "over its target pixels (a classifier: its presence probability)",
+    "deletion_auc": "mean of s over the ROAD deletion curve: the map's top 10..90% pixels imputed away (low = "
+    "faithful; Petsiuk et al. 2018, Rong et al. 2022)",
+    "insertion_auc": "mean of s over the ROAD insertion curve: only the map's top 10..90% pixels kept (high = "
+    "faithful)",
+    "faithfulness": "insertion_auc - deletion_auc (per map; in method_trust the mean over the checked maps)",
+    "n_pairs": "checked maps (image x class) of this method and layer with a defined faithfulness",
+    "faithfulness_se": "standard error of the mean faithfulness, sd / sqrt(n_pairs)",
+    "sanity_ssim": "SSIM of the maps of the trained and the fully randomised model (last cascading step; "
+    "Adebayo et al. 2018); NaN when the sanity check did not run",
+    "sanity_spearman": "absolute rank correlation of those maps (last cascading step)",
+    "passes_sanity": "sanity_ssim < 0.5: the maps change when the model's weights are randomised; null when "
+    "not checked",
+    "chosen": "the findings are decided on this method and layer (segaudit.findings.trust.choose_primary)",
     "segmenter": "the promptable segmenter the CAM prompts were given to: 'grabcut' (OpenCV) or 'sam'",
     "point": "the foreground point prompt: 'centroid' (weighted centroid of the map above 0.6 x max) or "
     "'max' (the map's maximum)",
@@ -398,10 +435,11 @@ COLUMN_DOCS: dict[str, str] = {
 
 #: Every table but ``run``, in writing order.
 DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings", "prompts", "fixations",
-               "faithfulness", "context", "class_templates")
+               "faithfulness", "context", "class_templates", "method_trust")
 
-#: Tables a shard writes; ``findings`` (and the images' ranks) are written when the run is aggregated.
-SHARD_TABLES = tuple(t for t in DATA_TABLES if t != "findings")
+#: Tables a shard writes; ``findings`` and ``method_trust`` (and the images' ranks) are written when the run
+#: is aggregated.
+SHARD_TABLES = tuple(t for t in DATA_TABLES if t not in ("findings", "method_trust"))
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:

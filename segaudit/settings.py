@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segaudit.findings.thresholds import FindingRules
-from segaudit.schema import ALL_METHODS, CENTROID_CUTOFF, EVIDENCE_LEVELS, METHODS, SCORE_KINDS, TARGET_KINDS
+from segaudit.schema import (
+    ALL_METHODS,
+    CENTROID_CUTOFF,
+    EVIDENCE_LEVELS,
+    METHODS,
+    PRIMARY_CHOICES,
+    SCORE_KINDS,
+    TARGET_KINDS,
+)
 
 if TYPE_CHECKING:
     from segaudit.models.registry import LoadedModel
@@ -216,6 +224,10 @@ class AuditConfig:
         ``"full"``.
     evidence_share : float
         Share of the images checked at level ``"sampled"``.
+    primary : str
+        The map the findings are decided on (:data:`segaudit.schema.PRIMARY_CHOICES`): ``"faithful"`` the
+        most faithful method and layer that passes the sanity check, when it beats the first beyond noise
+        (:func:`segaudit.findings.trust.choose_primary`), or ``"first"`` the first method and layer.
     """
 
     methods: tuple[str, ...] = setting(
@@ -259,6 +271,10 @@ class AuditConfig:
     evidence_share: float = setting(
         0.1, "with --evidence sampled: the share of images checked, picked by a hash of the image id (the same "
         "images in every run and shard)", cli="--evidence-share", parse=float, check=_share)
+    primary: str = setting(
+        "faithful", "the map findings are decided on: faithful (the most faithful method and layer by the "
+        "deletion/insertion curves, when it beats the first beyond noise; default) or first (the first method "
+        "and layer)", cli="--primary", choices=PRIMARY_CHOICES)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -401,7 +417,7 @@ def flow_parameter_docs() -> str:
 #: The options in the order ``--help`` lists them.
 _CLI_ORDER = ("dataset", "split", "image_root", "model", "weights", "mapping", "layers", "methods", "target",
               "score", "roi", "score_cam_channels", "amp", "batch_size", "prompts", "sam_checkpoint",
-              "sam_model_type", "evidence", "evidence_share", "device", "out", "run_id", "limit", "report", "shard_size", "loader_workers",
+              "sam_model_type", "evidence", "evidence_share", "primary", "device", "out", "run_id", "limit", "report", "shard_size", "loader_workers",
               "concurrency", "resume", "deployment", "child_runs")
 
 

@@ -633,3 +633,27 @@ def test_cards_show_the_causal_context_test_and_the_list_the_new_kinds(fake_run,
     assert listed["class_entanglement"]["i"] is None  # run-wide: no card
     assert listed["class_entanglement"]["n"] == f"{CLASS_NAMES[1]} ~ {CLASS_NAMES[2]}"
     assert "from the map only" in html and "Causal context test" in html
+
+def test_method_trust_section_flags_a_method_that_fails_sanity(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert 'id="trust"' in html and "No faithfulness checks" in html and "trust-row" not in html
+    trust = pd.DataFrame([
+        {"method": "gradcam", "layer": "backbone.4", "n_pairs": 28, "deletion_auc": 0.014, "insertion_auc": 0.78,
+         "faithfulness": 0.766, "faithfulness_se": 0.044, "sanity_ssim": 0.2, "sanity_spearman": 0.1,
+         "passes_sanity": True, "chosen": True},
+        {"method": "eigencam", "layer": "backbone.4", "n_pairs": 28, "deletion_auc": 0.4, "insertion_auc": 0.5,
+         "faithfulness": 0.1, "faithfulness_se": 0.1, "sanity_ssim": 0.93, "sanity_spearman": 0.9,
+         "passes_sanity": False, "chosen": False},
+        {"method": "gradcampp", "layer": "backbone.4", "n_pairs": 28, "deletion_auc": 0.47, "insertion_auc": 0.48,
+         "faithfulness": 0.014, "faithfulness_se": 0.117, "sanity_ssim": float("nan"), "sanity_spearman": float("nan"),
+         "passes_sanity": None, "chosen": False},
+    ])
+    write_table(trust, run_dir / "method_trust.parquet", "method_trust")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    rows = re.findall(r'<tr class="trust-row[^"]*">.*?</tr>', html, flags=re.S)
+    assert len(rows) == 3
+    assert "trust-fail" in rows[1] and "fails sanity" in rows[1] and "eigencam" in rows[1]
+    assert "trust-fail" not in rows[0] and "chosen" in rows[0] and "0.766 ± 0.044" in rows[0]
+    assert "not run" in rows[2] and "chosen" not in rows[2].split("gradcampp", 1)[1].replace('data-col', '')

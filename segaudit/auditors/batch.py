@@ -24,6 +24,7 @@ from segaudit.data.classmap import ClassMap
 from segaudit.data.sample import ErrorRow, Sample
 from segaudit.findings.ranking import rank_and_find
 from segaudit.findings.rules import FindingRules
+from segaudit.findings.trust import trusted_primary
 from segaudit.models.registry import LoadedModel
 from segaudit.runs.tables import SCHEMAS
 from segaudit.settings import AuditConfig, validate
@@ -75,16 +76,20 @@ def finish_tables(
     rules: FindingRules | None = None,
     methods: Sequence[str] = (),
     layers: Sequence[str] = (),
+    primary: str = "faithful",
 ) -> dict[str, pd.DataFrame]:
     """DataFrames of all tables (except ``run``) in dataset order, with the findings
     (:func:`segaudit.findings.rules.find`), each image's ``suspicion`` and its ``review_rank``: 1 = the most
-    suspicious image (ties broken by dataset order).
+    suspicious image (ties broken by dataset order), and the ``method_trust`` table.
 
     ``rules`` are the findings' thresholds (default :class:`FindingRules`); ``methods`` and ``layers`` the
-    run's, in order, to pick the map findings are decided on.
+    run's, in order, and ``primary`` the setting, to pick the map findings are decided on
+    (:func:`segaudit.findings.trust.trusted_primary`).
     """
     frames = {name: pd.DataFrame(getattr(rows, name), columns=SCHEMAS[name].names)
-              for name in SCHEMAS if name not in ("run", "findings")}
+              for name in SCHEMAS if name not in ("run", "findings", "method_trust")}
+    frames["method_trust"], methods, layers = trusted_primary(frames["faithfulness"], frames.get("sanity"),
+                                                              frames["scores"], methods, layers, primary)
     frames["images"], frames["findings"] = rank_and_find(
         frames["images"], frames["scores"], frames["instances"], rules, methods, layers, context=frames["context"],
         class_templates=frames["class_templates"], confusion=frames["confusion"])

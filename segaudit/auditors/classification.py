@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from segaudit.auditors.base import Auditor, BatchRows, Explained, explain_with_cam_engine
+from segaudit.auditors.faithfulness_rows import faithfulness_rows
 from segaudit.auditors.rows import (
     PrimaryConsistency,
     ScoredPairs,
@@ -101,6 +102,7 @@ class ClassificationAuditor(Auditor):
                 batch, b, names, pairs.gt_all[b], pred_classes=[names[c] for c in present if c > 0],
                 pixel_accuracy=nan, consistency=consistency_b, worst_class_id=worst))
         rows.thumbnails = thumbnail_rows(batch, None, config.thumbnail_size)
+        rows.extend(faithfulness_rows(batch, cams, self.model, config))  # deletion/insertion of the maps
 
 
 AUDITOR = ClassificationAuditor

@@ -9,6 +9,7 @@ import torch
 
 from segaudit.auditors.base import Auditor, BatchRows, Explained, explain_with_cam_engine
 from segaudit.auditors.context_rows import add_context_rows, class_template_rows
+from segaudit.auditors.faithfulness_rows import faithfulness_rows
 from segaudit.auditors.rows import (
     PrimaryConsistency,
     ScoredPairs,
@@ -109,6 +110,7 @@ class SegmentationAuditor(Auditor):
         rows.fixations = fixation_rows(batch, cams)
         rows.class_templates = class_template_rows(cams.logits, pairs.gt_all, len(names))
         add_context_rows(rows, self.model, batch, config, outside)
+        rows.extend(faithfulness_rows(batch, cams, self.model, config))  # deletion/insertion of the maps
 
 
 def _first_method(config: AuditConfig, cams: CamResult) -> str | None:

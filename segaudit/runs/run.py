@@ -32,6 +32,7 @@ from segaudit.data.sample import ImageRef
 from segaudit.findings.causal import CONFUSION_COLUMNS, CONTEXT_COLUMNS, TEMPLATE_COLUMNS
 from segaudit.findings.ranking import FINDING_INSTANCE_COLUMNS, FINDING_SCORE_COLUMNS, rank_and_find
 from segaudit.findings.rules import FindingRules
+from segaudit.findings.trust import trusted_primary
 from segaudit.models.registry import LoadedModel
 from segaudit.runs.shards import Shard, plan_shards
 from segaudit.runs.tables import (
@@ -166,7 +167,7 @@ def _rules_methods_layers(meta: dict[str, Any]) -> tuple[FindingRules | None, li
 def _clear_run(run_dir: str) -> None:
     """Remove what an earlier run with another key (or an older layout) left in ``run_dir``; nothing else."""
     fs, root = filesystem(run_dir)
-    names = [*SHARD_TABLES, "findings", MARKERS]
+    names = [*SHARD_TABLES, "findings", "method_trust", MARKERS]
     for name in names:
         path = f"{root}/{name}"
         if fs.exists(path):
@@ -314,10 +315,14 @@ def aggregate_run(run_dir: str) -> dict[str, int]:
     instances = read_table(run_dir, "instances", columns=FINDING_INSTANCE_COLUMNS)
     meta = plan["run"]
     rules, methods, layers = _rules_methods_layers(meta)
+    trust, methods, layers = trusted_primary(
+        read_table(run_dir, "faithfulness"), read_table(run_dir, "sanity") if "sanity" in SCHEMAS else None,
+        scores, methods, layers, json.loads(meta["config_json"]).get("primary", "first"))
     causal = {"context": read_table(run_dir, "context", columns=CONTEXT_COLUMNS),
               "class_templates": read_table(run_dir, "class_templates", columns=TEMPLATE_COLUMNS),
               "confusion": read_table(run_dir, "confusion", columns=CONFUSION_COLUMNS)}
     ranked, findings = rank_and_find(images, scores, instances, rules, methods, layers, **causal)
+    write_table(trust, part_path(run_dir, "method_trust", names[0]), "method_trust")  # one run-level part
     image_shard = dict(zip(images["image_id"], shard_of, strict=True))
     finding_shard = findings["image_id"].map(image_shard).fillna(names[0] if names else "").to_numpy()  # run-wide
     image_shards = pd.Series(shard_of, dtype=object).to_numpy()
@@ -333,11 +338,13 @@ def aggregate_run(run_dir: str) -> dict[str, int]:
         "schema_version": plan["schema_version"],
         "n_images": len(ranked),
         "n_errors": n_errors,
+        "methods": methods,  # the primary (chosen) method and layer first
+        "layer": ",".join(layers),
         "duration_s": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
     }
     write_table([{col: row[col] for col in SCHEMAS["run"].names}], join(run_dir, RUN_FILE), "run")
     counts = {table: sum(markers[name]["rows"][table] for name in names) for table in SHARD_TABLES}
-    return {**counts, "findings": len(findings)}
+    return {**counts, "findings": len(findings), "method_trust": len(trust)}
 
 
 def write_run_rows(rows: BatchRows, run_dir: str | Path, meta: dict[str, Any]) -> dict[str, int]:

@@ -285,6 +285,7 @@ class RunTables:
     faithfulness: pd.DataFrame
     context: pd.DataFrame
     class_templates: pd.DataFrame
+    method_trust: pd.DataFrame
     reviews: pd.DataFrame | None = None  # a reviewer's decisions (segaudit.runs.reviews), if any
 
     @property
