@@ -107,6 +107,7 @@ class Clock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.per_batch: list[dict[str, float]] = []
+        self.inside: list[str] = []  # the wrapped stages running now (a nested call counts once, outermost)
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -116,11 +117,26 @@ class Clock:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
+    def in_evidence(self) -> bool:
+        """Whether an evidence stage runs now (its forwards and backwards are its own, not the engine's)."""
+        return any(stage in EVIDENCE_STAGES for stage in self.inside)
+
     def wrap(self, stage: str, fn):
         def timed(*args, **kwargs):
-            with self(stage):
+            if stage in self.inside or (stage == "backwards" and self.in_evidence()):
                 return fn(*args, **kwargs)
+            self.inside.append(stage)
+            try:
+                with self(stage):
+                    return fn(*args, **kwargs)
+            finally:
+                self.inside.pop()
         return timed
+
+    def forward_done(self, start: float) -> None:
+        """Count a forward of the model that started at ``start``, unless an evidence stage ran it."""
+        if not self.in_evidence():
+            self.seconds["forward"] += time.perf_counter() - start
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -132,9 +148,7 @@ def _instrument(clock: Clock, module: torch.nn.Module) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     starts: list[float] = []
     pre = module.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
-    post = module.register_forward_hook(
-        lambda *_: clock.seconds.__setitem__("forward", clock.seconds["forward"] + time.perf_counter() - starts.pop())
-    )
+    post = module.register_forward_hook(lambda *_: clock.forward_done(starts.pop()))
     stack.callback(pre.remove)
     stack.callback(post.remove)
     # where the segmentation auditor looks them up (segaudit.auditors.segmentation / .rows)
