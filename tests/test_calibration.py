@@ -66,6 +66,8 @@ def test_sanity_rows_fall_for_gradcam_and_stay_high_for_an_input_edge_map() -> N
     """Grad-CAM of fixed targets depends on the weights: its SSIM to the trained maps falls as blocks are
     randomised. A map of the input's gradient magnitude ignores the weights: its SSIM stays 1."""
     model = _Net().eval()
+    with torch.no_grad():
+        model.head.bias[0] = -10.0  # classes 1 and 2 share the image
     g = torch.Generator().manual_seed(3)
     images = torch.rand((3, 3, 24, 24), generator=g)
     valid = torch.ones((3, 24, 24), dtype=torch.bool)
@@ -110,8 +112,8 @@ class _Toy(nn.Module):
 
     def __init__(self, size: int) -> None:
         super().__init__()
-        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        pattern = 5.0 * ((xx + yy) % size).float()[None, None] / size
+        pattern = torch.zeros((1, 1, size, size))
+        pattern[..., size // 2:, : size // 2] = 5.0  # the lower left quarter, where no object is
         self.clean = nn.Conv2d(3, 1, 1)
         with torch.no_grad():
             self.clean.weight.zero_()
@@ -126,23 +128,23 @@ class _Toy(nn.Module):
 
 def _toy_batch(size: int = 24) -> PreparedBatch:
     g = torch.Generator().manual_seed(4)
-    images = torch.rand((3, 3, size, size), generator=g) * 0.3
-    gt = torch.zeros((3, size, size), dtype=torch.long)
-    for b, (y, x) in enumerate([(3, 4), (10, 12), (6, 14)]):
+    images = torch.rand((4, 3, size, size), generator=g) * 0.3
+    gt = torch.zeros((4, size, size), dtype=torch.long)
+    for b, (y, x) in enumerate([(1, 4), (3, 12), (2, 14), (12, 14)]):
         images[b, 0, y:y + 8, x:x + 8] = 0.7 + 0.3 * torch.rand((8, 8), generator=g)
         gt[b, y:y + 8, x:x + 8] = 1
-    samples = [SimpleNamespace(image_id=f"img{b}") for b in range(3)]  # only the ids are read
-    return PreparedBatch(images=images, views=None, gt=gt, instances=[[], [], []], samples=samples,  # type: ignore[arg-type]
-                         boxes=[], unknown_classes=[{}, {}, {}])
+    samples = [SimpleNamespace(image_id=f"img{b}") for b in range(4)]  # only the ids are read
+    return PreparedBatch(images=images, views=None, gt=gt, instances=[[]] * 4, samples=samples,  # type: ignore[arg-type]
+                         boxes=[], unknown_classes=[{}] * 4)
 
 
 def test_the_layer_whose_maps_are_faithful_by_construction_is_chosen() -> None:
     model = _Toy(24).eval()
     batch = _toy_batch(24)
     cams = compute_cams_with(model, batch.images, CamSettings(("noisy", "clean"), ("gradcam", "hirescam")), batch.gt)
-    rows = faithfulness_rows(model, batch, cams, ("background", "red"), skip_classes=[0])
+    rows = faithfulness_rows(model, batch, cams, ("background", "red"))
     assert {tuple(r) for r in rows} == {tuple(SCHEMAS["faithfulness"].names)}
-    assert {r["class_id"] for r in rows} == {1} and len(rows) == 3 * 2 * 2  # images x methods x layers
+    assert {r["class_id"] for r in rows} == {1} and len(rows) == 4 * 2 * 2  # images x methods x layers
     layer, scores = choose_layer(rows, default="noisy")
     assert layer == "clean" and scores["clean"] > scores["noisy"] + 0.1, scores
     assert choose_layer(rows, default="clean")[0] == "clean"

@@ -187,6 +187,7 @@ def deletion_insertion(
     noise: float = 0.0,
     generator: torch.Generator | None = None,
     chunk: int = 32,
+    tolerance: float = 1e-6,
 ) -> dict[str, torch.Tensor]:
     """Deletion and insertion curves (ROAD imputation) of ``N`` explained pairs (module docstring).
 
@@ -210,6 +211,8 @@ def deletion_insertion(
         ROAD's imputation noise (:func:`linear_imputation`).
     chunk : int
         Perturbed images per model call.
+    tolerance : float
+        The imputation's conjugate-gradient tolerance (:func:`linear_imputation`).
 
     Returns
     -------
@@ -236,7 +239,7 @@ def deletion_insertion(
             for start in range(0, len(owner), chunk):
                 sl = slice(start, start + chunk)
                 source = images[image_of[owner[sl]]]
-                perturbed = linear_imputation(source, keep[sl], noise=noise, generator=generator)
+                perturbed = linear_imputation(source, keep[sl], noise=noise, generator=generator, tolerance=tolerance)
                 values.append(score(perturbed, owner[sl]).double())
             curves[kind] = (torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)).reshape(n_pairs, n_f)
     # insertion keeps the top f: the pixels removed at share f are exactly the kept ones
