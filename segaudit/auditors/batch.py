@@ -83,7 +83,7 @@ def finish_tables(
     ``rules`` are the findings' thresholds (default :class:`FindingRules`); ``methods`` and ``layers`` the
     run's, in order, to pick the map findings are decided on.
     """
-    frames = {name: pd.DataFrame(getattr(rows, name), columns=SCHEMAS[name].names)
+    frames = {name: pd.DataFrame(getattr(rows, name, []), columns=SCHEMAS[name].names)  # sanity: run-level, none
               for name in SCHEMAS if name not in ("run", "findings")}
     frames["images"], frames["findings"] = rank_and_find(frames["images"], frames["scores"], frames["instances"],
                                                          rules, methods, layers)

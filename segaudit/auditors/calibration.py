@@ -17,7 +17,8 @@ once every block is random does not explain the model.
 
 **Layer calibration** (only when ``layers`` is empty). Candidates: the model's default layer and up to two
 other layers (:func:`candidate_layers_for`). On the sample, every map of every method at every candidate
-gets its deletion/insertion curves with ROAD imputation (on a coarser grid of shares,
+(the first :data:`CALIBRATION_PAIRS` (image, class) pairs) gets its deletion/insertion curves with ROAD
+imputation (on a coarser grid of shares,
 :data:`CALIBRATION_FRACTIONS`, the engine's targets: background is not explained)
 (:func:`segaudit.metrics.faithfulness.deletion_insertion`, score
 :func:`~segaudit.metrics.faithfulness.segmentation_class_score` over the pair's predicted mask, or its
@@ -71,9 +72,12 @@ STAGE = "calibration"
 #: Removal shares of the calibration's curves: every other share of ROAD's grid (the same symmetric mean,
 #: 5 perturbed images per curve instead of 9).
 CALIBRATION_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-#: Conjugate-gradient tolerance of the calibration's imputation (1e-6 by default: about 3x the steps, for
-#: differences far below the ones between layers).
-CALIBRATION_TOLERANCE = 1e-3
+#: Conjugate-gradient tolerance of the calibration's imputation (the library's 1e-6 takes ~16x the steps on
+#: large holes, for imputed values within ~0.1 of the exact ones: far below the differences between layers).
+CALIBRATION_TOLERANCE = 1e-2
+#: At most this many (image, class) pairs get curves (the first in the sample), bounding the pre-pass's cost:
+#: pairs x methods x layers x 2 x 5 imputed images.
+CALIBRATION_PAIRS = 4
 
 Explain = Callable[[nn.Module], dict[tuple[str, str], torch.Tensor]]
 
@@ -222,12 +226,13 @@ def _score_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def faithfulness_rows(module: nn.Module, batch: PreparedBatch, cams: CamResult, names: Sequence[str],
-                      chunk: int = 32) -> list[dict[str, Any]]:
+                      chunk: int = 32, max_pairs: int | None = None) -> list[dict[str, Any]]:
     """Rows of the ``faithfulness`` table for every map of ``cams`` (layer ``input`` maps left out): the
     deletion/insertion curves (:data:`CALIBRATION_FRACTIONS`) of each (image, class, method, layer) over the
-    pair's predicted mask, or its labelled mask where the model predicts none of it (module docstring)."""
+    pair's predicted mask, or its labelled mask where the model predicts none of it (module docstring); the
+    first ``max_pairs`` pairs only, if given."""
     device = cams.pred.device
-    image, cls = _pairs(cams)
+    image, cls = (t[:max_pairs] for t in _pairs(cams))
     keys = [key for key in cams.maps if key[0] != INPUT_LAYER]
     if not len(image) or not keys:
         return []
@@ -301,7 +306,8 @@ def _calibrate(model: LoadedModel, batch: PreparedBatch, config: AuditConfig, pr
     layers = (default, *candidate_layers_for(model.module, default))
     settings = replace(cam_settings(model, config), layers=layers)
     cams = compute_cams_with(model.module, batch.images.to(model.device), settings, batch.gt.to(model.device))
-    prepass.faithfulness = faithfulness_rows(model.module, batch, cams, model.class_names)
+    prepass.faithfulness = faithfulness_rows(model.module, batch, cams, model.class_names,
+                                             max_pairs=CALIBRATION_PAIRS)
     prepass.layer, prepass.layer_scores = choose_layer(prepass.faithfulness, default)
     prepass.lines.append(layer_line(prepass))
 
