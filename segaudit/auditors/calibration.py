@@ -78,6 +78,9 @@ CALIBRATION_TOLERANCE = 1e-2
 #: At most this many (image, class) pairs get curves (the first in the sample), bounding the pre-pass's cost:
 #: pairs x methods x layers x 2 x 5 imputed images.
 CALIBRATION_PAIRS = 4
+#: At most this many conjugate-gradient steps per imputation (from the pull-push start): a map with large
+#: flat regions (e.g. zero after ReLU) removes whole blocks of rows, which would take up to 2000 steps.
+CALIBRATION_ITERATIONS = 100
 
 Explain = Callable[[nn.Module], dict[tuple[str, str], torch.Tensor]]
 
@@ -246,7 +249,8 @@ def faithfulness_rows(module: nn.Module, batch: PreparedBatch, cams: CamResult, 
     repeat = len(keys)
     score = segmentation_class_score(_score_forward(module), cls.repeat(repeat), pixels.repeat(repeat, 1, 1))
     curves = deletion_insertion(score, batch.images.to(device), maps, image.repeat(repeat), valid,
-                                fractions=CALIBRATION_FRACTIONS, chunk=chunk, tolerance=CALIBRATION_TOLERANCE)
+                                fractions=CALIBRATION_FRACTIONS, chunk=chunk, tolerance=CALIBRATION_TOLERANCE,
+                                max_iterations=CALIBRATION_ITERATIONS)
     rows = []
     n = len(image)
     for j, (layer, method) in enumerate(keys):

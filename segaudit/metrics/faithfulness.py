@@ -188,6 +188,7 @@ def deletion_insertion(
     generator: torch.Generator | None = None,
     chunk: int = 32,
     tolerance: float = 1e-6,
+    max_iterations: int = 2000,
 ) -> dict[str, torch.Tensor]:
     """Deletion and insertion curves (ROAD imputation) of ``N`` explained pairs (module docstring).
 
@@ -211,8 +212,8 @@ def deletion_insertion(
         ROAD's imputation noise (:func:`linear_imputation`).
     chunk : int
         Perturbed images per model call.
-    tolerance : float
-        The imputation's conjugate-gradient tolerance (:func:`linear_imputation`).
+    tolerance, max_iterations
+        The imputation's conjugate-gradient stopping rule (:func:`linear_imputation`).
 
     Returns
     -------
@@ -239,7 +240,8 @@ def deletion_insertion(
             for start in range(0, len(owner), chunk):
                 sl = slice(start, start + chunk)
                 source = images[image_of[owner[sl]]]
-                perturbed = linear_imputation(source, keep[sl], noise=noise, generator=generator, tolerance=tolerance)
+                perturbed = linear_imputation(source, keep[sl], noise=noise, generator=generator, tolerance=tolerance,
+                                              max_iterations=max_iterations)
                 values.append(score(perturbed, owner[sl]).double())
             curves[kind] = (torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)).reshape(n_pairs, n_f)
     # insertion keeps the top f: the pixels removed at share f are exactly the kept ones
