@@ -24,6 +24,7 @@ from segaudit.tasks import (
     load_model_task,
     open_dataset_task,
     plan_run_task,
+    prepass_task,
     process_shard_task,
     publish_summary_task,
     render_report_task,
@@ -36,6 +37,7 @@ from segaudit.models.registry import LoadedModel
 from segaudit.runs.run import (
     audit_config_from_json,
     pending_shards,
+    planned_config,
     resume_message,
     run_directory,
     run_metadata,
@@ -78,6 +80,9 @@ def audit(**params: Any) -> str:
     inputs = {"dataset": dataset, "split": split, "image_root": image_root, "model": model, "weights": weights,
               "mapping": mapping}
     plan = plan_run_task(run_dir, meta, refs, settings.shard_size, inputs, settings.resume)
+    # once per run, before the shards: the sanity check and, without user layers, the layer choice
+    plan = prepass_task(run_dir, plan, data, refs, loaded, class_map, config)
+    config = planned_config(config, plan)
     todo = pending_shards(run_dir, plan)
     if resume_message(plan, todo):  # issue 15: a resumed run says so (a warning, so that the CLI shows it)
         get_run_logger().warning(resume_message(plan, todo))
@@ -130,8 +135,8 @@ def audit_shards(
     wanted = set(shards) if shards is not None else None
     todo = [s for s in pending_shards(run_dir, plan) if wanted is None or s.name in wanted]
     tracker = ShardProgress(plan, todo, own_share=True)  # this child's images, not the run's
-    _process_here(run_dir, plan, todo, data, loaded, class_map, audit_config_from_json(meta["config_json"]),
-                  loader_workers, concurrency, tracker)
+    config = planned_config(audit_config_from_json(meta["config_json"]), plan)  # the pre-pass's layer
+    _process_here(run_dir, plan, todo, data, loaded, class_map, config, loader_workers, concurrency, tracker)
     return [s.name for s in todo]
 
 

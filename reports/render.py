@@ -45,6 +45,7 @@ from segaudit.reports.embed import page_script, script_json
 from segaudit.reports.facets import card_facets, confusion_data, mini_thumbnail
 from segaudit.reports.page import METRIC_LABELS, static_text, template_environment
 from segaudit.reports.review_list import annotation_ids, entry, images_in_review_order, review_order
+from segaudit.reports.sanity import sanity_summary
 from segaudit.reports.summary import (
     CLASS_METRICS,
     HISTOGRAM_BINS,
@@ -72,7 +73,7 @@ HEAVY_BATCH = 1000
 
 #: The tables read whole; maps and thumbnails are read in batches of images.
 _LIGHT_TABLES = ("images", "scores", "errors", "instances", "findings", "prompts", "fixations", "confusion",
-                 "method_trust")
+                 "method_trust", "sanity")
 
 _TEMPLATE = "report.html.j2"
 #: The page's scripts, in order: the parts report.js calls (review, gallery, label view, cards) come first.
@@ -188,6 +189,7 @@ def _render(
         "config_json": _pretty_json(run.get("config_json")),
         "errors": _errors(tables.errors, card_of),
         "method_trust": _method_trust(tables.method_trust),
+        "sanity": sanity_summary(tables.sanity),
         "data_json": Markup(script_json(data)),
         "pages_json": [Markup(script_json(page)) for page in pages] if inline else [],
         "css": Markup(static_text("report.css")),

@@ -16,6 +16,7 @@ __all__ = [
     "COLUMN_DOCS",
     "DATA_TABLES",
     "SHARD_TABLES",
+    "RUN_LEVEL_TABLES",
     "FINDING_KINDS",
     "EVIDENCE_COLUMNS",
     "VOID_LABEL",
@@ -322,6 +323,20 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("logit_sums", pa.list_(_f64)),
         ]
     ),
+    # the run's sanity check (segaudit.auditors.calibration, Adebayo et al. 2018): per cascading-randomisation
+    # step and (method, layer), the means over the pre-pass sample's maps; written once per run, not per shard
+    "sanity": pa.schema(
+        [
+            ("method", _str),
+            ("layer", _str),
+            ("step", _i64),
+            ("block", _str),
+            ("spearman", _f64),
+            ("spearman_abs", _f64),
+            ("ssim", _f64),
+            ("n_maps", _i64),
+        ]
+    ),
     "prompts": pa.schema(
         [
             ("image_id", _str),
@@ -430,16 +445,27 @@ COLUMN_DOCS: dict[str, str] = {
     "point_distance": "distance in pixels from the foreground point to the nearest GT mask pixel (0 inside)",
     "iou_with_gt": "IoU of the prompted segment with the GT mask (void ignored); NaN without a segment or GT",
     "dice_with_gt": "Dice of the prompted segment with the GT mask (void ignored); NaN without a segment or GT",
+    "step": "sanity check: how many blocks are randomised (1 = the block nearest the output only)",
+    "block": "sanity check: the block randomised at this step (a module name), in addition to those before it",
+    "spearman": "sanity check: Spearman rank correlation of the trained and the randomised maps over the pixels, "
+    "mean over the sampled maps (high after randomisation: the maps do not depend on the weights)",
+    "spearman_abs": "sanity check: as spearman, on the maps' absolute values",
+    "ssim": "sanity check: structural similarity (Wang et al. 2004) of the trained and the randomised maps, "
+    "min-max normalised, mean over the sampled maps; 1 = unchanged",
+    "n_maps": "sanity check: maps averaged (those with a defined rank correlation)",
 }
 
 
 #: Every table but ``run``, in writing order.
 DATA_TABLES = ("images", "scores", "maps", "thumbnails", "confusion", "errors", "instances", "findings", "prompts", "fixations",
-               "faithfulness", "context", "class_templates", "method_trust")
+               "faithfulness", "context", "class_templates", "method_trust", "sanity")
 
-#: Tables a shard writes; ``findings`` and ``method_trust`` (and the images' ranks) are written when the run
-#: is aggregated.
-SHARD_TABLES = tuple(t for t in DATA_TABLES if t not in ("findings", "method_trust"))
+#: Tables written once per run, not by the shards: ``findings`` and ``method_trust`` (and the images' ranks)
+#: when the run is aggregated, ``sanity`` by the run's pre-pass (:mod:`segaudit.auditors.calibration`).
+RUN_LEVEL_TABLES = ("findings", "method_trust", "sanity")
+
+#: Tables a shard writes.
+SHARD_TABLES = tuple(t for t in DATA_TABLES if t not in RUN_LEVEL_TABLES)
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:

@@ -7,6 +7,7 @@ from segaudit.tasks.audit import (
     load_model_task,
     open_dataset_task,
     plan_run_task,
+    prepass_task,
     process_shard_task,
     render_report_task,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "load_model_task",
     "open_dataset_task",
     "plan_run_task",
+    "prepass_task",
     "process_shard_task",
     "publish_summary_task",
     "render_report_task",

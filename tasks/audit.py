@@ -19,7 +19,7 @@ from segaudit.data.download import DATA_CACHE, materialize
 from segaudit.data.readers import SegmentationDataset, open_dataset
 from segaudit.data.sample import ErrorRow, ImageRef
 from segaudit.models.registry import LoadedModel, load_model
-from segaudit.runs.run import aggregate_run, start_run, write_shard_rows
+from segaudit.runs.run import aggregate_run, record_prepass, start_run, write_shard_rows
 from segaudit.runs.shards import Shard, process_shard
 from segaudit.settings import AuditConfig
 
@@ -70,6 +70,26 @@ def plan_run_task(run_dir: str, meta: dict[str, Any], refs: list[ImageRef], shar
     get_run_logger().info("run %s (key %s): %d images in %d shards", run_dir, plan["run_key"], len(refs),
                           len(plan["shards"]))
     return plan
+
+
+@task(name="prepass", cache_policy=NO_CACHE)
+def prepass_task(run_dir: str, plan: dict[str, Any], data: SegmentationDataset, refs: list[ImageRef],
+                 model: LoadedModel, class_map: ClassMap, config: AuditConfig) -> dict[str, Any]:
+    """The run's pre-pass (sanity check, layer calibration: :func:`segaudit.auditors.calibration.run_prepass`)
+    once per run, unless the plan already records it (a resumed run) or ``evidence`` is ``"none"``; return
+    the plan, updated with its result."""
+    from segaudit.auditors.calibration import run_prepass
+
+    if "prepass" in plan or config.evidence == "none":
+        return plan
+    start = time.perf_counter()
+    prepass = run_prepass(data, refs, model, class_map, config)
+    logger = get_run_logger()
+    for line in prepass.lines:
+        (logger.warning if prepass.errors else logger.info)(line)
+    logger.info("pre-pass: %d sanity rows, %d faithfulness rows in %.1f s", len(prepass.sanity),
+                len(prepass.faithfulness), time.perf_counter() - start)
+    return record_prepass(run_dir, plan, prepass)
 
 
 @task(name="process-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],

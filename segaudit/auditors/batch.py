@@ -86,7 +86,7 @@ def finish_tables(
     run's, in order, and ``primary`` the setting, to pick the map findings are decided on
     (:func:`segaudit.findings.trust.trusted_primary`).
     """
-    frames = {name: pd.DataFrame(getattr(rows, name), columns=SCHEMAS[name].names)
+    frames = {name: pd.DataFrame(getattr(rows, name, []), columns=SCHEMAS[name].names)  # sanity: run-level, none
               for name in SCHEMAS if name not in ("run", "findings", "method_trust")}
     frames["method_trust"], methods, layers = trusted_primary(frames["faithfulness"], frames.get("sanity"),
                                                               frames["scores"], methods, layers, primary)

@@ -45,7 +45,7 @@ from segaudit.metrics.faithfulness import deletion_insertion, segmentation_class
 from segaudit.models.registry import LoadedModel
 from segaudit.settings import AuditConfig
 
-__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION_STEPS", "faithfulness_rows", "logits_at_input"]
+__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION", "IMPUTATION_STEPS", "faithfulness_rows", "logits_at_input"]
 
 #: The ``stage`` of this step's error rows.
 FAITHFULNESS_STAGE = "faithfulness"
@@ -59,7 +59,7 @@ _IMAGES_PER_FORWARD = 32
 #: large removed regions). On the demo's maps (10 pairs, shares 0.2 / 0.5 / 0.8) 30 steps change the
 #: explained score by at most about 1e-4 against the converged fill, 10 steps by up to 0.015.
 IMPUTATION_STEPS = 30
-_IMPUTATION = {"max_iterations": IMPUTATION_STEPS, "tolerance": 1e-4, "dtype": torch.float32}
+IMPUTATION = {"max_iterations": IMPUTATION_STEPS, "tolerance": 1e-4, "dtype": torch.float32}
 
 #: Removal shares of the audit's curves: every other share of ROAD's grid
 #: (:data:`segaudit.metrics.faithfulness.ROAD_FRACTIONS`), 10 forwards per map instead of 18.
@@ -112,7 +112,7 @@ def _curves(
             return score(x, pair + offset)
 
         parts.append(deletion_insertion(shifted, images, maps[sl], image_of[sl], valid, AUDIT_FRACTIONS,
-                                        chunk=_IMAGES_PER_FORWARD, imputation=_IMPUTATION))
+                                        chunk=_IMAGES_PER_FORWARD, imputation=IMPUTATION))
     keys = ("base", "deletion_score", "insertion_score", "faithfulness")
     return {k: torch.cat([p[k] for p in parts]) for k in keys}
 

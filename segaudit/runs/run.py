@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from segaudit.findings.trust import trusted_primary
 from segaudit.models.registry import LoadedModel
 from segaudit.runs.shards import Shard, plan_shards
 from segaudit.runs.tables import (
+    DATA_TABLES,
     MARKERS,
     PLAN_FILE,
     RUN_FILE,
@@ -66,6 +67,9 @@ __all__ = [
     "write_shard_rows",
     "aggregate_run",
     "write_run_rows",
+    "PREPASS_PART",
+    "record_prepass",
+    "planned_config",
     "worker_name",
     "Progress",
 ]
@@ -167,7 +171,7 @@ def _rules_methods_layers(meta: dict[str, Any]) -> tuple[FindingRules | None, li
 def _clear_run(run_dir: str) -> None:
     """Remove what an earlier run with another key (or an older layout) left in ``run_dir``; nothing else."""
     fs, root = filesystem(run_dir)
-    names = [*SHARD_TABLES, "findings", "method_trust", MARKERS]
+    names = [*DATA_TABLES, MARKERS]
     for name in names:
         path = f"{root}/{name}"
         if fs.exists(path):
@@ -276,6 +280,32 @@ def write_shard_rows(run_dir: str, shard: Shard, rows: BatchRows, run_key_: str,
     return write_shard(run_dir, shard.name, tables, info)
 
 
+# ------------------------------------------------------------------------------------------- pre-pass
+
+#: Name of the parts the run's pre-pass writes (``sanity/prepass.parquet``, ``faithfulness/...``, ``errors/...``).
+PREPASS_PART = "prepass"
+
+
+def record_prepass(run_dir: str, plan: dict[str, Any], prepass: Any) -> dict[str, Any]:
+    """Write the rows of the run's pre-pass (:class:`segaudit.auditors.calibration.Prepass`) as the run's
+    ``prepass`` parts, then record it in the plan (``plan["prepass"]``; its chosen layer becomes the run
+    table's ``layer``), so that a resumed run reuses it; return the updated plan. The plan is written last:
+    a run interrupted in between redoes the pre-pass."""
+    for table in ("sanity", "faithfulness", "errors"):
+        write_table(getattr(prepass, table), part_path(run_dir, table, PREPASS_PART), table)
+    plan = {**plan, "prepass": prepass.to_json(), "run_parts": [PREPASS_PART]}
+    if prepass.layer:
+        plan["run"] = {**plan["run"], "layer": prepass.layer}
+    write_plan(run_dir, plan)
+    return read_plan(run_dir)
+
+
+def planned_config(config: AuditConfig, plan: dict[str, Any]) -> AuditConfig:
+    """``config`` with the layer the run's pre-pass chose (when it chose one: the user fixed no layer)."""
+    layer = (plan.get("prepass") or {}).get("layer")
+    return replace(config, layers=(layer,)) if layer and not config.layers else config
+
+
 # ------------------------------------------------------------------------------------------ aggregate
 
 
@@ -331,7 +361,7 @@ def aggregate_run(run_dir: str) -> dict[str, int]:
         write_table(findings[finding_shard == name].reset_index(drop=True), part_path(run_dir, "findings", name),
                     "findings")
     markers = shard_markers(run_dir)
-    n_errors = sum(markers[name]["rows"]["errors"] for name in names)
+    n_errors = sum(markers[name]["rows"]["errors"] for name in names) + (plan.get("prepass") or {}).get("n_errors", 0)
     started = datetime.fromisoformat(meta["created_at"])
     row = {
         **meta,

@@ -18,6 +18,8 @@ and is made only of these files; the report and any later analysis read them and
     findings/...              one row per finding (label error, context reliance, ...) with its evidence
     prompts/...               CAM-prompted segments (only with the prompts option) (segaudit.metrics.prompting)
                               and their IoU with the label
+    sanity/prepass.parquet    the run's sanity check (segaudit.auditors.calibration); the pre-pass also
+                              writes faithfulness/prepass.parquet and errors/prepass.parquet
 
 Each shard (a consecutive slice of the dataset's images) writes its part of every table; the run-wide
 ``findings`` and the images' ``suspicion`` and ``review_rank`` are written when all shards are done
@@ -241,7 +243,8 @@ def read_table(
     if plan is None:
         paths = [join(run_dir, f"{table}.parquet")]
     else:
-        names = [s["name"] for s in plan["shards"]] if shards is None else list(shards)
+        # the shards' parts, and the run's own (its pre-pass: segaudit.runs.run.record_prepass)
+        names = [s["name"] for s in plan["shards"]] + list(plan.get("run_parts", ())) if shards is None else list(shards)
         paths = [part_path(run_dir, table, name) for name in names]
     fs, _ = filesystem(run_dir)
     paths = [filesystem(p)[1] for p in paths]
@@ -286,6 +289,7 @@ class RunTables:
     context: pd.DataFrame
     class_templates: pd.DataFrame
     method_trust: pd.DataFrame
+    sanity: pd.DataFrame
     reviews: pd.DataFrame | None = None  # a reviewer's decisions (segaudit.runs.reviews), if any
 
     @property
