@@ -110,3 +110,14 @@ def test_findings_are_decided_on_the_chosen_map_and_the_choice_is_recorded() -> 
 def test_trusted_primary_rejects_an_unknown_setting() -> None:
     with pytest.raises(ValueError, match="primary must be one of"):
         trusted_primary(_faithfulness({}), None, pd.DataFrame(columns=["method", "layer"]), ["a"], ["x"], "best")
+
+
+def test_method_trust_counts_a_pair_in_the_pre_pass_and_a_shard_once() -> None:
+    from segaudit.findings.trust import method_trust
+
+    row = {"image_id": "a", "class_id": 1, "class_name": "x", "method": "gradcam", "layer": "l", "target": "pred",
+           "pixels": 10, "target_score": 0.9, "deletion_auc": 0.1, "insertion_auc": 0.7, "faithfulness": 0.6}
+    other = {**row, "image_id": "b", "deletion_auc": 0.3, "insertion_auc": 0.5, "faithfulness": 0.2}
+    table = method_trust(pd.DataFrame([row, row, other]))
+    assert int(table["n_pairs"].iloc[0]) == 2
+    assert float(table["faithfulness"].iloc[0]) == pytest.approx(0.4)

@@ -88,7 +88,8 @@ def method_trust(faithfulness: pd.DataFrame, sanity: pd.DataFrame | None = None)
     rows = faithfulness[np.isfinite(pd.to_numeric(faithfulness["faithfulness"], errors="coerce"))]
     # a pair of the run's pre-pass sample that the evidence level also picks has two rows (the pre-pass's and
     # the shard's, computed alike): count it once
-    rows = rows.drop_duplicates(["image_id", "class_id", "method", "layer", "target"])
+    keys = [c for c in ("image_id", "class_id", "method", "layer", "target") if c in rows]
+    rows = rows.drop_duplicates(keys) if "image_id" in keys else rows
     grouped = rows.groupby(["method", "layer"], as_index=False, sort=False)
     table = grouped.agg(n_pairs=("faithfulness", "size"), deletion_auc=("deletion_auc", "mean"),
                         insertion_auc=("insertion_auc", "mean"), faithfulness=("faithfulness", "mean"),
