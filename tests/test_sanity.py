@@ -71,3 +71,20 @@ def test_a_model_based_method_changes_and_an_input_edge_map_does_not() -> None:
     # the trained model was not touched
     assert torch.equal(explain(model)["gradcam"], explain(model)["gradcam"])
     assert model.head.weight.abs().sum() > 0 and torch.equal(_Net().head.weight, model.head.weight)
+
+
+def test_max_steps_explains_evenly_spaced_steps_with_the_same_weights() -> None:
+    torch.manual_seed(0)
+    model = _Net()
+    images = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(1))
+    blocks = ["head", "features.2", "features.0"]
+
+    def explain(module: nn.Module) -> dict[str, torch.Tensor]:
+        return {"out": module(images)[:, 0].detach()}
+
+    every = cascading_randomization(model, blocks, explain, seed=3)
+    some = cascading_randomization(model, blocks, explain, seed=3, max_steps=2)
+    assert [s["step"] for s in some] == [2, 3] and [s["block"] for s in some] == ["features.2", "features.0"]
+    for kept in some:  # the randomised weights do not depend on which steps are explained
+        same = every[kept["step"] - 1]
+        assert torch.equal(kept["out"]["ssim"], same["out"]["ssim"])

@@ -67,6 +67,9 @@ __all__ = ["SAMPLE_SIZE", "Prepass", "sample_refs", "randomization_blocks", "can
 
 #: Images of the pre-pass sample.
 SAMPLE_SIZE = 4
+#: Steps of the cascading randomisation that are explained (evenly spaced over the model's blocks, the last
+#: always): the demo model has 18 blocks, and each explained step is a CAM pass (18 took 23 s of a 62 s demo).
+SANITY_STEPS = 4
 #: Stage of the error row a failed pre-pass writes.
 STAGE = "calibration"
 
@@ -193,12 +196,14 @@ def fixed_target_explainer(images: torch.Tensor, valid: torch.Tensor, trained: C
     return explain, image, cls
 
 
-def sanity_rows(module: nn.Module, blocks: Sequence[str], explain: Explain, seed: int = 0) -> list[dict[str, Any]]:
+def sanity_rows(module: nn.Module, blocks: Sequence[str], explain: Explain, seed: int = 0,
+                max_steps: int | None = SANITY_STEPS) -> list[dict[str, Any]]:
     """Rows of the ``sanity`` table: :func:`~segaudit.cam.sanity.cascading_randomization` of ``module``
-    over ``blocks``, per step and (layer, method) the means over the maps (NaN left out; ``n_maps`` counts
-    the maps with a finite Spearman correlation)."""
+    over ``blocks`` (explained after at most ``max_steps`` of its steps, the last always), per step and
+    (layer, method) the means over the maps (NaN left out; ``n_maps`` counts the maps with a finite
+    Spearman correlation)."""
     rows = []
-    for step in cascading_randomization(module, blocks, explain, seed=seed):
+    for step in cascading_randomization(module, blocks, explain, seed=seed, max_steps=max_steps):
         for key, values in step.items():
             if not isinstance(key, tuple):
                 continue
