@@ -211,7 +211,8 @@ class AuditConfig:
     thumbnail_size : int
         Longest side of the pictures stored for the report.
     rules : FindingRules
-        Thresholds of the findings and the suspicion score's weight (:mod:`segaudit.findings.rules`).
+        Thresholds of the findings and whether CAM consistency breaks the review order's ties
+        (:mod:`segaudit.findings.rules`).
     prompts : str or None
         CAM-prompted segmentation of the primary map (first method, first layer) into the ``prompts`` table:
         ``"grabcut"`` (OpenCV, offline) or ``"sam"`` (needs ``sam_checkpoint``); None = off (it costs about
