@@ -79,3 +79,14 @@ def test_label_png_is_lossless() -> None:
     labels[::3, ::5] = 255
     decoded = Image.open(io.BytesIO(_png(labels)))
     assert decoded.mode == "L" and np.array_equal(np.asarray(decoded), labels)
+
+
+def test_scores_of_no_maps_are_empty_not_an_error() -> None:
+    """A batch whose images have no (image, class) pair (an image with nothing labelled or predicted, or a
+    detector without detections) scores zero maps: every metric an empty tensor."""
+    from segaudit.metrics.scores import score_masks
+
+    maps = torch.zeros((0, 8, 8))
+    empty = torch.zeros((0, 8, 8), dtype=torch.bool)
+    out = score_masks(maps, {"gt": empty, "pred": empty}, empty, 0.5, 0.6)
+    assert out["gt"]["auroc"].shape == (0,) and out["pred"]["energy_in_mask"].shape == (0,)

@@ -67,7 +67,7 @@ class MapOrdering:
         starts[tail, self.n_valid[tail]] = True
         flat = starts.flatten()
         self.begin = torch.nonzero(flat)[:, 0]
-        self.end = torch.cat([self.begin[1:], self.begin.new_full((1,), flat.numel())])
+        self.end = torch.cat([self.begin[1:], self.begin.new_full((min(1, len(self.begin)),), flat.numel())])
         self.offset = torch.arange(n, device=values.device) * size  # flat position of each row's start
         self.row = self.begin // size  # the row of each block
         self.row_start = self.begin == self.offset[self.row]  # the block opens its row
