@@ -30,6 +30,8 @@ from segaudit.models.registry import build_architecture
 from segaudit.schema import SCHEMAS
 from segaudit.settings import AuditConfig
 
+pytestmark = pytest.mark.evidence  # runs the evidence checks as configured (tests/conftest.py)
+
 DEMO_CLASSES = ("background", "disc", "square", "triangle", "star", "boat")
 
 

@@ -17,6 +17,8 @@ from segaudit.models.loaded import LoadedModel
 from segaudit.schema import SCHEMAS
 from segaudit.settings import AuditConfig
 
+pytestmark = pytest.mark.evidence  # runs the evidence checks as configured (tests/conftest.py)
+
 NAMES = ("background", "red", "green")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -20,6 +20,8 @@ from segaudit.models.registry import LoadedModel
 from segaudit.schema import SCHEMAS
 from segaudit.settings import AuditConfig
 
+pytestmark = pytest.mark.evidence  # runs the evidence checks as configured (tests/conftest.py)
+
 NAMES = ("background", "disc", "square", "triangle", "star", "boat")
 
 

@@ -83,6 +83,7 @@ def test_demo_command_surfaces_planted_errors(prefect_server, demo_data, tmp_pat
     assert not namespace["run"].findings.empty
 
 
+@pytest.mark.evidence  # end to end with the evidence checks as configured (pre-pass included)
 def test_flow_reads_every_real_fixture_or_reports_it(prefect_server, real_fixtures, tmp_path) -> None:
     cases = {
         "coco-labelme": real_fixtures / "coco-labelme" / "annotations.json",

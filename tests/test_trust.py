@@ -18,6 +18,8 @@ from segaudit.findings.trust import (
 )
 from segaudit.schema import SCHEMAS
 
+pytestmark = pytest.mark.evidence  # runs the evidence checks as configured (tests/conftest.py)
+
 
 def _faithfulness(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     rows = []
