@@ -59,6 +59,7 @@ def test_transient_failure_is_retried(reference) -> None:
     assert len(run.images) == 10 and sorted(run.images["review_rank"]) == list(range(1, 11))
 
 
+@pytest.mark.evidence  # the killed run is a subprocess (evidence as configured): the reference runs alike
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(prefect_server, data, reference, tmp_path) -> None:
     from prefect.settings import PREFECT_API_URL
 
