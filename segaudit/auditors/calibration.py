@@ -43,7 +43,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segaudit.auditors.base import cam_settings
@@ -52,7 +51,7 @@ from segaudit.auditors.sampling import evidence_images
 from segaudit.cam.engine import CamResult, compute_cams_with
 from segaudit.cam.maps import upsample_maps
 from segaudit.cam.sanity import cascading_randomization
-from segaudit.cam.targets import TARGET_NONE, model_logits
+from segaudit.cam.targets import TARGET_NONE, logits_at_input
 from segaudit.data.classmap import ClassMap
 from segaudit.data.preprocess import PreparedBatch, prepare_batch
 from segaudit.data.readers import SegmentationDataset, read_samples
@@ -220,16 +219,6 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(finite.mean()) if len(finite) else math.nan
 
 
-def _score_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        logits = model_logits(module(x))
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits.float()
-
-    return forward
-
-
 def faithfulness_rows(module: nn.Module, batch: PreparedBatch, cams: CamResult, names: Sequence[str],
                       chunk: int = 32, max_pairs: int | None = None) -> list[dict[str, Any]]:
     """Rows of the ``faithfulness`` table for every map of ``cams`` (layer ``input`` maps left out): the
@@ -249,7 +238,7 @@ def faithfulness_rows(module: nn.Module, batch: PreparedBatch, cams: CamResult, 
     size = tuple(batch.images.shape[-2:])
     maps = torch.cat([upsample_maps(cams.maps[key][image, cls].float(), size) for key in keys])
     repeat = len(keys)
-    score = segmentation_class_score(_score_forward(module), cls.repeat(repeat), pixels.repeat(repeat, 1, 1))
+    score = segmentation_class_score(logits_at_input(module), cls.repeat(repeat), pixels.repeat(repeat, 1, 1))
     curves = deletion_insertion(score, batch.images.to(device), maps, image.repeat(repeat), valid,
                                 fractions=CALIBRATION_FRACTIONS, chunk=chunk, imputation=IMPUTATION)
     rows = []

@@ -15,20 +15,19 @@ and ``x_ctx`` with the ``"baseline"`` fill (the normalisation mean), normalisati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from segaudit.auditors.base import BatchRows
 from segaudit.auditors.failures import is_out_of_memory, reason
 from segaudit.auditors.rows import jpeg_bytes
 from segaudit.auditors.sampling import evidence_images
-from segaudit.cam.targets import model_logits
+from segaudit.cam.targets import logits_at_input
 from segaudit.data.preprocess import PreparedBatch
 from segaudit.data.sample import ErrorRow
 from segaudit.metrics.context import context_effects, context_only, dilate, fill_images, object_only
@@ -37,7 +36,7 @@ from segaudit.models.registry import LoadedModel
 from segaudit.schema import VOID_LABEL
 from segaudit.settings import AuditConfig
 
-__all__ = ["CONTEXT_RADIUS", "CONTEXT_CHUNK", "labelled_pairs", "inside_letterbox", "model_forward", "context_rows", "add_context_rows",
+__all__ = ["CONTEXT_RADIUS", "CONTEXT_CHUNK", "labelled_pairs", "inside_letterbox", "context_rows", "add_context_rows",
            "class_template_rows"]
 
 #: Dilation (pixels, in the model's input frame) of an object into the region kept / replaced.
@@ -70,19 +69,6 @@ def inside_letterbox(batch: PreparedBatch, picked: Sequence[int]) -> torch.Tenso
         box = batch.boxes[b]
         inside[i, box.top : box.top + box.new_height, box.left : box.left + box.new_width] = True
     return inside
-
-
-def model_forward(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> logits (M, K, H, W)`` at ``x``'s size (bilinear upsampling of smaller logits), no gradient."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            logits = model_logits(module(x)).float()
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-        return logits
-
-    return forward
 
 
 def _views(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], size: int) -> list[bytes]:
@@ -135,7 +121,7 @@ def context_rows(
     image_of = torch.tensor([local[b] for b, _ in pairs], dtype=torch.long, device=device)
     classes = torch.tensor([k for _, k in pairs], dtype=torch.long, device=device)
     objects = gt[image_of] == classes[:, None, None]
-    effects = context_effects(model_forward(model.module), images, valid, image_of, classes, objects,
+    effects = context_effects(logits_at_input(model.module), images, valid, image_of, classes, objects,
                               radius=CONTEXT_RADIUS, chunk=CONTEXT_CHUNK, measured=gt != VOID_LABEL)
     values = {key: tensor.tolist() for key, tensor in effects.items()}
     regions = dilate(objects, CONTEXT_RADIUS)

@@ -34,18 +34,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from segaudit.auditors.base import BatchRows
 from segaudit.auditors.sampling import evidence_images
 from segaudit.cam import CamResult, upsample_maps
-from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, model_logits, seg_grad_cam_pixels
+from segaudit.cam.targets import TARGET_NAMES, TARGET_NONE, logits_at_input, model_logits, seg_grad_cam_pixels
 from segaudit.data.preprocess import PreparedBatch
 from segaudit.metrics.faithfulness import deletion_insertion, segmentation_class_score
 from segaudit.models.registry import LoadedModel
 from segaudit.settings import AuditConfig
 
-__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION", "IMPUTATION_STEPS", "faithfulness_rows", "logits_at_input"]
+__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION", "IMPUTATION_STEPS", "faithfulness_rows"]
 
 #: The ``stage`` of this step's error rows.
 FAITHFULNESS_STAGE = "faithfulness"
@@ -64,19 +63,6 @@ IMPUTATION = {"max_iterations": IMPUTATION_STEPS, "tolerance": 1e-4, "dtype": to
 #: Removal shares of the audit's curves: every other share of ROAD's grid
 #: (:data:`segaudit.metrics.faithfulness.ROAD_FRACTIONS`), 10 forwards per map instead of 18.
 AUDIT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-def logits_at_input(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> logits (M, K, H, W)`` at the input's resolution: the model's output (a tensor or torchvision's
-    ``{"out": ...}``), upsampled bilinearly when the model returns smaller logits (as the engine reads it)."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        logits = model_logits(module(x)).float()
-        if logits.ndim == 4 and logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
-
-    return forward
 
 
 def _classifier_score(module: torch.nn.Module, classes: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

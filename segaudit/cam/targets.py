@@ -28,6 +28,8 @@ as above; ``all`` explains the same classes coded ``all`` (a class score already
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from segaudit.schema import SCORE_KINDS, TARGET_KINDS
@@ -46,6 +48,7 @@ __all__ = [
     "seg_grad_cam_sources",
     "seg_grad_cam_pixels",
     "model_logits",
+    "logits_at_input",
     "target_scores",
     "classifier_presence",
     "classifier_targets",
@@ -282,3 +285,20 @@ def classifier_scores(logits: torch.Tensor, score: str = "logits") -> torch.Tens
     if score not in SCORE_KINDS:
         raise ValueError(f"unknown score {score!r}; available: {', '.join(SCORE_KINDS)}")
     return logits if score == "logits" else logits.sigmoid()
+
+
+def logits_at_input(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> logits`` without gradient, the way the engine reads the model (:func:`model_logits` of its
+    output: a tensor or torchvision's ``{"out": ...}``); per-pixel logits smaller than ``x`` are upsampled
+    bilinearly to ``(M, K, H, W)`` at ``x``'s size. The forward of the evidence checks (faithfulness curves,
+    context tests, the run's pre-pass)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model_logits(module(x)).float()
+        if logits.ndim == 4 and logits.shape[-2:] != x.shape[-2:]:
+            logits = torch.nn.functional.interpolate(logits, size=tuple(x.shape[-2:]), mode="bilinear",
+                                                     align_corners=False)
+        return logits
+
+    return forward
