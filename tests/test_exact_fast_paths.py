@@ -12,7 +12,8 @@ from PIL import Image
 
 from segaudit.auditors.rows import _png, classes_present
 from segaudit.metrics.instances import _window_max
-from segaudit.metrics.ordering import _stable_sort
+from segaudit.metrics.entanglement import template_sums
+from segaudit.metrics.ordering import MapOrdering, _stable_sort, sort_with_masks
 from segaudit.metrics.scores import confusion_counts
 
 
@@ -90,3 +91,94 @@ def test_scores_of_no_maps_are_empty_not_an_error() -> None:
     empty = torch.zeros((0, 8, 8), dtype=torch.bool)
     out = score_masks(maps, {"gt": empty, "pred": empty}, empty, 0.5, 0.6)
     assert out["gt"]["auroc"].shape == (0,) and out["pred"]["energy_in_mask"].shape == (0,)
+
+
+def _block_counts(values: torch.Tensor, ordered_mask: torch.Tensor) -> list[list[tuple[float, int]]]:
+    """Per row, (value, mask pixels) of each tie block: what the scores read off a sorted map."""
+    out = []
+    for row, bits in zip(values.tolist(), ordered_mask.int().tolist(), strict=True):
+        blocks: dict[float, int] = {}
+        for v, b in zip(row, bits, strict=True):
+            blocks[v] = blocks.get(v, 0) + b
+        out.append(sorted(blocks.items()))
+    return out
+
+
+@pytest.mark.parametrize("dtype,n_masks", [(torch.float32, 2), (torch.float32, 31), (torch.float32, 33),
+                                           (torch.float16, 3), (torch.float64, 2)])
+def test_sort_with_masks_is_an_argsort_with_masks_gathered(dtype: torch.dtype, n_masks: int) -> None:
+    # float32: the masks packed below the value (a value-only sort); more than 31 masks, float64: an argsort
+    gen = torch.Generator().manual_seed(5)
+    values = torch.randn(7, 301, generator=gen).to(dtype)
+    values[:, ::3] = values[:, ::3].round()  # ties
+    values[:, ::7] = 0.0
+    values[:, ::11] = -0.0
+    values[:, ::13] = torch.inf  # void
+    values[1] = 1.0  # one tie block
+    masks = [torch.rand(7, 301, generator=gen) < 0.4 for _ in range(n_masks)]
+    expected_values, index = values.sort(stable=True, dim=1)
+    got_values, got_masks = sort_with_masks(values, masks)
+    assert got_values.dtype == dtype and torch.equal(got_values, expected_values)
+    for mask, got in zip(masks, got_masks, strict=True):
+        assert got.dtype == torch.bool
+        assert _block_counts(got_values, got) == _block_counts(expected_values, mask.gather(1, index))
+
+
+def test_points_are_the_first_extremes_in_row_major_order() -> None:
+    gen = torch.Generator().manual_seed(6)
+    values = torch.randint(0, 4, (9, 50), generator=gen).float()  # many tied maxima and minima
+    valid = torch.rand(9, 50, generator=gen) < 0.7
+    top, bottom, _, _ = MapOrdering(values, valid).points()
+    for i in range(9):
+        kept = [p for p in range(50) if valid[i, p]]
+        high, low = max(values[i, kept]), min(values[i, kept])
+        assert top[i].item() == next(p for p in kept if values[i, p] == high)
+        assert bottom[i].item() == next(p for p in kept if values[i, p] == low)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threshold_search_finds_the_region_an_elementwise_comparison_finds(dtype: torch.dtype) -> None:
+    # values placed at min + t (max - min) and one float step either side, where the guess of the search
+    # (a value threshold) and the normalised comparison can disagree by rounding; and a long tie block at t
+    gen = torch.Generator().manual_seed(7)
+    levels = [0.0, 0.05, 0.1, 0.3, 1 / 3, 0.5, 0.6, 0.7, 0.95, 1.0]
+    low = torch.tensor([0.0, -3.7, 1e-3, 12.5, 0.2, 0.0], dtype=dtype)
+    high = torch.tensor([1.0, 9.1, 7e-3, 13.0, 0.2 + 1e-6, 5.0], dtype=dtype)
+    rows = []
+    for lo, hi in zip(low, high, strict=True):
+        at = torch.stack([lo + t * (hi - lo) for t in levels]).to(dtype)
+        near = torch.cat([at, torch.nextafter(at, at + 1), torch.nextafter(at, at - 1)])
+        filler = lo + (hi - lo) * torch.rand(200 - len(near) - 2, generator=gen, dtype=torch.float64).to(dtype)
+        rows.append(torch.cat([lo[None], hi[None], near.clamp(lo, hi), filler]))
+    values = torch.stack(rows)
+    values[5, 40:140] = values[5, 2 + 5]  # a long tie block at the level 0.5
+    valid = torch.rand(values.shape, generator=gen) < 0.9
+    valid[:, :2] = True  # keep min and max
+    mask = torch.rand(values.shape, generator=gen) < 0.5
+    iou, dice, constant = MapOrdering(values, valid, [mask]).thresholded(0, levels)
+    assert not constant.any()
+    span = high - low
+    for j, t in enumerate(levels):
+        region = ((values - low[:, None]) / span[:, None] >= torch.tensor(t, dtype=dtype)) & valid
+        inter, truth = (region & mask).sum(1), (mask & valid).sum(1)
+        assert torch.equal(iou[:, j], inter.double() / (region | (mask & valid)).sum(1).double()), t
+        assert torch.equal(dice[:, j], 2 * inter.double() / (region.sum(1) + truth).double()), t
+
+
+@pytest.mark.parametrize("num_classes", [3, 21])
+def test_template_sums_add_each_labelled_pixels_logits(num_classes: int) -> None:
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(3, num_classes, 9, 11, generator=gen)
+    labels = torch.randint(0, num_classes + 2, (3, 9, 11), generator=gen)  # some out of range
+    labels[0, :2] = 255
+    sums, counts = template_sums(logits, labels, num_classes)
+    expected = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    expected_counts = torch.zeros(num_classes, dtype=torch.long)
+    for b, y, x in zip(*[t.flatten().tolist() for t in torch.meshgrid(
+            torch.arange(3), torch.arange(9), torch.arange(11), indexing="ij")], strict=True):
+        c = labels[b, y, x].item()
+        if c < num_classes:
+            expected[c] += logits[b, :, y, x].double()
+            expected_counts[c] += 1
+    assert torch.equal(counts, expected_counts)
+    assert torch.allclose(sums, expected, rtol=0, atol=1e-12)

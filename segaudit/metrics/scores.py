@@ -294,9 +294,7 @@ def _top_k_share(
     shared out in proportion (the expected share over random tie-breaking), so the answer does not depend on
     a sort's order. NaN when ``k < 1``, when fewer than ``k`` pixels are valid, or for a map with no positive
     valid value."""
-    ok = valid.flatten(1)
-    _, cumulative = (order := MapOrdering(maps.flatten(1), ok)).in_order(masks.flatten(1) & ok)
-    return order.top_k_share(cumulative, k)
+    return MapOrdering(maps.flatten(1), valid.flatten(1), [masks.flatten(1)]).top_k_share(0, k)
 
 
 def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -361,9 +359,7 @@ def auroc(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch
     _check(maps, masks, valid)
 
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ok, truth = v.flatten(1), (g & v).flatten(1)
-        order = MapOrdering(m.flatten(1), ok)
-        return order.auroc(order.in_order(truth)[1], truth.sum(1))
+        return MapOrdering(m.flatten(1), v.flatten(1), [g.flatten(1)]).auroc(0)
 
     return _over_chunks(one, maps, masks, valid)
 
@@ -419,11 +415,9 @@ def iou_and_dice_at(
         raise ValueError("expected at least one threshold")
 
     def one(m: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ok, truth = v.flatten(1), (g & v).flatten(1)
-        order = MapOrdering(m.flatten(1), ok)
-        n_truth = truth.sum(1)
-        iou, dice, constant = order.thresholded(order.in_order(truth)[1], n_truth, levels)
-        undefined = ((n_truth == 0) | constant)[:, None]
+        order = MapOrdering(m.flatten(1), v.flatten(1), [g.flatten(1)])
+        iou, dice, constant = order.thresholded(0, levels)
+        undefined = ((order.n_in(0) == 0) | constant)[:, None]
         return _nan_where(iou, undefined), _nan_where(dice, undefined)
 
     return _over_chunks(one, maps, masks, valid)
@@ -523,8 +517,7 @@ def _score_masks_chunk(
     maps: torch.Tensor, masks: Mapping[str, torch.Tensor], valid: torch.Tensor, iou_threshold: float,
     centroid_cutoff: float,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    ok = valid.flatten(1)
-    order = MapOrdering(maps.flatten(1), ok)
+    order = MapOrdering(maps.flatten(1), valid.flatten(1), [mask.flatten(1) for mask in masks.values()])
     top, bottom, positive_max, not_constant = order.points()
     width = maps.shape[-1]
     points = {"max_point": (torch.stack([top // width, top % width], 1).double(), positive_max),
@@ -533,18 +526,17 @@ def _score_masks_chunk(
     positive = maps.clamp(min=0) * valid
     total = positive.flatten(1).sum(1)
     out = {}
-    for kind, mask in masks.items():
+    for j, (kind, mask) in enumerate(masks.items()):
         truth = mask & valid
-        _, cumulative = order.in_order(truth.flatten(1))
-        n_truth = cumulative[:, -1].long()
+        n_truth = order.n_in(j)
         empty = n_truth == 0
-        iou, dice, constant = order.thresholded(cumulative, n_truth, (iou_threshold,))
+        iou, dice, constant = order.thresholded(j, (iou_threshold,))
         columns = {
             "mask_pixels": n_truth,
             "energy_in_mask": _nan_where((positive * mask).flatten(1).sum(1) / total.clamp(min=1e-30),
                                          empty | (total <= 0)),
-            "relevance_rank": order.top_k_share(cumulative, n_truth),
-            "auroc": order.auroc(cumulative, n_truth),
+            "relevance_rank": order.top_k_share(j, n_truth),
+            "auroc": order.auroc(j),
             "iou_at_0_5": _nan_where(iou[:, 0], empty | constant),
             "dice_at_0_5": _nan_where(dice[:, 0], empty | constant),
         }
