@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segaudit.auditors.rows import _png, classes_present
-from segaudit.metrics.instances import _window_max
 from segaudit.metrics.entanglement import template_sums
+from segaudit.metrics.instances import _window_max
 from segaudit.metrics.ordering import MapOrdering, _stable_sort, sort_with_masks
 from segaudit.metrics.scores import confusion_counts
 
