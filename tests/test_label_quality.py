@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from segaudit.metrics.label_quality import pixel_label_quality, softmin_pool
+from segaudit.metrics.label_quality import pixel_label_quality, softmin_pool, softmin_pool_regions
 
 
 def test_pixel_quality_is_label_probability_and_void_is_nan():
@@ -44,3 +44,17 @@ def test_equals_cleanlab_without_void():
     theirs, pixels = rank.get_label_quality_scores(labels.numpy(), probs, verbose=False)
     np.testing.assert_allclose(pixel_label_quality(logits, labels).numpy(), pixels, atol=1e-6)
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_regions_of_images_pool_as_each_region_alone():
+    gen = torch.Generator().manual_seed(1)
+    q = torch.rand(3, 6, 7, generator=gen)
+    q[0, :2] = float("nan")  # void
+    image_of = torch.tensor([2, 0, 0, 1, 2, 0])
+    regions = torch.rand(6, 6, 7, generator=gen) < 0.4
+    regions[3] = False  # an empty region: NaN
+    regions[1, 2:] = False  # only void pixels left in it: NaN
+    got = softmin_pool_regions(q, image_of, regions)
+    expected = softmin_pool(q[image_of], regions)
+    assert got.isnan().tolist() == expected.isnan().tolist() == [False, True, False, True, False, False]
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0, equal_nan=True)

@@ -171,8 +171,8 @@ def instance_scores(
     # only the maps that own an instance are read (most pairs of a batch have none)
     used, mine = torch.unique(owner, return_inverse=True)
     maps, valid = maps[used], valid[used]
-    positive = torch.where(valid, maps.double().clamp(min=0), 0.0)
-    total = positive.flatten(1).sum(1)
+    positive = torch.where(valid, maps.clamp(min=0), 0.0)  # summed in float64 (the maps' values are exact there)
+    total = positive.flatten(1).sum(1, dtype=torch.float64)
     n_instances = torch.bincount(owner, minlength=n)
     pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
                                                               instance_masks, mine, chunk)
@@ -232,17 +232,22 @@ def _instance_sums(
     count = torch.bincount(peak_row, minlength=len(positive))
     first = count.cumsum(0) - count
     m = len(instance_masks)
-    union = torch.zeros(positive.shape, dtype=torch.int32, device=positive.device)
     pixels = torch.zeros(m, dtype=torch.long, device=positive.device)
     inside = torch.zeros(m, dtype=torch.float64, device=positive.device)
     peak_height = torch.zeros(m, dtype=torch.float64, device=positive.device)
+    owned = torch.bincount(owner, minlength=len(positive))
+    shared = torch.nonzero(owned > 1)[:, 0]  # maps with several instances: their union is needed
+    slot = torch.full((len(positive),), -1, dtype=torch.long, device=positive.device)
+    slot[shared] = torch.arange(len(shared), device=positive.device)
+    union = torch.zeros((len(shared), *positive.shape[1:]), dtype=torch.int32, device=positive.device)
     for start in range(0, m, chunk):
         part = slice(start, start + chunk)
         rows = owner[part]
         mine = instance_masks[part] & valid[rows]
-        union.index_add_(0, rows, mine.int())
+        several = slot[rows] >= 0
+        union.index_add_(0, slot[rows][several], mine[several].int())
         pixels[part] = mine.flatten(1).sum(1)
-        inside[part] = positive[rows].mul_(mine).flatten(1).sum(1)
+        inside[part] = torch.where(mine, positive[rows], 0.0).flatten(1).sum(1, dtype=torch.float64)
         # (instance, peak of its map) pairs: at most as many as the chunk's pixels
         per = count[rows]
         pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), per)
@@ -250,5 +255,8 @@ def _instance_sums(
         inside_peak = torch.where(mine.flatten(1)[pair, peak_position[peak]], peak_value[peak], 0.0)
         peak_height[part] = torch.zeros(len(rows), dtype=torch.float64, device=rows.device).scatter_reduce_(
             0, pair, inside_peak, "amax")
-    class_total = (positive * (union > 0)).flatten(1).sum(1)
+    # a class's mass over the union of its instances: the instance's own mass when it is the only one
+    class_total = torch.zeros(len(positive), dtype=torch.float64, device=positive.device)
+    class_total[owner] = inside
+    class_total[shared] = torch.where(union > 0, positive[shared], 0.0).flatten(1).sum(1, dtype=torch.float64)
     return pixels, inside, class_total, peak_height

@@ -20,7 +20,7 @@ import torch
 
 from segaudit.schema import VOID_LABEL as _IGNORE
 
-__all__ = ["SOFTMIN_TEMPERATURE", "pixel_label_quality", "softmin_pool"]
+__all__ = ["SOFTMIN_TEMPERATURE", "pixel_label_quality", "softmin_pool", "softmin_pool_regions"]
 
 #: Temperature of the softmin pooling (cleanlab's default).
 SOFTMIN_TEMPERATURE = 0.1
@@ -51,10 +51,29 @@ def pixel_label_quality(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return quality.masked_fill(void, float("nan"))
 
 
+def _softmin_terms(quality: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, P)`` float64 ``exp((1 - q_p) / T)`` and ``q_p exp((1 - q_p) / T)``, 0 where ``q_p`` is NaN.
+
+    The softmax's shift by the maximum is not needed: ``q`` is in [0, 1], so the exponent is at most
+    ``1 / T`` (``e^10`` at the default) and float64 neither overflows nor underflows."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    q = quality.flatten(1).double()
+    scored = ~torch.isnan(q)
+    weights = torch.where(scored, torch.exp((1.0 - q) / temperature), 0.0)
+    return weights, torch.where(scored, weights * q, 0.0)
+
+
+def _pooled(weighted: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    return torch.where(total > 0, weighted / total.clamp(min=1e-300), float("nan"))
+
+
 def softmin_pool(
     quality: torch.Tensor, region: torch.Tensor | None = None, temperature: float = SOFTMIN_TEMPERATURE
 ) -> torch.Tensor:
-    """``Q``: softmin pooling of pixel scores over each region (NaN pixels are skipped).
+    """``Q``: softmin pooling of pixel scores over each region (NaN pixels are skipped),
+    ``Q = sum_p e_p q_p / sum_p e_p`` with ``e_p = exp((1 - q_p) / T)`` (the module docstring's ``w_p``
+    before normalising).
 
     Parameters
     ----------
@@ -70,15 +89,26 @@ def softmin_pool(
     torch.Tensor
         ``(N,)`` float64; NaN where the region has no scored pixel.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    q = quality.flatten(1).double()
-    inside = ~torch.isnan(q)
+    weights, weighted = _softmin_terms(quality, temperature)
     if region is not None:
-        inside &= region.flatten(1)
-    logit = torch.where(inside, (1.0 - q) / temperature, float("-inf"))
-    has_any = inside.any(1)
-    logit[~has_any] = 0.0  # a row with nothing to pool: any finite weights (its result is NaN)
-    weights = torch.softmax(logit, dim=1)
-    pooled = weights.mul_(torch.where(inside, q, 0.0)).sum(1)
-    return torch.where(has_any, pooled, float("nan"))
+        inside = region.flatten(1)
+        weights, weighted = torch.where(inside, weights, 0.0), torch.where(inside, weighted, 0.0)
+    return _pooled(weighted.sum(1), weights.sum(1))
+
+
+def softmin_pool_regions(
+    quality: torch.Tensor, image_of: torch.Tensor, regions: torch.Tensor, temperature: float = SOFTMIN_TEMPERATURE
+) -> torch.Tensor:
+    """:func:`softmin_pool` of ``quality[image_of[n]]`` over ``regions[n]`` for every ``n``, each image's
+    terms computed once and each region's sums as one product with its image's terms.
+
+    ``quality`` ``(B, H, W)``; ``image_of`` ``(N,)`` int64; ``regions`` ``(N, H, W)`` bool. Returns ``(N,)``
+    float64 (equal to :func:`softmin_pool` up to float64 rounding)."""
+    weights, weighted = _softmin_terms(quality, temperature)
+    terms = torch.stack([weighted, weights], dim=2)  # (B, P, 2)
+    inside = regions.flatten(1).to(terms.dtype)
+    sums = torch.zeros((len(regions), 2), dtype=terms.dtype, device=terms.device)
+    for b in torch.unique(image_of).tolist():
+        rows = torch.nonzero(image_of == b)[:, 0]
+        sums[rows] = inside[rows] @ terms[b]
+    return _pooled(sums[:, 0], sums[:, 1])

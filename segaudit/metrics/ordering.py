@@ -70,28 +70,36 @@ def _sort_rows(packed: torch.Tensor) -> torch.Tensor:
     return packed.sort(dim=1).values
 
 
-def sort_with_masks(
+def sorted_keys(
     values: torch.Tensor, masks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Each row of ``values`` ``(n, P)`` sorted ascending, and each of ``masks`` (``(n, P)`` bool) read in
-    that order, up to the order within ties (which no score of this module depends on).
+) -> tuple[torch.Tensor, torch.dtype, list[torch.Tensor]]:
+    """Each row of ``values`` ``(n, P)`` sorted ascending, as :func:`_order_keys` (contiguous, with the float
+    dtype they map back to), and each of ``masks`` (``(n, P)`` bool) read in that order, up to the order
+    within ties (which no score of this module depends on).
 
-    float32 (and narrower float) values: the masks' bits packed below the value's :func:`_order_keys` in an
-    int64, one value-only sort. float64 values, or more than 31 masks: a stable argsort and a gather."""
-    dtype = values.dtype  # the sorted values keep it (float16/bfloat16 -> float32 is exact)
+    float32 (and narrower float) values: the masks' bits packed below the value's key in an int64, one
+    value-only sort. float64 values, or more than 31 masks: a stable argsort and a gather."""
     if values.dtype in (torch.float16, torch.bfloat16):
-        values = values.float()
+        values = values.float()  # exact
     if values.dtype == torch.float32 and len(masks) <= _PACKED_MASKS and sys.byteorder == "little":
         bits = torch.zeros(values.shape, dtype=torch.int32, device=values.device)
         for j, mask in enumerate(masks):
             bits |= mask.int() << j
         # int32 pairs (bits, key) read as one int64 = key * 2**32 + bits (little-endian): sorted by key first
         packed = torch.stack([bits, _order_keys(values)], dim=-1).view(torch.int64)[..., 0]
-        halves = _sort_rows(packed).view(torch.int32).view(*values.shape, 2)
-        bits = halves[..., 0]
-        return _from_keys(halves[..., 1], torch.float32).to(dtype), [((bits >> j) & 1).bool() for j in range(len(masks))]
+        bits, keys = _sort_rows(packed).view(torch.int32).view(*values.shape, 2).permute(2, 0, 1).contiguous()
+        in_order = [bits != 0] if len(masks) == 1 else [(bits & (1 << j)) != 0 for j in range(len(masks))]
+        return keys, torch.float32, in_order
     ordered, index = _stable_sort(values)
-    return ordered, [mask.gather(1, index) for mask in masks]
+    return _order_keys(ordered), ordered.dtype, [mask.gather(1, index) for mask in masks]
+
+
+def sort_with_masks(
+    values: torch.Tensor, masks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`sorted_keys` with the sorted values as floats of ``values``' dtype."""
+    keys, dtype, in_order = sorted_keys(values, masks)
+    return _from_keys(keys, dtype).to(values.dtype), in_order
 
 
 class MapOrdering:
@@ -109,14 +117,15 @@ class MapOrdering:
 
     def __init__(self, values: torch.Tensor, valid: torch.Tensor, masks: Sequence[torch.Tensor] = ()) -> None:
         n, size = values.shape
-        self.values, self.valid = values, valid
+        self.values, self.valid, self.dtype = values, valid, values.dtype
         self.n_valid = valid.sum(1)
-        self.sorted, self.in_order = sort_with_masks(torch.where(valid, values, torch.inf),
-                                                     [mask & valid for mask in masks])
+        #: sorted values as order-preserving integers (:func:`_order_keys`): equal keys, equal values
+        self.keys, self._key_float, self.in_order = sorted_keys(torch.where(valid, values, torch.inf),
+                                                                [mask & valid for mask in masks])
         self.cumulative = [ordered.cumsum(1, dtype=torch.int32) for ordered in self.in_order]
         # tie blocks: one starts at a change of value, at each row's start and at its void tail
         starts = torch.ones((n, size), dtype=torch.bool, device=values.device)
-        starts[:, 1:] = self.sorted[:, 1:] != self.sorted[:, :-1]
+        starts[:, 1:] = self.keys[:, 1:] != self.keys[:, :-1]
         tail = torch.nonzero(self.n_valid < size)[:, 0]
         starts[tail, self.n_valid[tail]] = True
         ends = torch.ones_like(starts)  # the block's last position
@@ -129,13 +138,29 @@ class MapOrdering:
     def _at(self, table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return table.gather(1, where.clamp(0, table.shape[1] - 1)[:, None])[:, 0]
 
+    def _extremes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n,)`` each row's smallest and largest valid value (the first and the ``n_valid``-th sorted)."""
+        ends = torch.stack([torch.zeros_like(self.n_valid), self.n_valid - 1], dim=1)
+        low, high = self.value_at(ends).unbind(1)
+        return low, high
+
+    def value_at(self, where: torch.Tensor) -> torch.Tensor:
+        """The sorted values at positions ``where`` (``(n, T)``, clamped to the row), in the maps' dtype."""
+        keys = self.keys.gather(1, where.clamp(0, self.keys.shape[1] - 1))
+        return _from_keys(keys, self._key_float).to(self.dtype)
+
+    @property
+    def sorted(self) -> torch.Tensor:
+        """``(n, P)`` the sorted values (void as +inf), in the maps' dtype."""
+        return _from_keys(self.keys, self._key_float).to(self.dtype)
+
     def _block_at(self, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[low, high)`` of the tie block at sorted position ``where`` ``(n,)`` of each row, int64."""
         return self._at(self.low, where).long(), self._at(self.high, where).long()
 
     def ranks(self) -> torch.Tensor:
         """``(n, P)`` float64 average ranks at the original positions; 0 where not valid."""
-        n, size = self.sorted.shape
+        n, size = self.keys.shape
         _, index = _stable_sort(torch.where(self.valid, self.values, torch.inf))  # the same order up to ties
         in_valid = torch.arange(size, device=index.device) < self.n_valid[:, None]
         ranks = torch.where(in_valid, (self.low + self.high + 1).double() / 2, 0.0)
@@ -146,7 +171,7 @@ class MapOrdering:
         whether the maximum is positive, and whether the row is also not constant: the points and
         definedness of :func:`max_point` and :func:`background_point`. (``argmax``/``argmin`` return the
         first occurrence.)"""
-        high, low = self._at(self.sorted, self.n_valid - 1), self.sorted[:, 0]
+        low, high = self._extremes()
         top = torch.where(self.valid, self.values, -torch.inf).argmax(1)
         bottom = torch.where(self.valid, self.values, torch.inf).argmin(1)
         positive = (self.n_valid > 0) & (high > 0)
@@ -154,7 +179,7 @@ class MapOrdering:
 
     def n_in(self, j: int) -> torch.Tensor:
         """``(n,)`` int64 valid pixels of mask ``j``."""
-        return self.cumulative[j][:, -1].long() if self.sorted.shape[1] else self.n_valid.new_zeros(len(self.n_valid))
+        return self.cumulative[j][:, -1].long() if self.keys.shape[1] else self.n_valid.new_zeros(len(self.n_valid))
 
     @staticmethod
     def before(cumulative: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -181,7 +206,7 @@ class MapOrdering:
         in_tied = self.before(cumulative, high) - self.before(cumulative, low)
         n_above, n_tied = self.n_valid - high, high - low
         hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
-        undefined = (k < 1) | (k > self.n_valid) | (self._at(self.sorted, self.n_valid - 1) <= 0)
+        undefined = (k < 1) | (k > self.n_valid) | (self._extremes()[1] <= 0)
         return nan_where(hits / k.clamp(min=1), undefined)
 
     def thresholded(
@@ -194,19 +219,20 @@ class MapOrdering:
         search for ``min + t (max - min)``, then moved a tie block at a time while ``L~`` of the values
         around it (computed as on the map) says the guess is off by rounding."""
         cumulative, n_truth = self.cumulative[j], self.n_in(j)
-        low, high = self.sorted[:, 0], self._at(self.sorted, self.n_valid - 1)
+        low, high = self._extremes()
         span = high - low
         scale = span.clamp(min=1e-30)[:, None]
-        level = torch.tensor(levels, dtype=self.sorted.dtype, device=low.device).expand(len(low), -1)
-        last = self.sorted.shape[1] - 1
+        level = torch.tensor(levels, dtype=self.dtype, device=low.device).expand(len(low), -1)
+        last = self.keys.shape[1] - 1
 
         def above(position: torch.Tensor) -> torch.Tensor:  # L~ >= t at sorted position (n, T)
-            return (self.sorted.gather(1, position.clamp(0, last)) - low[:, None]) / scale >= level
+            return (self.value_at(position) - low[:, None]) / scale >= level
 
         valid_end = self.n_valid[:, None].expand_as(level)
         guess = (low[:, None] + level * scale).contiguous()
-        first = torch.minimum(torch.searchsorted(self.sorted.contiguous(), guess), valid_end)
-        for _ in range(self.sorted.shape[1] + 1):  # a tie block per step; rounding moves it by one or two
+        guess_keys = _order_keys(guess.to(self._key_float)).contiguous()
+        first = torch.minimum(torch.searchsorted(self.keys, guess_keys), valid_end)
+        for _ in range(self.keys.shape[1] + 1):  # a tie block per step; rounding moves it by one or two
             later = (first < valid_end) & ~above(first)  # the value at first is below t: the next block
             earlier = (first > 0) & above(first - 1)  # the value before first is at or above t: that block
             if not (later.any() or earlier.any()):

@@ -126,14 +126,14 @@ def weighted_centroid(
     """
     pos = torch.where(valid, maps.clamp(min=0), torch.zeros_like(maps))
     peak = pos.flatten(1).max(1).values
-    weights = torch.where(pos >= cutoff * peak[:, None, None], pos, torch.zeros_like(pos)).double()
+    weights = torch.where(pos >= cutoff * peak[:, None, None], pos, torch.zeros_like(pos))
     height, width = maps.shape[-2:]
-    rows = torch.arange(height, device=maps.device, dtype=torch.float64).view(1, -1, 1)
-    cols = torch.arange(width, device=maps.device, dtype=torch.float64).view(1, 1, -1)
-    total = weights.flatten(1).sum(1).clamp(min=1e-30)
-    centroid = torch.stack(
-        [(weights * rows).flatten(1).sum(1) / total, (weights * cols).flatten(1).sum(1) / total], dim=1
-    )
+    rows = torch.arange(height, device=maps.device, dtype=torch.float64)
+    cols = torch.arange(width, device=maps.device, dtype=torch.float64)
+    # separable: sum_p w_p r_p = sum_r r sum_c w_rc (row and column sums accumulated in float64)
+    per_row, per_col = weights.sum(2, dtype=torch.float64), weights.sum(1, dtype=torch.float64)
+    total = per_row.sum(1).clamp(min=1e-30)
+    centroid = torch.stack([(per_row * rows).sum(1) / total, (per_col * cols).sum(1) / total], dim=1)
     return centroid, peak > 0
 
 
