@@ -33,6 +33,7 @@ from segaudit.data.preprocess import PreparedBatch, letterbox_labels
 from segaudit.data.sample import IGNORE
 from segaudit.metrics.instances import instance_scores
 from segaudit.metrics.scores import confusion_counts
+from segaudit.threads import thread_map
 
 __all__ = ["PrimaryConsistency", "PairInstances", "ScoredPairs", "add_confusion_rows", "add_map_rows", "cam_max",
            "classes_present", "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "jpeg_bytes",
@@ -195,10 +196,10 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
     """The thumbnails table's rows: each image's letterboxed view (JPEG), GT and prediction (PNG, the
     padding void), at most ``size`` pixels a side; ``pred`` ``(B, S, S)``, or None for a model that predicts
     no mask (empty ``pred_png``)."""
-    rows = []
     side = batch.views.shape[1]
     thumb = min(size, side)
-    for b, sample in enumerate(batch.samples):
+
+    def encode(b: int) -> dict[str, Any]:
         box = batch.boxes[b]
         inside = np.zeros((side, side), dtype=bool)
         inside[box.top : box.top + box.new_height, box.left : box.left + box.new_width] = True
@@ -210,9 +211,10 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
             gt = np.asarray(Image.fromarray(gt).resize((thumb, thumb), Image.NEAREST))
             if shown_pred is not None:
                 shown_pred = np.asarray(Image.fromarray(shown_pred).resize((thumb, thumb), Image.NEAREST))
-        rows.append({"image_id": sample.image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
-                     "pred_png": b"" if shown_pred is None else _png(shown_pred)})
-    return rows
+        return {"image_id": batch.samples[b].image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
+                "pred_png": b"" if shown_pred is None else _png(shown_pred)}
+
+    return thread_map(encode, range(len(batch.samples)))  # PIL encodes without the GIL
 
 
 def add_confusion_rows(

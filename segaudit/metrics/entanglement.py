@@ -52,15 +52,13 @@ def template_sums(
         raise ValueError(f"logits must be (B, {num_classes}, H, W) at the labels' size; got {tuple(logits.shape)}")
     batch = len(logits)
     lab = labels.reshape(batch, -1).long()
-    lab = torch.where((lab != ignore) & (lab >= 0) & (lab < num_classes), lab, num_classes)  # left out: K
-    counts = torch.bincount(lab.flatten(), minlength=num_classes + 1)[:num_classes]
-    present = torch.nonzero(counts)[:, 0]
-    # the sums of the classes present, as one batched product with their indicator (B, HW, C_present),
-    # accumulated in float64 (equal to adding the pixels one by one up to float64 rounding; bit-equal on the
-    # demo's batches)
-    indicator = (lab[:, :, None] == present).double()
-    sums = torch.zeros((num_classes, num_classes), dtype=torch.float64, device=logits.device)
-    sums[present] = torch.bmm(logits.reshape(batch, num_classes, -1).double(), indicator).sum(0).T
+    lab = torch.where((lab != ignore) & (lab >= 0) & (lab < num_classes), lab, num_classes).flatten()  # out: K
+    counts = torch.bincount(lab, minlength=num_classes + 1)[:num_classes]
+    # one weighted bincount per logit channel (each channel's pixels are contiguous: no permuted copy),
+    # accumulated in float64 in pixel order
+    channels = logits.reshape(batch, num_classes, -1)
+    sums = torch.stack([torch.bincount(lab, weights=channels[:, k].reshape(-1).double(),
+                                       minlength=num_classes + 1)[:num_classes] for k in range(num_classes)], dim=1)
     return sums, counts
 
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from segaudit.threads import thread_map, worker_threads
+
 __all__ = ["MapOrdering", "nan_where"]
 
 _NAN = float("nan")
@@ -63,11 +65,27 @@ def _stable_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _from_keys(ordered, values.dtype), index
 
 
+#: Rows are sorted on several threads from this many elements on (below it, starting threads costs more).
+_THREADED_SORT_ELEMENTS = 1 << 18
+
+
 def _sort_rows(packed: torch.Tensor) -> torch.Tensor:
-    """Each row of an int64 tensor sorted ascending (values only): numpy's SIMD sort on a CPU."""
-    if packed.device.type == "cpu" and packed.numel():
-        return torch.from_numpy(np.sort(packed.numpy(), axis=1))
-    return packed.sort(dim=1).values
+    """Each row of an int64 tensor sorted ascending (values only): on a CPU, numpy's SIMD sort, the rows
+    split over :func:`segaudit.threads.thread_map`'s threads (numpy releases the GIL while it sorts)."""
+    if packed.device.type != "cpu" or not packed.numel():
+        return packed.sort(dim=1).values
+    rows = packed.numpy()
+    if packed.numel() < _THREADED_SORT_ELEMENTS or len(rows) < 2:
+        return torch.from_numpy(np.sort(rows, axis=1))
+    out = np.empty_like(rows)
+    parts = np.array_split(np.arange(len(rows)), min(worker_threads(), len(rows)))
+
+    def sort_part(part: np.ndarray) -> None:
+        if len(part):
+            out[part[0] : part[-1] + 1] = np.sort(rows[part[0] : part[-1] + 1], axis=1)
+
+    thread_map(sort_part, parts)
+    return torch.from_numpy(out)
 
 
 def sorted_keys(
@@ -82,11 +100,14 @@ def sorted_keys(
     if values.dtype in (torch.float16, torch.bfloat16):
         values = values.float()  # exact
     if values.dtype == torch.float32 and len(masks) <= _PACKED_MASKS and sys.byteorder == "little":
-        bits = torch.zeros(values.shape, dtype=torch.int32, device=values.device)
-        for j, mask in enumerate(masks):
-            bits |= mask.int() << j
         # int32 pairs (bits, key) read as one int64 = key * 2**32 + bits (little-endian): sorted by key first
-        packed = torch.stack([bits, _order_keys(values)], dim=-1).view(torch.int64)[..., 0]
+        pairs = torch.empty((*values.shape, 2), dtype=torch.int32, device=values.device)
+        bits, keys = pairs[..., 0], (values + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
+        torch.bitwise_xor(keys, (keys >> 31) & torch.iinfo(torch.int32).max, out=pairs[..., 1])  # _order_keys
+        bits.zero_()
+        for j, mask in enumerate(masks):
+            bits.add_(mask.int(), alpha=1 << j)
+        packed = pairs.view(torch.int64)[..., 0]
         bits, keys = _sort_rows(packed).view(torch.int32).view(*values.shape, 2).permute(2, 0, 1).contiguous()
         in_order = [bits != 0] if len(masks) == 1 else [(bits & (1 << j)) != 0 for j in range(len(masks))]
         return keys, torch.float32, in_order
