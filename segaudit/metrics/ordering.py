@@ -88,6 +88,29 @@ def _sort_rows(packed: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(n, P)`` int64 ``key * 2**32 + sum_j mask_j 2**j`` of float32 ``values`` (:func:`_order_keys`), built
+    as int32 pairs (little-endian) in place: with numpy on a CPU (~2x torch's strided writes), torch else."""
+    if values.device.type == "cpu":
+        keys = (values + 0.0).view(torch.int32).numpy()  # -0.0 + 0.0 == +0.0
+        pairs = np.empty((*values.shape, 2), dtype=np.int32)
+        np.bitwise_xor(keys, (keys >> 31) & np.int32(0x7FFFFFFF), out=pairs[..., 1])
+        bits = pairs[..., 0]
+        bits[...] = 0
+        for j, mask in enumerate(masks):
+            np.add(bits, mask.numpy().view(np.uint8).astype(np.int32) << j if j else mask.numpy(), out=bits,
+                   casting="unsafe")
+        return torch.from_numpy(pairs.view(np.int64)[..., 0])
+    pairs = torch.empty((*values.shape, 2), dtype=torch.int32, device=values.device)
+    keys = (values + 0.0).view(torch.int32)
+    torch.bitwise_xor(keys, (keys >> 31) & torch.iinfo(torch.int32).max, out=pairs[..., 1])
+    bits = pairs[..., 0]
+    bits.zero_()
+    for j, mask in enumerate(masks):
+        bits.add_(mask.int(), alpha=1 << j)
+    return pairs.view(torch.int64)[..., 0]
+
+
 def sorted_keys(
     values: torch.Tensor, masks: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.dtype, list[torch.Tensor]]:
@@ -99,15 +122,9 @@ def sorted_keys(
     value-only sort. float64 values, or more than 31 masks: a stable argsort and a gather."""
     if values.dtype in (torch.float16, torch.bfloat16):
         values = values.float()  # exact
-    if values.dtype == torch.float32 and len(masks) <= _PACKED_MASKS and sys.byteorder == "little":
+    if values.dtype == torch.float32 and values.numel() and len(masks) <= _PACKED_MASKS and sys.byteorder == "little":
         # int32 pairs (bits, key) read as one int64 = key * 2**32 + bits (little-endian): sorted by key first
-        pairs = torch.empty((*values.shape, 2), dtype=torch.int32, device=values.device)
-        bits, keys = pairs[..., 0], (values + 0.0).view(torch.int32)  # -0.0 + 0.0 == +0.0
-        torch.bitwise_xor(keys, (keys >> 31) & torch.iinfo(torch.int32).max, out=pairs[..., 1])  # _order_keys
-        bits.zero_()
-        for j, mask in enumerate(masks):
-            bits.add_(mask.int(), alpha=1 << j)
-        packed = pairs.view(torch.int64)[..., 0]
+        packed = _packed_keys(values, masks)
         bits, keys = _sort_rows(packed).view(torch.int32).view(*values.shape, 2).permute(2, 0, 1).contiguous()
         in_order = [bits != 0] if len(masks) == 1 else [(bits & (1 << j)) != 0 for j in range(len(masks))]
         return keys, torch.float32, in_order
@@ -149,12 +166,15 @@ class MapOrdering:
         starts[:, 1:] = self.keys[:, 1:] != self.keys[:, :-1]
         tail = torch.nonzero(self.n_valid < size)[:, 0]
         starts[tail, self.n_valid[tail]] = True
-        ends = torch.ones_like(starts)  # the block's last position
-        ends[:, :-1] = starts[:, 1:]
-        position = torch.arange(size, dtype=torch.int32, device=values.device)
-        #: [low, high) of the tie block at each sorted position, (n, P) int32
-        self.low = torch.where(starts, position, 0).cummax(1).values
-        self.high = torch.where(ends, position + 1, size).flip(1).cummin(1).values.flip(1)
+        # block b spans flat positions [begin[b], end[b]) of the flattened rows: few blocks where a CAM is
+        # flat (ReLU'd maps are mostly 0), so the per-block tables are small
+        flat = starts.flatten()
+        self.begin = torch.nonzero(flat)[:, 0]
+        self.end = torch.cat([self.begin[1:], self.begin.new_full((min(1, len(self.begin)),), flat.numel())])
+        self.offset = torch.arange(n, device=values.device) * size  # flat position of each row's start
+        self.row = self.begin // size  # the row of each block
+        self.row_start = self.begin == self.offset[self.row]  # the block opens its row
+        self.twice_rank = self.begin + self.end + 1 - 2 * self.offset[self.row]  # 2 x average rank in the block
 
     def _at(self, table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return table.gather(1, where.clamp(0, table.shape[1] - 1)[:, None])[:, 0]
@@ -176,15 +196,21 @@ class MapOrdering:
         return _from_keys(self.keys, self._key_float).to(self.dtype)
 
     def _block_at(self, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[low, high)`` of the tie block at sorted position ``where`` ``(n,)`` of each row, int64."""
-        return self._at(self.low, where).long(), self._at(self.high, where).long()
+        """``[low, high)`` (int64) of the tie block at sorted positions ``where`` (``(n,)`` or ``(n, T)``) of
+        each row."""
+        columns = where if where.dim() == 2 else where[:, None]
+        flat = self.offset[:, None] + columns.clamp(0, self.keys.shape[1] - 1)
+        block = torch.searchsorted(self.begin, flat.contiguous(), right=True) - 1
+        low, high = self.begin[block] - self.offset[:, None], self.end[block] - self.offset[:, None]
+        return low.view(where.shape), high.view(where.shape)
 
     def ranks(self) -> torch.Tensor:
         """``(n, P)`` float64 average ranks at the original positions; 0 where not valid."""
         n, size = self.keys.shape
         _, index = _stable_sort(torch.where(self.valid, self.values, torch.inf))  # the same order up to ties
+        block = torch.searchsorted(self.begin, torch.arange(n * size, device=self.begin.device), right=True) - 1
         in_valid = torch.arange(size, device=index.device) < self.n_valid[:, None]
-        ranks = torch.where(in_valid, (self.low + self.high + 1).double() / 2, 0.0)
+        ranks = torch.where(in_valid, self.twice_rank[block].view(n, size).double() / 2, 0.0)
         return torch.zeros_like(ranks).scatter_(1, index, ranks)
 
     def points(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,12 +236,15 @@ class MapOrdering:
         return torch.where(columns > 0, table.long(), 0).view(where.shape)
 
     def auroc(self, j: int) -> torch.Tensor:
-        """Mann-Whitney AUC of mask ``j``: twice the rank sum is ``sum (low + high + 1)`` over the mask's
-        pixels (integer sums of half-integer ranks: exact)."""
-        twice = torch.where(self.in_order[j], self.low + self.high + 1, 0).sum(1, dtype=torch.int64)
-        n_pos = self.n_in(j).double()
-        n_neg = self.n_valid.double() - n_pos
-        u = twice.double() / 2 - n_pos * (n_pos + 1) / 2
+        """Mann-Whitney AUC of mask ``j``: the mask pixels of each tie block (from its prefix sums) times the
+        block's average rank, summed per row (integer sums of half-integer ranks: exact)."""
+        cumulative = self.cumulative[j]
+        upto = cumulative.flatten()[self.end - 1].long()  # mask pixels of the row up to the block's end
+        inside = torch.where(self.row_start, upto, upto - torch.cat([upto.new_zeros(1), upto[:-1]]))
+        twice = torch.zeros(len(cumulative), dtype=torch.long, device=upto.device)
+        rank_sum = twice.index_add_(0, self.row, inside * self.twice_rank).double() / 2
+        n_pos, n_neg = self.n_in(j).double(), (self.n_valid - self.n_in(j)).double()
+        u = rank_sum - n_pos * (n_pos + 1) / 2
         return nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))
 
     def top_k_share(self, j: int, k: torch.Tensor) -> torch.Tensor:
@@ -258,8 +287,8 @@ class MapOrdering:
             earlier = (first > 0) & above(first - 1)  # the value before first is at or above t: that block
             if not (later.any() or earlier.any()):
                 break
-            first = torch.where(later, self.high.gather(1, first.clamp(0, last)).long(), first)
-            first = torch.where(earlier & ~later, self.low.gather(1, (first - 1).clamp(0, last)).long(), first)
+            first = torch.where(later, self._block_at(first)[1], first)
+            first = torch.where(earlier & ~later, self._block_at(first - 1)[0], first)
         inter = (self.before(cumulative, self.n_valid)[:, None] - self.before(cumulative, first)).double()
         region = self.n_valid[:, None] - first
         union = region + n_truth[:, None] - inter.long()
