@@ -144,7 +144,8 @@ def test_the_layer_whose_maps_are_faithful_by_construction_is_chosen() -> None:
     model = _Toy(24).eval()
     batch = _toy_batch(24)
     cams = compute_cams_with(model, batch.images, CamSettings(("noisy", "clean"), ("gradcam", "hirescam")), batch.gt)
-    rows = faithfulness_rows(model, batch, cams, ("background", "red"))
+    loaded = SimpleNamespace(module=model, class_names=("background", "red"), task="segmentation")
+    rows = faithfulness_rows(loaded, batch, cams, AuditConfig())  # type: ignore[arg-type]
     assert {tuple(r) for r in rows} == {tuple(SCHEMAS["faithfulness"].names)}
     assert {r["class_id"] for r in rows} == {1} and len(rows) == 4 * 2 * 2  # images x methods x layers
     layer, scores = choose_layer(rows, default="noisy")

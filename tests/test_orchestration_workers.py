@@ -100,7 +100,8 @@ def test_two_workers_share_the_shards_and_the_merge_equals_one_process(server, t
                 [*PREFECT, "worker", "start", "--pool", "gpu", "--name", name, "--limit", "1"], cwd=REPO,
                 env={**env, "SEGAUDIT_WORKER": name}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
                 log))
-        settings = ("model='demo', methods=['gradcam'], shard_size=2, batch_size=2, report=False, "
+        # evidence checks off: the shards' fan-out is tested here, the checks in their own modules
+        settings = ("model='demo', methods=['gradcam'], shard_size=2, batch_size=2, report=False, evidence='none', "
                     f"dataset={dataset!r}, out={str(tmp_path / 'runs')!r}")
         script = (f"from segaudit.flows.audit import audit\n"
                   f"audit(run_id='fanned', deployment='audit-shards/shard', child_runs=2, poll_seconds=1, {settings})\n"

@@ -17,12 +17,11 @@ once every block is random does not explain the model.
 
 **Layer calibration** (only when ``layers`` is empty). Candidates: the model's default layer and up to two
 other layers (:func:`candidate_layers_for`). On the sample, every map of every method at every candidate
-(the first :data:`CALIBRATION_PAIRS` (image, class) pairs) gets its deletion/insertion curves with ROAD
-imputation (on a coarser grid of shares,
-:data:`CALIBRATION_FRACTIONS`, the engine's targets: background is not explained)
-(:func:`segaudit.metrics.faithfulness.deletion_insertion`, score
-:func:`~segaudit.metrics.faithfulness.segmentation_class_score` over the pair's predicted mask, or its
-labelled mask where the model predicts none of the class). Per layer ``L`` the faithfulness
+(the first :data:`CALIBRATION_PAIRS` (image, class) pairs) gets the audit's own deletion/insertion curves
+with ROAD imputation (:func:`segaudit.auditors.faithfulness_rows.curve_rows`: the shares
+:data:`CALIBRATION_FRACTIONS`, the score over the pixels the map explained, with the default target the
+pair's predicted mask, or its labelled mask where the model predicts none of the class; background is not
+explained). Per layer ``L`` the faithfulness
 
     F(L) = mean over methods m of mean over pairs p of (insertion_auc - deletion_auc)(p, m, L)
 
@@ -46,17 +45,16 @@ import torch
 from torch import nn
 
 from segaudit.auditors.base import cam_settings
-from segaudit.auditors.faithfulness_rows import AUDIT_FRACTIONS, IMPUTATION
+from segaudit.auditors.faithfulness_rows import AUDIT_FRACTIONS, curve_rows
 from segaudit.auditors.sampling import evidence_images
 from segaudit.cam.engine import CamResult, compute_cams_with
 from segaudit.cam.maps import upsample_maps
 from segaudit.cam.sanity import cascading_randomization
-from segaudit.cam.targets import TARGET_NONE, logits_at_input
+from segaudit.cam.targets import TARGET_NONE
 from segaudit.data.classmap import ClassMap
 from segaudit.data.preprocess import PreparedBatch, prepare_batch
 from segaudit.data.readers import SegmentationDataset, read_samples
 from segaudit.data.sample import ImageRef
-from segaudit.metrics.faithfulness import deletion_insertion, segmentation_class_score
 from segaudit.models.registry import LoadedModel
 from segaudit.schema import INPUT_LAYER, VOID_LABEL
 from segaudit.settings import AuditConfig
@@ -219,40 +217,19 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(finite.mean()) if len(finite) else math.nan
 
 
-def faithfulness_rows(module: nn.Module, batch: PreparedBatch, cams: CamResult, names: Sequence[str],
-                      chunk: int = 32, max_pairs: int | None = None) -> list[dict[str, Any]]:
+def faithfulness_rows(model: LoadedModel, batch: PreparedBatch, cams: CamResult, config: AuditConfig,
+                      max_pairs: int | None = None) -> list[dict[str, Any]]:
     """Rows of the ``faithfulness`` table for every map of ``cams`` (layer ``input`` maps left out): the
-    deletion/insertion curves (:data:`CALIBRATION_FRACTIONS`) of each (image, class, method, layer) over the
-    pair's predicted mask, or its labelled mask where the model predicts none of it (module docstring); the
-    first ``max_pairs`` pairs only, if given."""
-    device = cams.pred.device
-    image, cls = (t[:max_pairs] for t in _pairs(cams))
+    audit's deletion/insertion curves (:func:`segaudit.auditors.faithfulness_rows.curve_rows`, over the
+    pixels each map explained) of each (image, class, method, layer); the first ``max_pairs`` pairs only,
+    if given."""
+    image, cls = _pairs(cams)
+    checked = torch.stack([image, cls], dim=1)[:max_pairs].cpu()
     keys = [key for key in cams.maps if key[0] != INPUT_LAYER]
-    if not len(image) or not keys:
+    if not len(checked) or not keys:
         return []
-    gt, valid = batch.gt.to(device), batch.valid.to(device)
-    pred_masks = cams.pred[image] == cls[:, None, None]
-    gt_masks = gt[image] == cls[:, None, None]
-    from_pred = pred_masks.flatten(1).any(1)
-    pixels = torch.where(from_pred[:, None, None], pred_masks, gt_masks) & valid[image]
-    size = tuple(batch.images.shape[-2:])
-    maps = torch.cat([upsample_maps(cams.maps[key][image, cls].float(), size) for key in keys])
-    repeat = len(keys)
-    score = segmentation_class_score(logits_at_input(module), cls.repeat(repeat), pixels.repeat(repeat, 1, 1))
-    curves = deletion_insertion(score, batch.images.to(device), maps, image.repeat(repeat), valid,
-                                fractions=CALIBRATION_FRACTIONS, chunk=chunk, imputation=IMPUTATION)
-    rows = []
-    n = len(image)
-    for j, (layer, method) in enumerate(keys):
-        for i in range(n):
-            b, k, at = int(image[i]), int(cls[i]), j * n + i
-            rows.append({"image_id": batch.samples[b].image_id, "class_id": k, "class_name": names[k],
-                         "method": method, "layer": layer, "target": "pred" if bool(from_pred[i]) else "gt",
-                         "pixels": int(pixels[i].sum()), "target_score": float(curves["base"][at]),
-                         "deletion_auc": float(curves["deletion_score"][at]),
-                         "insertion_auc": float(curves["insertion_score"][at]),
-                         "faithfulness": float(curves["faithfulness"][at])})
-    return rows
+    with torch.no_grad():
+        return curve_rows(batch, cams, model, config, checked, keys)
 
 
 def choose_layer(rows: Sequence[dict[str, Any]], default: str) -> tuple[str, dict[str, float]]:
@@ -300,8 +277,7 @@ def _calibrate(model: LoadedModel, batch: PreparedBatch, config: AuditConfig, pr
     layers = (default, *candidate_layers_for(model.module, default))
     settings = replace(cam_settings(model, config), layers=layers)
     cams = compute_cams_with(model.module, batch.images.to(model.device), settings, batch.gt.to(model.device))
-    prepass.faithfulness = faithfulness_rows(model.module, batch, cams, model.class_names,
-                                             max_pairs=CALIBRATION_PAIRS)
+    prepass.faithfulness = faithfulness_rows(model, batch, cams, config, max_pairs=CALIBRATION_PAIRS)
     prepass.layer, prepass.layer_scores = choose_layer(prepass.faithfulness, default)
     prepass.lines.append(layer_line(prepass))
 

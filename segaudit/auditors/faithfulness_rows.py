@@ -44,7 +44,7 @@ from segaudit.metrics.faithfulness import deletion_insertion, segmentation_class
 from segaudit.models.registry import LoadedModel
 from segaudit.settings import AuditConfig
 
-__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION", "IMPUTATION_STEPS", "faithfulness_rows"]
+__all__ = ["AUDIT_FRACTIONS", "FAITHFULNESS_STAGE", "IMPUTATION", "IMPUTATION_STEPS", "curve_rows", "faithfulness_rows"]
 
 #: The ``stage`` of this step's error rows.
 FAITHFULNESS_STAGE = "faithfulness"
@@ -103,14 +103,16 @@ def _curves(
     return {k: torch.cat([p[k] for p in parts]) for k in keys}
 
 
-def _stage(batch: PreparedBatch, cams: CamResult, model: LoadedModel, config: AuditConfig,
-           checked: torch.Tensor) -> list[dict[str, Any]]:
-    """The rows of the checked pairs (raises on any failure; :func:`faithfulness_rows` catches)."""
+def curve_rows(batch: PreparedBatch, cams: CamResult, model: LoadedModel, config: AuditConfig,
+               checked: torch.Tensor, keys: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The ``faithfulness`` rows of the ``checked`` (image, class) pairs ``(N, 2)`` for the maps ``keys``
+    (default: every map of ``cams``), in the order of ``keys`` then the pairs; raises on any failure
+    (:func:`faithfulness_rows` catches; the pre-pass, :mod:`segaudit.auditors.calibration`, records it)."""
     device = cams.logits.device
     images = batch.images.to(device)
     valid = batch.valid.to(device)
     b_idx, k_idx = checked[:, 0].to(device), checked[:, 1].to(device)
-    keys = list(cams.maps)
+    keys = list(cams.maps) if keys is None else keys
     size = tuple(images.shape[-2:])
     maps = torch.cat([upsample_maps(cams.maps[key][b_idx, k_idx].float(), size) for key in keys])
     n = len(checked)
@@ -163,7 +165,7 @@ def faithfulness_rows(batch: PreparedBatch, cams: CamResult, model: LoadedModel,
         return BatchRows()
     try:
         with torch.no_grad():
-            return BatchRows(faithfulness=_stage(batch, cams, model, config, checked))
+            return BatchRows(faithfulness=curve_rows(batch, cams, model, config, checked))
     except Exception as exc:  # noqa: BLE001 (an audit never crashes on one stage: the reason is recorded)
         reason = f"deletion/insertion curves failed: {type(exc).__name__}: {exc}".splitlines()[0][:500]
         failed = sorted({int(b) for b in checked[:, 0].tolist()})
