@@ -273,7 +273,6 @@ class MapOrdering:
         span = high - low
         scale = span.clamp(min=1e-30)[:, None]
         level = torch.tensor(levels, dtype=self.dtype, device=low.device).expand(len(low), -1)
-        last = self.keys.shape[1] - 1
 
         def above(position: torch.Tensor) -> torch.Tensor:  # L~ >= t at sorted position (n, T)
             return (self.value_at(position) - low[:, None]) / scale >= level
