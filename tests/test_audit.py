@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import square_samples
 
 from segaudit.auditors.batch import BatchRows, finish_tables, image_consistency_of
 
@@ -33,20 +34,6 @@ def test_review_rank_orders_by_suspicion_then_consistency_then_dataset_order() -
     assert images["review_rank"].tolist() == [3, 2, 1, 5, 4]
 
 
-def _samples(n: int, size: int = 64):
-    from segaudit.data.sample import Instance, Sample
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        semantic = np.zeros((size, size), dtype=np.uint8)
-        semantic[10:30, 10:30] = 1 + i % 5
-        out.append(Sample(f"img{i}", f"img{i}.jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
-                          semantic, [Instance(1 + i % 5, semantic > 0)], ("background", "disc", "square",
-                                                                          "triangle", "star", "boat")))
-    return out
-
-
 def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monkeypatch) -> None:
     import segaudit.auditors.base as audit  # where the segmentation auditor calls the CAM engine
     from segaudit.auditors.batch import explain_batch, score_batch
@@ -55,7 +42,7 @@ def test_a_failing_image_becomes_an_infer_error_row_and_the_rest_is_scored(monke
     from segaudit.settings import AuditConfig
 
     model = load_model("demo")
-    samples = _samples(4)
+    samples = square_samples(4)
     samples[2].image[:] = 0  # the poisoned image: the fake model failure below triggers on it
     real = audit.compute_cams_with
 
@@ -85,7 +72,7 @@ def test_configuration_mistakes_raise_instead_of_becoming_rows() -> None:
     from segaudit.settings import AuditConfig
 
     model = load_model("demo")
-    samples = _samples(1)
+    samples = square_samples(1)
     class_map = build_class_map(samples[0].category_names, model.class_names)
     with pytest.raises(ValueError, match="layer 'nope' not in"):
         explain_batch(samples, model, class_map, AuditConfig(layers=("nope",)))
@@ -100,7 +87,7 @@ def test_image_consistency_uses_the_primary_layer_or_every_map() -> None:
     from segaudit.settings import AuditConfig
 
     model = load_model("demo")
-    samples = _samples(2)
+    samples = square_samples(2)
     class_map = build_class_map(samples[0].category_names, model.class_names)
 
     def consistency(config: AuditConfig) -> list[float]:

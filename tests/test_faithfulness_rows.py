@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import DEMO_NAMES, square_samples
 from torch import nn
 
 from segaudit.auditors.faithfulness_rows import FAITHFULNESS_STAGE, faithfulness_rows
@@ -14,7 +15,6 @@ from segaudit.auditors.sampling import evidence_images
 from segaudit.cam import CamResult
 from segaudit.cam.targets import TARGET_PRED
 from segaudit.data.preprocess import PreparedBatch
-from segaudit.data.sample import Sample
 from segaudit.findings.trust import method_trust
 from segaudit.models.registry import LoadedModel
 from segaudit.schema import SCHEMAS
@@ -22,20 +22,7 @@ from segaudit.settings import AuditConfig
 
 pytestmark = pytest.mark.evidence  # runs the evidence checks as configured (tests/conftest.py)
 
-NAMES = ("background", "disc", "square", "triangle", "star", "boat")
-
-
-def _samples(n: int, size: int = 64) -> list[Sample]:
-    from segaudit.data.sample import Instance
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        semantic = np.zeros((size, size), dtype=np.uint8)
-        semantic[10:30, 10:30] = 1 + i % 5
-        out.append(Sample(f"img{i}", f"img{i}.jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
-                          semantic, [Instance(1 + i % 5, semantic > 0)], NAMES))
-    return out
+NAMES = DEMO_NAMES
 
 
 def _demo_batch(n: int, config: AuditConfig):
@@ -44,7 +31,7 @@ def _demo_batch(n: int, config: AuditConfig):
     from segaudit.models.registry import load_model
 
     model = load_model("demo")
-    samples = _samples(n)
+    samples = square_samples(n)
     explained = explain_batch(samples, model, build_class_map(NAMES, model.class_names), config)
     return model, explained
 
@@ -127,7 +114,7 @@ def test_a_map_on_the_pixels_the_model_uses_is_more_faithful_than_one_elsewhere(
     source[:, 1] = TARGET_PRED
     cams = CamResult(logits=_EvidenceSquare()(images)["out"], pred=torch.ones((n, side, side), dtype=torch.long),
                      maps={("l", "good"): good, ("l", "bad"): bad}, target_source=source, layers=("l",))
-    samples = _samples(n, side)
+    samples = square_samples(n, side)
     batch = PreparedBatch(images, np.zeros((n, side, side, 3), np.uint8), torch.ones((n, side, side), dtype=torch.long),
                           [[] for _ in range(n)], samples, [])
     model = LoadedModel("square", _EvidenceSquare(), ("background", "thing"), side, (0, 0, 0), (1, 1, 1), "l", "", "test")
