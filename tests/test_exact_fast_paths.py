@@ -208,3 +208,17 @@ def test_thread_map_keeps_order_and_raises() -> None:
 
     with pytest.raises(ValueError, match="three"):
         thread_map(fail, list(range(6)), workers=2)
+
+
+def test_packed_keys_are_the_same_with_numpy_and_with_torch() -> None:
+    # the torch branch is the one a GPU takes; both must pack (key, mask bits) alike
+    from segaudit.metrics.ordering import _order_keys, _packed_keys
+
+    gen = torch.Generator().manual_seed(10)
+    values = torch.randn(5, 77, generator=gen)
+    values[:, ::4] = 0.0
+    values[:, ::9] = -0.0
+    masks = [torch.rand(5, 77, generator=gen) < 0.5 for _ in range(3)]
+    expected = (_order_keys(values).long() << 32) + sum(m.long() << j for j, m in enumerate(masks))
+    assert torch.equal(_packed_keys(values, masks, with_numpy=True), expected)
+    assert torch.equal(_packed_keys(values, masks, with_numpy=False), expected)
