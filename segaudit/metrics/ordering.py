@@ -93,7 +93,7 @@ def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor], with_numpy
     as int32 pairs (little-endian) in place: with numpy on a CPU (~2x torch's strided writes), with torch on
     other devices (``with_numpy`` overrides the choice)."""
     if values.device.type == "cpu" if with_numpy is None else with_numpy:
-        keys = (values + 0.0).view(torch.int32).numpy()  # -0.0 + 0.0 == +0.0
+        keys = (values.detach() + 0.0).view(torch.int32).numpy()  # -0.0 + 0.0 == +0.0
         pairs = np.empty((*values.shape, 2), dtype=np.int32)
         np.bitwise_xor(keys, (keys >> 31) & np.int32(0x7FFFFFFF), out=pairs[..., 1])
         bits = pairs[..., 0]
