@@ -19,7 +19,7 @@ once every block is random does not explain the model.
 other layers (:func:`candidate_layers_for`). On the sample, every map of every method at every candidate
 (the first :data:`CALIBRATION_PAIRS` (image, class) pairs) gets the audit's own deletion/insertion curves
 with ROAD imputation (:func:`segaudit.auditors.faithfulness_rows.curve_rows`: the shares
-:data:`CALIBRATION_FRACTIONS`, the score over the pixels the map explained, with the default target the
+:data:`~segaudit.auditors.faithfulness_rows.AUDIT_FRACTIONS`, the score over the pixels the map explained, with the default target the
 pair's predicted mask, or its labelled mask where the model predicts none of the class; background is not
 explained). Per layer ``L`` the faithfulness
 
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from segaudit.auditors.base import cam_settings
-from segaudit.auditors.faithfulness_rows import AUDIT_FRACTIONS, curve_rows
+from segaudit.auditors.faithfulness_rows import curve_rows
 from segaudit.auditors.sampling import evidence_images
 from segaudit.cam.engine import CamResult, compute_cams_with
 from segaudit.cam.maps import upsample_maps
@@ -70,10 +70,6 @@ SANITY_STEPS = 4
 #: Stage of the error row a failed pre-pass writes.
 STAGE = "calibration"
 
-#: Removal shares and imputation budget of the calibration's curves: the audit's own
-#: (:mod:`segaudit.auditors.faithfulness_rows`), so that its rows in the ``faithfulness`` table compare with the
-#: audit's.
-CALIBRATION_FRACTIONS = AUDIT_FRACTIONS
 #: At most this many (image, class) pairs get curves (the first in the sample), bounding the pre-pass's cost:
 #: pairs x methods x layers x 2 x 5 imputed images.
 CALIBRATION_PAIRS = 4

@@ -48,7 +48,7 @@ def _order_keys(values: torch.Tensor) -> torch.Tensor:
     inverse)."""
     bits = _BITS[values.dtype]
     keys = (values + 0.0).view(bits)  # -0.0 + 0.0 == +0.0
-    return torch.where(keys < 0, keys ^ torch.iinfo(bits).max, keys)
+    return keys ^ ((keys >> (keys.element_size() * 8 - 1)) & torch.iinfo(bits).max)  # flip where negative
 
 
 def _from_keys(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -95,7 +95,7 @@ def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor], with_numpy
     if values.device.type == "cpu" if with_numpy is None else with_numpy:
         keys = (values.detach() + 0.0).view(torch.int32).numpy()  # -0.0 + 0.0 == +0.0
         pairs = np.empty((*values.shape, 2), dtype=np.int32)
-        np.bitwise_xor(keys, (keys >> 31) & np.int32(0x7FFFFFFF), out=pairs[..., 1])
+        np.bitwise_xor(keys, (keys >> 31) & np.int32(0x7FFFFFFF), out=pairs[..., 1])  # _order_keys, in numpy
         bits = pairs[..., 0]
         bits[...] = 0
         for j, mask in enumerate(masks):
@@ -103,8 +103,7 @@ def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor], with_numpy
                    casting="unsafe")
         return torch.from_numpy(pairs.view(np.int64)[..., 0])
     pairs = torch.empty((*values.shape, 2), dtype=torch.int32, device=values.device)
-    keys = (values + 0.0).view(torch.int32)
-    torch.bitwise_xor(keys, (keys >> 31) & torch.iinfo(torch.int32).max, out=pairs[..., 1])
+    pairs[..., 1] = _order_keys(values)
     bits = pairs[..., 0]
     bits.zero_()
     for j, mask in enumerate(masks):
@@ -133,14 +132,6 @@ def sorted_keys(
     return _order_keys(ordered), ordered.dtype, [mask.gather(1, index) for mask in masks]
 
 
-def sort_with_masks(
-    values: torch.Tensor, masks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """:func:`sorted_keys` with the sorted values as floats of ``values``' dtype."""
-    keys, dtype, in_order = sorted_keys(values, masks)
-    return _from_keys(keys, dtype).to(values.dtype), in_order
-
-
 class MapOrdering:
     """One ascending sort of each row's valid values with its masks, shared by every rank-based score.
 
@@ -159,9 +150,12 @@ class MapOrdering:
         self.values, self.valid, self.dtype = values, valid, values.dtype
         self.n_valid = valid.sum(1)
         #: sorted values as order-preserving integers (:func:`_order_keys`): equal keys, equal values
-        self.keys, self._key_float, self.in_order = sorted_keys(torch.where(valid, values, torch.inf),
-                                                                [mask & valid for mask in masks])
-        self.cumulative = [ordered.cumsum(1, dtype=torch.int32) for ordered in self.in_order]
+        self.keys, self._key_float, in_order = sorted_keys(torch.where(valid, values, torch.inf),
+                                                           [mask & valid for mask in masks])
+        self.cumulative = [ordered.cumsum(1, dtype=torch.int32) for ordered in in_order]
+        #: (n,) each row's smallest and largest valid value (the first and the n_valid-th sorted)
+        self.smallest, self.largest = self.value_at(
+            torch.stack([torch.zeros_like(self.n_valid), self.n_valid - 1], dim=1)).unbind(1)
         # tie blocks: one starts at a change of value, at each row's start and at its void tail
         starts = torch.ones((n, size), dtype=torch.bool, device=values.device)
         starts[:, 1:] = self.keys[:, 1:] != self.keys[:, :-1]
@@ -177,24 +171,10 @@ class MapOrdering:
         self.row_start = self.begin == self.offset[self.row]  # the block opens its row
         self.twice_rank = self.begin + self.end + 1 - 2 * self.offset[self.row]  # 2 x average rank in the block
 
-    def _at(self, table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        return table.gather(1, where.clamp(0, table.shape[1] - 1)[:, None])[:, 0]
-
-    def _extremes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(n,)`` each row's smallest and largest valid value (the first and the ``n_valid``-th sorted)."""
-        ends = torch.stack([torch.zeros_like(self.n_valid), self.n_valid - 1], dim=1)
-        low, high = self.value_at(ends).unbind(1)
-        return low, high
-
     def value_at(self, where: torch.Tensor) -> torch.Tensor:
         """The sorted values at positions ``where`` (``(n, T)``, clamped to the row), in the maps' dtype."""
         keys = self.keys.gather(1, where.clamp(0, self.keys.shape[1] - 1))
         return _from_keys(keys, self._key_float).to(self.dtype)
-
-    @property
-    def sorted(self) -> torch.Tensor:
-        """``(n, P)`` the sorted values (void as +inf), in the maps' dtype."""
-        return _from_keys(self.keys, self._key_float).to(self.dtype)
 
     def _block_at(self, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[low, high)`` (int64) of the tie block at sorted positions ``where`` (``(n,)`` or ``(n, T)``) of
@@ -219,7 +199,7 @@ class MapOrdering:
         whether the maximum is positive, and whether the row is also not constant: the points and
         definedness of :func:`max_point` and :func:`background_point`. (``argmax``/``argmin`` return the
         first occurrence.)"""
-        low, high = self._extremes()
+        low, high = self.smallest, self.largest
         top = torch.where(self.valid, self.values, -torch.inf).argmax(1)
         bottom = torch.where(self.valid, self.values, torch.inf).argmin(1)
         positive = (self.n_valid > 0) & (high > 0)
@@ -257,7 +237,7 @@ class MapOrdering:
         in_tied = self.before(cumulative, high) - self.before(cumulative, low)
         n_above, n_tied = self.n_valid - high, high - low
         hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
-        undefined = (k < 1) | (k > self.n_valid) | (self._extremes()[1] <= 0)
+        undefined = (k < 1) | (k > self.n_valid) | (self.largest <= 0)
         return nan_where(hits / k.clamp(min=1), undefined)
 
     def thresholded(
@@ -270,7 +250,7 @@ class MapOrdering:
         search for ``min + t (max - min)``, then moved a tie block at a time while ``L~`` of the values
         around it (computed as on the map) says the guess is off by rounding."""
         cumulative, n_truth = self.cumulative[j], self.n_in(j)
-        low, high = self._extremes()
+        low, high = self.smallest, self.largest
         span = high - low
         scale = span.clamp(min=1e-30)[:, None]
         level = torch.tensor(levels, dtype=self.dtype, device=low.device).expand(len(low), -1)
