@@ -185,30 +185,13 @@ def test_template_sums_add_each_labelled_pixels_logits(num_classes: int) -> None
     assert torch.allclose(sums, expected, rtol=0, atol=1e-12)
 
 
-def test_rows_sorted_on_threads_are_sorted_rows(monkeypatch) -> None:
+def test_rows_sorted_with_numpy_are_sorted_rows() -> None:
     import segaudit.metrics.ordering as ordering
 
     gen = torch.Generator().manual_seed(9)
     packed = torch.randint(-(2**62), 2**62, (7, 1000), generator=gen)
     packed[:, ::3] = 5  # duplicates
-    monkeypatch.setattr(ordering, "_THREADED_SORT_ELEMENTS", 1)  # the threaded path even for this small input
-    monkeypatch.setattr(ordering, "worker_threads", lambda: 3)
     assert torch.equal(ordering._sort_rows(packed), packed.sort(dim=1).values)
-
-
-def test_thread_map_keeps_order_and_raises() -> None:
-    from segaudit.threads import thread_map
-
-    assert thread_map(lambda x: x * x, list(range(20)), workers=4) == [x * x for x in range(20)]
-    assert thread_map(lambda x: x + 1, [1], workers=4) == [2] and thread_map(str, [], workers=2) == []
-
-    def fail(x: int) -> int:
-        if x == 3:
-            raise ValueError("three")
-        return x
-
-    with pytest.raises(ValueError, match="three"):
-        thread_map(fail, list(range(6)), workers=2)
 
 
 def test_packed_keys_are_the_same_with_numpy_and_with_torch() -> None:

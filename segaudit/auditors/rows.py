@@ -33,7 +33,6 @@ from segaudit.data.preprocess import PreparedBatch, letterbox_labels
 from segaudit.data.sample import IGNORE
 from segaudit.metrics.instances import instance_scores
 from segaudit.metrics.scores import confusion_counts
-from segaudit.threads import thread_map
 
 __all__ = ["PrimaryConsistency", "PairInstances", "ScoredPairs", "add_confusion_rows", "add_map_rows", "cam_max",
            "classes_present", "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "jpeg_bytes",
@@ -214,7 +213,7 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
         return {"image_id": batch.samples[b].image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
                 "pred_png": b"" if shown_pred is None else _png(shown_pred)}
 
-    return thread_map(encode, range(len(batch.samples)))  # PIL encodes without the GIL
+    return [encode(b) for b in range(len(batch.samples))]  # one thread: see segaudit.metrics.ordering.rank_counts
 
 
 def add_confusion_rows(

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from segaudit.threads import thread_map, worker_threads
-
-__all__ = ["MapOrdering", "nan_where"]
+__all__ = ["MapOrdering", "RankCounts", "nan_where", "rank_counts"]
 
 _NAN = float("nan")
 
@@ -65,27 +64,12 @@ def _stable_sort(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _from_keys(ordered, values.dtype), index
 
 
-#: Rows are sorted on several threads from this many elements on (below it, starting threads costs more).
-_THREADED_SORT_ELEMENTS = 1 << 18
-
-
 def _sort_rows(packed: torch.Tensor) -> torch.Tensor:
-    """Each row of an int64 tensor sorted ascending (values only): on a CPU, numpy's SIMD sort, the rows
-    split over :func:`segaudit.threads.thread_map`'s threads (numpy releases the GIL while it sorts)."""
+    """Each row of an int64 tensor sorted ascending (values only): on a CPU, numpy's SIMD sort (one thread: see
+    :func:`rank_counts`)."""
     if packed.device.type != "cpu" or not packed.numel():
         return packed.sort(dim=1).values
-    rows = packed.numpy()
-    if packed.numel() < _THREADED_SORT_ELEMENTS or len(rows) < 2:
-        return torch.from_numpy(np.sort(rows, axis=1))
-    out = np.empty_like(rows)
-    parts = np.array_split(np.arange(len(rows)), min(worker_threads(), len(rows)))
-
-    def sort_part(part: np.ndarray) -> None:
-        if len(part):
-            out[part[0] : part[-1] + 1] = np.sort(rows[part[0] : part[-1] + 1], axis=1)
-
-    thread_map(sort_part, parts)
-    return torch.from_numpy(out)
+    return torch.from_numpy(np.sort(packed.numpy(), axis=1))
 
 
 def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor], with_numpy: bool | None = None) -> torch.Tensor:
@@ -195,15 +179,8 @@ class MapOrdering:
         return torch.zeros_like(ranks).scatter_(1, index, ranks)
 
     def points(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flat indices of the first maximum and the first minimum (row-major) of each row's valid values,
-        whether the maximum is positive, and whether the row is also not constant: the points and
-        definedness of :func:`max_point` and :func:`background_point`. (``argmax``/``argmin`` return the
-        first occurrence.)"""
-        low, high = self.smallest, self.largest
-        top = torch.where(self.valid, self.values, -torch.inf).argmax(1)
-        bottom = torch.where(self.valid, self.values, torch.inf).argmin(1)
-        positive = (self.n_valid > 0) & (high > 0)
-        return top, bottom, positive, positive & (high > low)
+        """:func:`extreme_points` of the rows."""
+        return extreme_points(self.values, self.valid, self.n_valid, self.smallest, self.largest)
 
     def n_in(self, j: int) -> torch.Tensor:
         """``(n,)`` int64 valid pixels of mask ``j``."""
@@ -216,43 +193,39 @@ class MapOrdering:
         table = cumulative.gather(1, (columns - 1).clamp(0, cumulative.shape[1] - 1))
         return torch.where(columns > 0, table.long(), 0).view(where.shape)
 
-    def auroc(self, j: int) -> torch.Tensor:
-        """Mann-Whitney AUC of mask ``j``: the mask pixels of each tie block (from its prefix sums) times the
-        block's average rank, summed per row (integer sums of half-integer ranks: exact)."""
+    def twice_rank_sum(self, j: int) -> torch.Tensor:
+        """``(n,)`` int64 sum over mask ``j``'s pixels of twice their average rank: the mask pixels of each tie
+        block (from its prefix sums) times the block's ``low + 1 + high``."""
         cumulative = self.cumulative[j]
         upto = cumulative.flatten()[self.end - 1].long()  # mask pixels of the row up to the block's end
         inside = torch.where(self.row_start, upto, upto - torch.cat([upto.new_zeros(1), upto[:-1]]))
         twice = torch.zeros(len(cumulative), dtype=torch.long, device=upto.device)
-        rank_sum = twice.index_add_(0, self.row, inside * self.twice_rank).double() / 2
-        n_pos, n_neg = self.n_in(j).double(), (self.n_valid - self.n_in(j)).double()
-        u = rank_sum - n_pos * (n_pos + 1) / 2
-        return nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))
+        return twice.index_add_(0, self.row, inside * self.twice_rank)
+
+    def auroc(self, j: int) -> torch.Tensor:
+        """Mann-Whitney AUC of mask ``j`` (:func:`auroc_of`)."""
+        return auroc_of(self.twice_rank_sum(j), self.n_in(j), self.n_valid)
+
+    def kth_block(self, j: int, k: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``low, high`` of the tie block at each row's ``k``-th highest valid position and mask ``j``'s pixels
+        before ``low`` and before ``high`` (``(n,)`` int64 each)."""
+        low, high = self._block_at(self.n_valid - k)
+        return low, high, self.before(self.cumulative[j], low), self.before(self.cumulative[j], high)
 
     def top_k_share(self, j: int, k: torch.Tensor) -> torch.Tensor:
-        """See :func:`segaudit.metrics.scores.relevance_rank_accuracy`, for mask ``j``."""
-        cumulative = self.cumulative[j]
-        kth = self.n_valid - k  # sorted position of the k-th highest valid value
-        low, high = self._block_at(kth)
-        in_above = self.before(cumulative, self.n_valid) - self.before(cumulative, high)
-        in_tied = self.before(cumulative, high) - self.before(cumulative, low)
-        n_above, n_tied = self.n_valid - high, high - low
-        hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
-        undefined = (k < 1) | (k > self.n_valid) | (self.largest <= 0)
-        return nan_where(hits / k.clamp(min=1), undefined)
+        """See :func:`segaudit.metrics.scores.relevance_rank_accuracy`, for mask ``j`` (:func:`top_k_share_of`)."""
+        return top_k_share_of(k, self.n_valid, self.largest, self.n_in(j), *self.kth_block(j, k))
 
-    def thresholded(
-        self, j: int, levels: Sequence[float]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """IoU and Dice ``(n, T)`` of ``{L~ >= t}`` with mask ``j``, and whether the map is constant.
+    def first_above(self, levels: Sequence[float]) -> torch.Tensor:
+        """``(n, T)`` int64 the first sorted position whose min-max normalised value ``L~`` is ``>= t``, per
+        level ``t`` (``n_valid`` where none is).
 
         ``L~`` is computed on the sorted values exactly as on the map (min-max normalisation is monotone),
         so the region is a suffix of the valid sorted positions: its first position is guessed by a binary
         search for ``min + t (max - min)``, then moved a tie block at a time while ``L~`` of the values
         around it (computed as on the map) says the guess is off by rounding."""
-        cumulative, n_truth = self.cumulative[j], self.n_in(j)
         low, high = self.smallest, self.largest
-        span = high - low
-        scale = span.clamp(min=1e-30)[:, None]
+        scale = (high - low).clamp(min=1e-30)[:, None]
         level = torch.tensor(levels, dtype=self.dtype, device=low.device).expand(len(low), -1)
 
         def above(position: torch.Tensor) -> torch.Tensor:  # L~ >= t at sorted position (n, T)
@@ -269,9 +242,152 @@ class MapOrdering:
                 break
             first = torch.where(later, self._block_at(first)[1], first)
             first = torch.where(earlier & ~later, self._block_at(first - 1)[0], first)
-        inter = (self.before(cumulative, self.n_valid)[:, None] - self.before(cumulative, first)).double()
-        region = self.n_valid[:, None] - first
-        union = region + n_truth[:, None] - inter.long()
-        iou = inter / union.clamp(min=1)
-        dice = 2 * inter / (region + n_truth[:, None]).clamp(min=1)
-        return iou, dice, ~(span > 0)
+        return first
+
+    def thresholded(
+        self, j: int, levels: Sequence[float]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """IoU and Dice ``(n, T)`` of ``{L~ >= t}`` with mask ``j``, and whether the map is constant
+        (:func:`overlaps_of` at :meth:`first_above`)."""
+        first = self.first_above(levels)
+        return overlaps_of(first, self.before(self.cumulative[j], first), self.n_in(j), self.n_valid,
+                           self.smallest, self.largest)
+
+    def counts(self, levels: Sequence[float]) -> RankCounts:
+        """The :class:`RankCounts` of every mask, with the top-k block at ``k`` = the mask's pixels."""
+        first = self.first_above(levels)
+        n_in = [self.n_in(j) for j in range(len(self.cumulative))]
+        return RankCounts(
+            self.n_valid, self.smallest, self.largest, _stack(n_in, self.n_valid),
+            _stack([self.twice_rank_sum(j) for j in range(len(n_in))], self.n_valid),
+            _stack([torch.stack(self.kth_block(j, k), 1) for j, k in enumerate(n_in)], self.n_valid, (4,)),
+            first, _stack([self.before(self.cumulative[j], first) for j in range(len(n_in))], self.n_valid,
+                          first.shape[1:]),
+        )
+
+
+def _stack(columns: list[torch.Tensor], like: torch.Tensor, tail: tuple[int, ...] = ()) -> torch.Tensor:
+    """``(n, m, *tail)`` int64 of ``m`` per-mask ``(n, *tail)`` tensors (``m`` may be 0)."""
+    if not columns:
+        return like.new_zeros((len(like), 0, *tail))
+    return torch.stack(columns, 1)
+
+
+def extreme_points(
+    values: torch.Tensor, valid: torch.Tensor, n_valid: torch.Tensor, smallest: torch.Tensor, largest: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat indices of the first maximum and the first minimum (row-major) of each row's valid values,
+    whether the maximum is positive, and whether the row is also not constant: the points and definedness
+    of :func:`segaudit.metrics.scores.max_point` and :func:`~segaudit.metrics.scores.background_point`.
+    (``argmax``/``argmin`` return the first occurrence.)"""
+    top = torch.where(valid, values, -torch.inf).argmax(1)
+    bottom = torch.where(valid, values, torch.inf).argmin(1)
+    positive = (n_valid > 0) & (largest > 0)
+    return top, bottom, positive, positive & (largest > smallest)
+
+
+def auroc_of(twice_rank_sum: torch.Tensor, n_pos: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """Mann-Whitney AUC from the positives' summed average ranks (given twice, an integer: exact)::
+
+        AUC = (sum_{p in M} rank_p - n_pos (n_pos + 1) / 2) / (n_pos n_neg)
+
+    NaN when the mask or its complement is empty."""
+    n_pos, n_neg = n_pos.double(), (n_valid - n_pos).double()
+    u = twice_rank_sum.double() / 2 - n_pos * (n_pos + 1) / 2
+    return nan_where(u / (n_pos * n_neg).clamp(min=1), (n_pos == 0) | (n_neg == 0))
+
+
+def top_k_share_of(
+    k: torch.Tensor, n_valid: torch.Tensor, largest: torch.Tensor, n_in: torch.Tensor, low: torch.Tensor,
+    high: torch.Tensor, before_low: torch.Tensor, before_high: torch.Tensor,
+) -> torch.Tensor:
+    """Share of the ``k`` highest valid values in the mask, the tie block ``[low, high)`` at the k-th highest
+    shared out in proportion: ``(in_above + (k - n_above) in_tied / n_tied) / k``. NaN when ``k < 1``, ``k >
+    n_valid`` or the map has no positive value."""
+    in_above, in_tied = n_in - before_high, before_high - before_low
+    n_above, n_tied = n_valid - high, high - low
+    hits = in_above + (k - n_above) * in_tied.double() / n_tied.clamp(min=1)
+    undefined = (k < 1) | (k > n_valid) | (largest <= 0)
+    return nan_where(hits / k.clamp(min=1), undefined)
+
+
+def overlaps_of(
+    first: torch.Tensor, before_first: torch.Tensor, n_truth: torch.Tensor, n_valid: torch.Tensor,
+    smallest: torch.Tensor, largest: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IoU and Dice ``(n, T)`` of the regions ``[first, n_valid)`` of the sorted valid values with the mask
+    (``before_first``: its pixels before ``first``), and whether the map is constant."""
+    inter = (n_truth[:, None] - before_first).double()
+    region = n_valid[:, None] - first
+    union = region + n_truth[:, None] - inter.long()
+    iou = inter / union.clamp(min=1)
+    dice = 2 * inter / (region + n_truth[:, None]).clamp(min=1)
+    return iou, dice, ~(largest - smallest > 0)
+
+
+@dataclass(frozen=True)
+class RankCounts:
+    """Integer counts of ``n`` rows and ``m`` masks from which the rank-based scores follow: valid pixels
+    ``n_valid`` ``(n,)``, the smallest and largest valid value ``(n,)``, mask pixels ``n_in`` ``(n, m)``,
+    ``twice_rank_sum`` ``(n, m)`` (:meth:`MapOrdering.twice_rank_sum`), ``kth_block`` ``(n, m, 4)``
+    (:meth:`MapOrdering.kth_block` at ``k = n_in``), ``first`` ``(n, T)`` (:meth:`MapOrdering.first_above`)
+    and the mask pixels before it ``before_first`` ``(n, m, T)``. Built by :meth:`MapOrdering.counts` or, for
+    float32 maps on a CPU, by the compiled loops of :mod:`segaudit.metrics.rank_kernel` (:func:`rank_counts`);
+    the scores are computed from them by the same functions either way."""
+
+    n_valid: torch.Tensor
+    smallest: torch.Tensor
+    largest: torch.Tensor
+    n_in: torch.Tensor
+    twice_rank_sum: torch.Tensor
+    kth_block: torch.Tensor
+    first: torch.Tensor
+    before_first: torch.Tensor
+
+    def auroc(self, j: int) -> torch.Tensor:
+        return auroc_of(self.twice_rank_sum[:, j], self.n_in[:, j], self.n_valid)
+
+    def relevance_rank(self, j: int) -> torch.Tensor:
+        """The top-k share at ``k`` = the mask's pixels (relevance rank accuracy)."""
+        return top_k_share_of(self.n_in[:, j], self.n_valid, self.largest, self.n_in[:, j],
+                              *self.kth_block[:, j].unbind(1))
+
+    def thresholded(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return overlaps_of(self.first, self.before_first[:, j], self.n_in[:, j], self.n_valid, self.smallest,
+                           self.largest)
+
+
+def rank_counts(
+    values: torch.Tensor, valid: torch.Tensor, masks: Sequence[torch.Tensor], levels: Sequence[float],
+    compiled: bool | None = None,
+) -> RankCounts:
+    """The :class:`RankCounts` of ``values`` ``(n, P)`` with ``masks`` (``(n, P)`` bool; their valid pixels)
+    and threshold ``levels``: by :mod:`segaudit.metrics.rank_kernel` for float32 values on a CPU (up to 31
+    masks), else by :class:`MapOrdering` (``compiled`` overrides the choice; both give the same integers).
+
+    One thread: split over two threads the rows take longer in an audit (measured 0.09 -> 0.20 s for the demo's
+    96 images), as torch's OpenMP workers spin on the other core for a while after each torch operation."""
+    if compiled is None:
+        compiled = (values.device.type == "cpu" and values.dtype == torch.float32 and values.numel() > 0
+                    and len(masks) <= _PACKED_MASKS)
+    if not compiled:
+        return MapOrdering(values, valid, masks).counts(levels)
+    from segaudit.metrics import rank_kernel  # numba: compiled (or read from its cache) on first use
+
+    n, size = values.shape
+    rows = values.detach().contiguous().numpy()
+    ok = valid.contiguous().numpy()
+    stacked = (torch.stack(list(masks), 1) if masks else valid.new_zeros((n, 0, size))).contiguous().numpy()
+    level = np.asarray(levels, dtype=np.float32)
+    m, t = stacked.shape[1], len(level)
+    n_valid, n_in = np.empty(n, np.int64), np.empty((n, m), np.int64)
+    extremes, twice = np.empty((n, 2), np.float32), np.empty((n, m), np.int64)
+    kth, first, before_first = np.empty((n, m, 4), np.int64), np.empty((n, t), np.int64), np.empty((n, m, t), np.int64)
+
+    packed = np.empty((n, size), np.int64)
+    rank_kernel.pack_rows(rows, ok, stacked, packed, n_valid, n_in)
+    packed.sort(axis=1)  # numpy's SIMD sort
+    rank_kernel.count_rows(packed, n_valid, n_in, level, extremes, twice, kth, first, before_first)
+    tensors = [torch.from_numpy(a) for a in (n_valid, n_in, twice, kth, first, before_first)]
+    smallest, largest = torch.from_numpy(extremes).to(values.dtype).unbind(1)
+    return RankCounts(tensors[0], smallest, largest, *tensors[1:])

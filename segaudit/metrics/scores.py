@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from segaudit.metrics.ordering import MapOrdering
+from segaudit.metrics.ordering import MapOrdering, extreme_points, rank_counts
 from segaudit.metrics.ordering import nan_where as _nan_where
 from segaudit.schema import CENTROID_CUTOFF
 
@@ -486,7 +486,8 @@ def score_masks(
     """:func:`mask_scores` of the same maps against several mask kinds at once (e.g. ``{"gt": ..., "pred":
     ...}``), equal to calling it once per kind, at a fraction of the cost: each map is sorted once (one
     :class:`MapOrdering` serves AUROC, relevance rank and the thresholded IoU/Dice of every mask), its three
-    points and positive mass are computed once, and a mask costs a gather and a prefix sum.
+    points and positive mass are computed once, and a mask costs a prefix count (:func:`rank_counts`: compiled
+    loops on a CPU).
 
     Parameters
     ----------
@@ -517,8 +518,10 @@ def _score_masks_chunk(
     maps: torch.Tensor, masks: Mapping[str, torch.Tensor], valid: torch.Tensor, iou_threshold: float,
     centroid_cutoff: float,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    order = MapOrdering(maps.flatten(1), valid.flatten(1), [mask.flatten(1) for mask in masks.values()])
-    top, bottom, positive_max, not_constant = order.points()
+    counts = rank_counts(maps.flatten(1), valid.flatten(1), [mask.flatten(1) for mask in masks.values()],
+                         (iou_threshold,))
+    top, bottom, positive_max, not_constant = extreme_points(maps.flatten(1), valid.flatten(1), counts.n_valid,
+                                                             counts.smallest, counts.largest)
     width = maps.shape[-1]
     points = {"max_point": (torch.stack([top // width, top % width], 1).double(), positive_max),
               "centroid": weighted_centroid(maps, valid, centroid_cutoff),
@@ -528,15 +531,15 @@ def _score_masks_chunk(
     out = {}
     for j, (kind, mask) in enumerate(masks.items()):
         truth = mask & valid
-        n_truth = order.n_in(j)
+        n_truth = counts.n_in[:, j]
         empty = n_truth == 0
-        iou, dice, constant = order.thresholded(j, (iou_threshold,))
+        iou, dice, constant = counts.thresholded(j)
         columns = {
             "mask_pixels": n_truth,
             "energy_in_mask": _nan_where((positive * mask).flatten(1).sum(1) / total.clamp(min=1e-30),
                                          empty | (total <= 0)),
-            "relevance_rank": order.top_k_share(j, n_truth),
-            "auroc": order.auroc(j),
+            "relevance_rank": counts.relevance_rank(j),
+            "auroc": counts.auroc(j),
             "iou_at_0_5": _nan_where(iou[:, 0], empty | constant),
             "dice_at_0_5": _nan_where(dice[:, 0], empty | constant),
         }
