@@ -44,25 +44,23 @@ def pack_rows(
     n_masks = masks.shape[1]
     bits = values.view(np.int32)
     void = np.int64(_INF_KEY) << 32
-    for r in range(n):
-        count = 0
-        for j in range(n_masks):
-            n_in[r, j] = 0
+    for r in range(n):  # branch-free loops over a row (vectorised by the compiler)
+        bit_row, valid_row, out_row = bits[r], valid[r], out[r]
         for p in range(size):
-            if valid[r, p]:
-                count += 1
-                b = bits[r, p]
-                if b == np.int32(-2147483648):  # -0.0
-                    b = np.int32(0)
-                packed = np.int64(b ^ ((b >> 31) & np.int32(0x7FFFFFFF))) << 32
-                for j in range(n_masks):
-                    if masks[r, j, p]:
-                        packed |= np.int64(1) << j
-                        n_in[r, j] += 1
-                out[r, p] = packed
-            else:
-                out[r, p] = void
+            b = bit_row[p]
+            b = np.int32(0) if b == np.int32(-2147483648) else b  # -0.0 as +0.0
+            out_row[p] = np.int64(b ^ ((b >> 31) & np.int32(0x7FFFFFFF))) << 32 if valid_row[p] else void
+        count = 0
+        for p in range(size):
+            count += valid_row[p]
         n_valid[r] = count
+        for j in range(n_masks):
+            mask_row, bit, count = masks[r, j], np.int64(1) << j, 0
+            for p in range(size):
+                on = mask_row[p] & valid_row[p]
+                count += on
+                out_row[p] |= bit * on
+            n_in[r, j] = count
 
 
 @numba.njit(cache=True, nogil=True)
@@ -117,12 +115,25 @@ def count_rows(
         for j in range(n_masks):
             at = min(max(valid_end - n_in[r, j], 0), size - 1)
             key = row[at] >> 32
-            low = at
-            while low > 0 and low != valid_end and (row[low - 1] >> 32) == key:
-                low -= 1
-            high = at + 1
-            while high < size and high != valid_end and (row[high] >> 32) == key:
-                high += 1
+            # the block's bounds by binary searches (a tie block can be most of the row: a CAM's zeros)
+            low, high = (valid_end, size) if at >= valid_end else (0, valid_end)
+            if at < valid_end:
+                lo, hi = 0, at  # the first position with this key
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if (row[mid] >> 32) < key:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                low = lo
+                lo, hi = at + 1, valid_end  # the first position after it with a larger key
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if (row[mid] >> 32) <= key:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                high = lo
             kth_block[r, j, 0], kth_block[r, j, 1] = low, high
             asked[2 * j], asked[2 * j + 1] = low, high
         order = np.argsort(asked)
