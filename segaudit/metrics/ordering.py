@@ -179,8 +179,11 @@ class MapOrdering:
         return torch.zeros_like(ranks).scatter_(1, index, ranks)
 
     def points(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:func:`extreme_points` of the rows."""
-        return extreme_points(self.values, self.valid, self.n_valid, self.smallest, self.largest)
+        """The rows' first maximum and minimum (:func:`extreme_points`), whether the maximum is positive, and
+        whether the row is also not constant: the points and definedness of
+        :func:`segaudit.metrics.scores.max_point` and :func:`~segaudit.metrics.scores.background_point`."""
+        positive = (self.n_valid > 0) & (self.largest > 0)
+        return (*extreme_points(self.values, self.valid), positive, positive & (self.largest > self.smallest))
 
     def n_in(self, j: int) -> torch.Tensor:
         """``(n,)`` int64 valid pixels of mask ``j``."""
@@ -273,17 +276,11 @@ def _stack(columns: list[torch.Tensor], like: torch.Tensor, tail: tuple[int, ...
     return torch.stack(columns, 1)
 
 
-def extreme_points(
-    values: torch.Tensor, valid: torch.Tensor, n_valid: torch.Tensor, smallest: torch.Tensor, largest: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat indices of the first maximum and the first minimum (row-major) of each row's valid values,
-    whether the maximum is positive, and whether the row is also not constant: the points and definedness
-    of :func:`segaudit.metrics.scores.max_point` and :func:`~segaudit.metrics.scores.background_point`.
-    (``argmax``/``argmin`` return the first occurrence.)"""
-    top = torch.where(valid, values, -torch.inf).argmax(1)
-    bottom = torch.where(valid, values, torch.inf).argmin(1)
-    positive = (n_valid > 0) & (largest > 0)
-    return top, bottom, positive, positive & (largest > smallest)
+def extreme_points(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of the first maximum and the first minimum (row-major) of each row's valid values: the
+    points of :func:`segaudit.metrics.scores.max_point` and :func:`~segaudit.metrics.scores.background_point`
+    (``argmax``/``argmin`` return the first occurrence)."""
+    return (torch.where(valid, values, -torch.inf).argmax(1), torch.where(valid, values, torch.inf).argmin(1))
 
 
 def auroc_of(twice_rank_sum: torch.Tensor, n_pos: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:

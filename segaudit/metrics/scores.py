@@ -152,15 +152,24 @@ def point_hit_and_distance(
 
 
 def _hits_and_distances(
-    points: torch.Tensor, truth: torch.Tensor, chunk: int = 64, with_distance: bool = True
+    points: torch.Tensor, truth: torch.Tensor, chunk: int = 64, with_distance: bool = True,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hit (bool) and distance (float64, ``inf`` for an empty mask; NaN without ``with_distance``) of
     :func:`point_hit_and_distance`.
 
     The squared distance is separable: ``min_{r,c} (r - y)^2 + (c - x)^2 = min_r [(r - y)^2 + min_c (c - x)^2]``
     over mask pixels, and exactly so in floating point (rounding is monotone), so the row term is added
-    after the minimum over columns."""
+    after the minimum over columns. On a CPU (``compiled``: the choice) the same numbers come from
+    :func:`segaudit.metrics.point_kernel.hits_and_distances` (no ``(H, W)`` table per point)."""
     n, height, width = truth.shape
+    if truth.device.type == "cpu" if compiled is None else compiled:
+        from segaudit.metrics import point_kernel
+
+        hit, distance = np.empty(n, dtype=bool), np.empty(n, dtype=np.float64)
+        point_kernel.hits_and_distances(points.double().contiguous().numpy(), truth.contiguous().numpy(),
+                                        with_distance, hit, distance)
+        return torch.from_numpy(hit), torch.from_numpy(distance).sqrt()
     rounded = points.round().long()
     rounded[:, 0].clamp_(0, height - 1)
     rounded[:, 1].clamp_(0, width - 1)
@@ -520,11 +529,24 @@ def _score_masks_chunk(
 ) -> dict[str, dict[str, torch.Tensor]]:
     counts = rank_counts(maps.flatten(1), valid.flatten(1), [mask.flatten(1) for mask in masks.values()],
                          (iou_threshold,))
-    top, bottom, positive_max, not_constant = extreme_points(maps.flatten(1), valid.flatten(1), counts.n_valid,
-                                                             counts.smallest, counts.largest)
+    if maps.device.type == "cpu" and maps.dtype == torch.float32:  # the same numbers from compiled loops
+        from segaudit.metrics import point_kernel
+
+        n = len(maps)
+        top, bottom, centroid, peak = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, 2)),
+                                       np.empty(n, np.float32))
+        point_kernel.map_points(maps.detach().contiguous().numpy(), valid.contiguous().numpy(), centroid_cutoff,
+                                top, bottom, centroid, peak)
+        top, bottom = torch.from_numpy(top), torch.from_numpy(bottom)
+        weighted = (torch.from_numpy(centroid), torch.from_numpy(peak) > 0)
+    else:
+        top, bottom = extreme_points(maps.flatten(1), valid.flatten(1))
+        weighted = weighted_centroid(maps, valid, centroid_cutoff)
+    positive_max = (counts.n_valid > 0) & (counts.largest > 0)
+    not_constant = positive_max & (counts.largest > counts.smallest)
     width = maps.shape[-1]
     points = {"max_point": (torch.stack([top // width, top % width], 1).double(), positive_max),
-              "centroid": weighted_centroid(maps, valid, centroid_cutoff),
+              "centroid": weighted,
               "background_point": (torch.stack([bottom // width, bottom % width], 1).double(), not_constant)}
     positive = maps.clamp(min=0) * valid
     total = positive.flatten(1).sum(1)
