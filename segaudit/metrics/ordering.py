@@ -381,9 +381,12 @@ def rank_counts(
     extremes, twice = np.empty((n, 2), np.float32), np.empty((n, m), np.int64)
     kth, first, before_first = np.empty((n, m, 4), np.int64), np.empty((n, t), np.int64), np.empty((n, m, t), np.int64)
 
-    packed = np.empty((n, size), np.int64)
-    rank_kernel.pack_rows(rows, ok, stacked, packed, n_valid, n_in)
-    packed.sort(axis=1)  # numpy's SIMD sort
+    packed, n_negative, n_zero = np.empty((n, size), np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    rank_kernel.pack_rows(rows, ok, stacked, packed, n_valid, n_in, n_negative, n_zero)
+    for row, negative, zero, valid_end in zip(packed, n_negative.tolist(), n_zero.tolist(), n_valid.tolist(),
+                                             strict=True):
+        row[:negative].sort()  # numpy's SIMD sort; the zeros in between are one tie block
+        row[negative + zero : valid_end].sort()
     rank_kernel.count_rows(packed, n_valid, n_in, level, extremes, twice, kth, first, before_first)
     tensors = [torch.from_numpy(a) for a in (n_valid, n_in, twice, kth, first, before_first)]
     smallest, largest = torch.from_numpy(extremes).to(values.dtype).unbind(1)

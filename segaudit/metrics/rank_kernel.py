@@ -34,33 +34,56 @@ _INF_KEY = np.int32(0x7F800000)
 @numba.njit(cache=True, nogil=True)
 def pack_rows(
     values: np.ndarray, valid: np.ndarray, masks: np.ndarray, out: np.ndarray, n_valid: np.ndarray, n_in: np.ndarray,
+    n_negative: np.ndarray, n_zero: np.ndarray,
 ) -> None:
-    """``out[r, p] = key * 2**32 + sum_j mask_j 2**j`` (int64) of float32 ``values`` ``(n, P)``, with void
-    pixels keyed +inf and out of every mask; ``n_valid[r]``: valid pixels of row ``r``; ``n_in[r, j]``: valid
-    pixels of mask ``j``. The key is the float's bits as int32 with the 31 low bits flipped for negatives
-    (order-preserving; ``-0.0`` as ``+0.0``): :func:`segaudit.metrics.ordering._order_keys`. ``masks``:
-    ``(n, m, P)`` bool, ``m <= 31``."""
+    """``key * 2**32 + sum_j mask_j 2**j`` (int64) of each valid pixel of float32 ``values`` ``(n, P)``,
+    written to ``out`` grouped by the value's sign: row ``r`` holds its ``n_negative[r]`` negative values
+    first, then its ``n_zero[r]`` zeros, then the positive ones (up to ``n_valid[r]``), then void pixels
+    (keyed +inf, out of every mask). Sorting the negative and the positive group of each row then sorts the
+    row, and the zeros (most of a ReLU'd CAM) are never sorted: they are one tie block whatever their order.
+    ``n_in[r, j]``: valid pixels of mask ``j``. The key is the float's bits as int32 with the 31 low bits
+    flipped for negatives (order-preserving; ``-0.0`` as ``+0.0``):
+    :func:`segaudit.metrics.ordering._order_keys`. ``masks``: ``(n, m, P)`` bool, ``m <= 31``."""
     n, size = values.shape
     n_masks = masks.shape[1]
     bits = values.view(np.int32)
     void = np.int64(_INF_KEY) << 32
-    for r in range(n):  # branch-free loops over a row (vectorised by the compiler)
+    packed = np.empty(size, dtype=np.int64)
+    for r in range(n):  # branch-free loops over a row (vectorised by the compiler), then one scatter
         bit_row, valid_row, out_row = bits[r], valid[r], out[r]
+        negative, zero, count = 0, 0, 0
         for p in range(size):
             b = bit_row[p]
             b = np.int32(0) if b == np.int32(-2147483648) else b  # -0.0 as +0.0
-            out_row[p] = np.int64(b ^ ((b >> 31) & np.int32(0x7FFFFFFF))) << 32 if valid_row[p] else void
-        count = 0
-        for p in range(size):
-            count += valid_row[p]
-        n_valid[r] = count
+            packed[p] = np.int64(b ^ ((b >> 31) & np.int32(0x7FFFFFFF))) << 32
+            ok = valid_row[p]
+            count += ok
+            negative += ok & (b < 0)
+            zero += ok & (b == 0)
+        n_valid[r], n_negative[r], n_zero[r] = count, negative, zero
         for j in range(n_masks):
             mask_row, bit, count = masks[r, j], np.int64(1) << j, 0
             for p in range(size):
                 on = mask_row[p] & valid_row[p]
                 count += on
-                out_row[p] |= bit * on
+                packed[p] |= bit * on
             n_in[r, j] = count
+        at_negative, at_zero, at_positive = 0, negative, negative + zero
+        for p in range(size):
+            if valid_row[p]:
+                item = packed[p]
+                key = item >> 32
+                if key < 0:
+                    out_row[at_negative] = item
+                    at_negative += 1
+                elif key == 0:
+                    out_row[at_zero] = item
+                    at_zero += 1
+                else:
+                    out_row[at_positive] = item
+                    at_positive += 1
+        for p in range(at_positive, size):
+            out_row[p] = void
 
 
 @numba.njit(cache=True, nogil=True)
