@@ -63,16 +63,3 @@ def test_compiled_hits_and_distances_equal_torch() -> None:
         assert torch.equal(distance.nan_to_num(posinf=-1.0), want_distance.nan_to_num(posinf=-1.0))
     assert distance.isnan().any() and hit[2:6].all() and (~hit).any()
 
-
-@pytest.mark.parametrize("window", [1, 3, 5])
-def test_compiled_local_maxima_equal_torch(window: int) -> None:
-    from segaudit.metrics.instances import _window_max
-
-    maps, valid = _maps(5)
-    maps[5, 4:8, 4:8] = 9.0  # a plateau: every pixel of it is a maximum of its window
-    is_peak = np.empty(maps.shape, dtype=bool)
-    point_kernel.local_maxima(maps.numpy(), valid.numpy(), window, is_peak)
-    values = torch.where(valid, maps, -torch.inf)
-    want = valid & (values >= _window_max(values, window)) & (values > 0)
-    assert torch.equal(torch.from_numpy(is_peak), want)
-    assert want.sum() > 10

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,16 +107,9 @@ def _peak_points(maps: torch.Tensor, valid: torch.Tensor, window: int) -> tuple[
     """The local maxima of :func:`local_peaks` as a sparse list: map row, flat pixel position and height."""
     # pooled in the maps' own dtype (a maximum is exact in any dtype), divided in float64
     values = torch.where(valid, maps, -torch.inf)
-    if maps.device.type == "cpu" and maps.dtype in (torch.float32, torch.float64):  # the same, compiled
-        from segaudit.metrics import point_kernel
-
-        is_peak = np.empty(maps.shape, dtype=bool)
-        point_kernel.local_maxima(maps.detach().contiguous().numpy(), valid.contiguous().numpy(), window, is_peak)
-        is_peak = torch.from_numpy(is_peak)
-    else:
-        is_peak = valid & (values >= _window_max(values, window)) & (values > 0)
+    pooled = _window_max(values, window)
     top = values.flatten(1).max(1).values.double().clamp(min=1e-300)
-    row, position = torch.nonzero(is_peak.flatten(1), as_tuple=True)
+    row, position = torch.nonzero((valid & (values >= pooled) & (values > 0)).flatten(1), as_tuple=True)
     return row, position, values.flatten(1)[row, position].double() / top[row]
 
 

@@ -1,6 +1,6 @@
 """The points of :mod:`segaudit.metrics.scores` for maps on a CPU, in compiled loops (numba): each map's first
-maximum and minimum and its weighted centroid in one read of the map, each point's hit and distance to its
-mask, and the local maxima of :mod:`segaudit.metrics.instances`.
+maximum and minimum and its weighted centroid in one read of the map, and each point's hit and distance to
+its mask.
 
 The torch versions (:func:`segaudit.metrics.scores.weighted_centroid`, :func:`~segaudit.metrics.ordering.
 extreme_points`, ``scores._hits_and_distances``; a device's path) make ~10 passes over every map, the
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["map_points", "hits_and_distances", "local_maxima"]
+__all__ = ["map_points", "hits_and_distances"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,22 +102,3 @@ def hits_and_distances(
             best = min(best, dy * dy + nearest)
         distance[i] = best
 
-
-@numba.njit(cache=True, nogil=True)
-def local_maxima(values: np.ndarray, valid: np.ndarray, window: int, out: np.ndarray) -> None:
-    """``out[i, y, x]``: pixel ``(y, x)`` of map ``i`` is valid, positive and the maximum of the valid values in
-    the ``window`` x ``window`` square centred on it (:func:`segaudit.metrics.instances.local_peaks`; exact:
-    only comparisons)."""
-    n, height, width = values.shape
-    half = window // 2
-    for i in range(n):
-        for y in range(height):
-            for x in range(width):
-                v = values[i, y, x]
-                peak = valid[i, y, x] and v > 0
-                if peak:
-                    for yy in range(max(y - half, 0), min(y + half + 1, height)):
-                        for xx in range(max(x - half, 0), min(x + half + 1, width)):
-                            if valid[i, yy, xx] and values[i, yy, xx] > v:
-                                peak = False
-                out[i, y, x] = peak
