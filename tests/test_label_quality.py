@@ -58,3 +58,17 @@ def test_regions_of_images_pool_as_each_region_alone():
     expected = softmin_pool(q[image_of], regions)
     assert got.isnan().tolist() == expected.isnan().tolist() == [False, True, False, True, False, False]
     torch.testing.assert_close(got, expected, rtol=1e-15, atol=0, equal_nan=True)
+
+
+def test_images_and_regions_pooled_at_once_equal_each_alone() -> None:
+    from segaudit.metrics.label_quality import softmin_pool_images_and_regions
+
+    gen = torch.Generator().manual_seed(2)
+    quality = torch.rand(4, 9, 11, generator=gen)
+    quality[1, :3] = float("nan")
+    image_of = torch.tensor([0, 0, 2, 1, 3, 3])
+    regions = torch.rand(6, 9, 11, generator=gen) > 0.5
+    images, pairs = softmin_pool_images_and_regions(quality, image_of, regions)
+    assert torch.equal(images, softmin_pool(quality))  # to the bit: the same terms and sums
+    assert torch.equal(pairs, softmin_pool_regions(quality, image_of, regions))
+    assert torch.allclose(pairs, softmin_pool(quality[image_of], regions), rtol=1e-12, atol=0)

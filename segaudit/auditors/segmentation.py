@@ -27,7 +27,7 @@ from segaudit.auditors.rows import (
 from segaudit.cam import CamResult
 from segaudit.data.preprocess import PreparedBatch
 from segaudit.data.sample import Sample
-from segaudit.metrics.label_quality import pixel_label_quality, softmin_pool, softmin_pool_regions
+from segaudit.metrics.label_quality import pixel_label_quality, softmin_pool_images_and_regions
 from segaudit.metrics.prompting import (
     GrabCutSegmenter,
     SamSegmenter,
@@ -70,8 +70,8 @@ class SegmentationAuditor(Auditor):
         seg_iou = segmentation_iou(pred_masks, gt_masks, valid)
         seg_dice = segmentation_dice(pred_masks, gt_masks, valid)
         pixel_quality = pixel_label_quality(cams.logits, pairs.gt_all)  # (B, S, S), NaN on void
-        pair_quality = softmin_pool_regions(pixel_quality, b_idx, gt_masks | pred_masks).tolist()
-        image_quality = softmin_pool(pixel_quality).tolist()
+        image_quality, pair_quality = (pooled.tolist() for pooled in softmin_pool_images_and_regions(
+            pixel_quality, b_idx, gt_masks | pred_masks))
         mean = PrimaryConsistency(list(cams.maps), cams.layers[0], len(pairs))
         labelled = pair_instances(batch, pairs.pair_list, cams.pred.device)  # for the instances table
         prompted = (cams.layers[0], _first_method(config, cams)) if config.prompts else None  # the map prompted

@@ -20,7 +20,8 @@ import torch
 
 from segaudit.schema import VOID_LABEL as _IGNORE
 
-__all__ = ["SOFTMIN_TEMPERATURE", "pixel_label_quality", "softmin_pool", "softmin_pool_regions"]
+__all__ = ["SOFTMIN_TEMPERATURE", "pixel_label_quality", "softmin_pool", "softmin_pool_images_and_regions",
+           "softmin_pool_regions"]
 
 #: Temperature of the softmin pooling (cleanlab's default).
 SOFTMIN_TEMPERATURE = 0.1
@@ -104,11 +105,20 @@ def softmin_pool_regions(
 
     ``quality`` ``(B, H, W)``; ``image_of`` ``(N,)`` int64; ``regions`` ``(N, H, W)`` bool. Returns ``(N,)``
     float64 (equal to :func:`softmin_pool` up to float64 rounding)."""
+    return softmin_pool_images_and_regions(quality, image_of, regions, temperature)[1]
+
+
+def softmin_pool_images_and_regions(
+    quality: torch.Tensor, image_of: torch.Tensor, regions: torch.Tensor, temperature: float = SOFTMIN_TEMPERATURE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmin_pool(quality)`` (each whole image, ``(B,)``, to the bit) and :func:`softmin_pool_regions`
+    (``(N,)``) from one computation of the images' terms."""
     weights, weighted = _softmin_terms(quality, temperature)
+    images = _pooled(weighted.sum(1), weights.sum(1))
     terms = torch.stack([weighted, weights], dim=2)  # (B, P, 2)
     inside = regions.flatten(1).to(terms.dtype)
     sums = torch.zeros((len(regions), 2), dtype=terms.dtype, device=terms.device)
     for b in torch.unique(image_of).tolist():
         rows = torch.nonzero(image_of == b)[:, 0]
         sums[rows] = inside[rows] @ terms[b]
-    return _pooled(sums[:, 0], sums[:, 1])
+    return images, _pooled(sums[:, 0], sums[:, 1])
