@@ -180,13 +180,20 @@ def count_rows(
                 break
             key = row[p] >> 32
             q = p
+            first_mask, second_mask = 0, 0  # the common one or two masks counted in registers
             while q < valid_end:
                 item = row[q]
                 if (item >> 32) != key:
                     break
-                for j in range(n_masks):
+                first_mask += item & 1
+                second_mask += (item >> 1) & 1
+                for j in range(2, n_masks):
                     in_block[j] += (item >> j) & 1
                 q += 1
+            if n_masks > 0:
+                in_block[0] = first_mask
+            if n_masks > 1:
+                in_block[1] = second_mask
             for j in range(n_masks):
                 twice_rank_sum[r, j] += in_block[j] * (p + 1 + q)
                 counts[j] += in_block[j]
