@@ -18,8 +18,9 @@ the map-vs-mask scores (``score_masks``; ``mask_scores`` per mask kind in an old
 patched by name through getattr, so the profile runs before and after they land), the rest of
 ``score_batch`` (label quality, rows) and writing (``write_shard``).
 
-Medians over ``--repeats`` rounds. ``--prefect`` also runs the Prefect flow on the same images once (report
-off) and counts its wall time beyond the audit's as the Prefect stage (with aggregation). The machine's
+A warm-up batch (forward, explain, scores) runs first, outside the rounds; its scores' time is printed (a
+process's first scores load the compiled loops). Medians over ``--repeats`` rounds. ``--prefect`` also runs
+the Prefect flow on the same images once (report off) and counts its wall time beyond the audit's as the Prefect stage (with aggregation). The machine's
 speed drifts within seconds (it is shared), so the final ratios are medians of per-batch ratios (each batch
 timed back to back), and the load average is printed. Ends with ``audit_vs_forward_only: X`` (audit
 throughput / forward-only throughput), ``audit_vs_engine_only: Y`` and ``scores_share_of_engine: Z``
@@ -306,7 +307,10 @@ def main() -> None:
 
         with torch.inference_mode():  # warm-up
             model.module(inputs[0])
-        explain_batch(read[0][0], model, class_map, config, read[0][1])
+        explained = explain_batch(read[0][0], model, class_map, config, read[0][1])
+        started = time.perf_counter()  # the first scores of a process load the compiled loops (numba's cache)
+        score_batch(explained, model, config)
+        first_scores = time.perf_counter() - started
         rounds = {level: defaultdict(list) for level in levels}
         for r in range(args.repeats):
             clocks = _round(batches, read, inputs, dataset, model, class_map, configs, Path(tmp) / f"run{r}")
@@ -323,6 +327,8 @@ def main() -> None:
           f"{model.input_size} px, {n} images in batches of {args.batch_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; medians of {args.repeats} interleaved rounds; load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine: other processes run too)")
+    print(f"warm-up (not in the rounds): the first batch's scores took {first_scores:.2f} s (once per process: "
+          f"imports, compiled loops read from numba's cache or compiled)")
     shown = args.evidence if args.evidence in rounds else "none"
     _print_stages({stage: statistics.median(v) for stage, v in rounds[shown].items()}, shown, stages, prefect, n)
     med = {stage: statistics.median(values) for stage, values in rounds["none"].items()}
