@@ -22,10 +22,11 @@ A warm-up batch (forward, explain, scores) runs first, outside the rounds; its s
 process's first scores load the compiled loops). Medians over ``--repeats`` rounds. ``--prefect`` also runs
 the Prefect flow on the same images once (report off) and counts its wall time beyond the audit's as the
 Prefect stage (with aggregation). The machine's speed drifts within seconds (it is shared), so the final
-ratios are medians of per-batch ratios (each batch timed back to back), and the load average is printed. Ends with ``audit_vs_forward_only: X`` (audit
-throughput / forward-only throughput), ``audit_vs_engine_only: Y`` and ``scores_share_of_engine: Z``
-(scores time / engine time), all at evidence ``none`` (issue 19: scores and tables vs the engine), and
-``audit_vs_engine_only_sampled`` (the default evidence level) once the evidence stages exist.
+ratios are medians of per-batch ratios (each batch timed back to back), and the load average is printed. Ends
+with ``audit_vs_forward_only: X`` (audit throughput / forward-only throughput), ``audit_vs_engine_only: Y``
+and ``scores_share_of_engine: Z`` (scores time / engine time), all at evidence ``none`` (issue 19: scores and
+tables vs the engine), and ``audit_vs_engine_only_sampled`` (the default evidence level) once the evidence
+stages exist.
 """
 
 from __future__ import annotations
