@@ -10,6 +10,11 @@ None of the scores depends on the order *within* a tie block (they count mask pi
 permutation is needed: each float32 value is turned into an order-preserving integer key, the masks' bits
 are packed below it, and the packed integers are sorted by value alone (a SIMD sort, ~2.5x faster than
 torch's argsort on a CPU). Other dtypes take an argsort and gather the masks.
+
+The scores are computed from a few integers per (map, mask), :class:`RankCounts`, through one set of formula
+functions (:func:`auroc_of`, :func:`top_k_share_of`, :func:`overlaps_of`). :func:`rank_counts` builds them with
+:class:`MapOrdering` (torch: a device's path, any dtype) or, for float32 maps on a CPU, with the compiled
+loops of :mod:`segaudit.metrics.rank_kernel`; both give the same integers.
 """
 
 from __future__ import annotations
