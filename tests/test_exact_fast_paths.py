@@ -129,7 +129,12 @@ def test_points_are_the_first_extremes_in_row_major_order() -> None:
     gen = torch.Generator().manual_seed(6)
     values = torch.randint(0, 4, (9, 50), generator=gen).float()  # many tied maxima and minima
     valid = torch.rand(9, 50, generator=gen) < 0.7
-    top, bottom, _, _ = MapOrdering(values, valid).points()
+    from segaudit.metrics.ordering import extreme_points
+    from segaudit.metrics.scores import _map_points
+
+    top, bottom = extreme_points(values, valid)
+    compiled_top, compiled_bottom, _ = _map_points(values.view(9, 5, 10), valid.view(9, 5, 10), 0.6, compiled=True)
+    assert torch.equal(compiled_top, top) and torch.equal(compiled_bottom, bottom)
     for i in range(9):
         kept = [p for p in range(50) if valid[i, p]]
         high, low = max(values[i, kept]), min(values[i, kept])
@@ -194,8 +199,12 @@ def test_rows_sorted_with_numpy_are_sorted_rows() -> None:
     assert torch.equal(ordering._sort_rows(packed), packed.sort(dim=1).values)
 
 
-def test_packed_keys_are_the_same_with_numpy_and_with_torch() -> None:
-    # the torch branch is the one a GPU takes; both must pack (key, mask bits) alike
+def test_packed_keys_are_the_same_with_torch_and_compiled() -> None:
+    # the torch packing is a device's; the compiled one (a CPU audit's) groups each row by sign, so rows compare
+    # as sorted
+    import numpy as np
+
+    from segaudit.metrics import rank_kernel
     from segaudit.metrics.ordering import _order_keys, _packed_keys
 
     gen = torch.Generator().manual_seed(10)
@@ -204,5 +213,8 @@ def test_packed_keys_are_the_same_with_numpy_and_with_torch() -> None:
     values[:, ::9] = -0.0
     masks = [torch.rand(5, 77, generator=gen) < 0.5 for _ in range(3)]
     expected = (_order_keys(values).long() << 32) + sum(m.long() << j for j, m in enumerate(masks))
-    assert torch.equal(_packed_keys(values, masks, with_numpy=True), expected)
-    assert torch.equal(_packed_keys(values, masks, with_numpy=False), expected)
+    assert torch.equal(_packed_keys(values, masks), expected)
+    packed, counts = np.empty((5, 77), np.int64), [np.empty(5, np.int64) for _ in range(3)]
+    rank_kernel.pack_rows(values.numpy(), np.ones((5, 77), bool), torch.stack(masks, 1).numpy(), packed, counts[0],
+                          np.empty((5, 3), np.int64), counts[1], counts[2])
+    assert torch.equal(torch.from_numpy(np.sort(packed, axis=1)), expected.sort(dim=1).values)

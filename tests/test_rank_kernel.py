@@ -4,6 +4,7 @@ torch counts (a device's path, any dtype) to the integer, and so every score com
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -73,13 +74,18 @@ def test_compiled_counts_without_masks_and_with_one_row() -> None:
     _assert_same_counts(values[1:2], valid[1:2], [valid[1:2]], (0.5,))
 
 
-def test_score_masks_equal_on_both_paths(monkeypatch) -> None:
+@pytest.mark.parametrize("cutoff", [0.6, 1.0])  # 1.0: the centroid of the pixels at the peak exactly
+def test_score_masks_equal_on_both_paths(monkeypatch, cutoff: float) -> None:
     values, valid, masks = _hard_rows(7, n=30, size=16 * 16)
     maps, valid3 = values.view(30, 16, 16), valid.view(30, 16, 16)
     kinds = {"gt": masks[0].view(30, 16, 16), "pred": masks[1].view(30, 16, 16)}
-    compiled = scores.score_masks(maps, kinds, valid3)
+    compiled = scores.score_masks(maps, kinds, valid3, centroid_cutoff=cutoff)
     monkeypatch.setattr(scores, "rank_counts", lambda *a: rank_counts(*a, compiled=False))
-    reference = scores.score_masks(maps, kinds, valid3)
+    torch_points = scores._map_points
+    monkeypatch.setattr(scores, "_map_points", lambda *a: torch_points(*a, compiled=False))
+    monkeypatch.setattr(scores, "_hits_and_distances",
+                        functools.partial(scores._hits_and_distances, compiled=False))
+    reference = scores.score_masks(maps, kinds, valid3, centroid_cutoff=cutoff)  # every part on the torch path
     for kind in kinds:
         for column, want in reference[kind].items():
             assert torch.equal(compiled[kind][column].isnan(), want.isnan()), (kind, column)

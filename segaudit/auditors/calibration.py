@@ -19,9 +19,9 @@ once every block is random does not explain the model.
 other layers (:func:`candidate_layers_for`). On the sample, every map of every method at every candidate
 (the first :data:`CALIBRATION_PAIRS` (image, class) pairs) gets the audit's own deletion/insertion curves
 with ROAD imputation (:func:`segaudit.auditors.faithfulness_rows.curve_rows`: the shares
-:data:`~segaudit.auditors.faithfulness_rows.AUDIT_FRACTIONS`, the score over the pixels the map explained, with the default target the
-pair's predicted mask, or its labelled mask where the model predicts none of the class; background is not
-explained). Per layer ``L`` the faithfulness
+:data:`~segaudit.auditors.faithfulness_rows.AUDIT_FRACTIONS`, the score over the pixels the map explained,
+with the default target the pair's predicted mask, or its labelled mask where the model predicts none of the
+class; background is not explained). Per layer ``L`` the faithfulness
 
     F(L) = mean over methods m of mean over pairs p of (insertion_auc - deletion_auc)(p, m, L)
 

@@ -195,10 +195,10 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
     """The thumbnails table's rows: each image's letterboxed view (JPEG), GT and prediction (PNG, the
     padding void), at most ``size`` pixels a side; ``pred`` ``(B, S, S)``, or None for a model that predicts
     no mask (empty ``pred_png``)."""
+    rows = []
     side = batch.views.shape[1]
     thumb = min(size, side)
-
-    def encode(b: int) -> dict[str, Any]:
+    for b, sample in enumerate(batch.samples):
         box = batch.boxes[b]
         inside = np.zeros((side, side), dtype=bool)
         inside[box.top : box.top + box.new_height, box.left : box.left + box.new_width] = True
@@ -210,10 +210,9 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
             gt = np.asarray(Image.fromarray(gt).resize((thumb, thumb), Image.NEAREST))
             if shown_pred is not None:
                 shown_pred = np.asarray(Image.fromarray(shown_pred).resize((thumb, thumb), Image.NEAREST))
-        return {"image_id": batch.samples[b].image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
-                "pred_png": b"" if shown_pred is None else _png(shown_pred)}
-
-    return [encode(b) for b in range(len(batch.samples))]  # one thread: see segaudit.metrics.ordering.rank_counts
+        rows.append({"image_id": sample.image_id, "image_jpeg": jpeg_bytes(view), "gt_png": _png(gt),
+                     "pred_png": b"" if shown_pred is None else _png(shown_pred)})
+    return rows
 
 
 def add_confusion_rows(

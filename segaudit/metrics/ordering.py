@@ -77,20 +77,10 @@ def _sort_rows(packed: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(packed.numpy(), axis=1))
 
 
-def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor], with_numpy: bool | None = None) -> torch.Tensor:
+def _packed_keys(values: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
     """``(n, P)`` int64 ``key * 2**32 + sum_j mask_j 2**j`` of float32 ``values`` (:func:`_order_keys`), built
-    as int32 pairs (little-endian) in place: with numpy on a CPU (~2x torch's strided writes), with torch on
-    other devices (``with_numpy`` overrides the choice)."""
-    if values.device.type == "cpu" if with_numpy is None else with_numpy:
-        keys = (values.detach() + 0.0).view(torch.int32).numpy()  # -0.0 + 0.0 == +0.0
-        pairs = np.empty((*values.shape, 2), dtype=np.int32)
-        np.bitwise_xor(keys, (keys >> 31) & np.int32(0x7FFFFFFF), out=pairs[..., 1])  # _order_keys, in numpy
-        bits = pairs[..., 0]
-        bits[...] = 0
-        for j, mask in enumerate(masks):
-            np.add(bits, mask.numpy().view(np.uint8).astype(np.int32) << j if j else mask.numpy(), out=bits,
-                   casting="unsafe")
-        return torch.from_numpy(pairs.view(np.int64)[..., 0])
+    as int32 pairs (little-endian) in place. (A CPU audit packs in :func:`segaudit.metrics.rank_kernel.pack_rows`
+    instead; this serves a device and the standalone score functions.)"""
     pairs = torch.empty((*values.shape, 2), dtype=torch.int32, device=values.device)
     pairs[..., 1] = _order_keys(values)
     bits = pairs[..., 0]
@@ -182,13 +172,6 @@ class MapOrdering:
         in_valid = torch.arange(size, device=index.device) < self.n_valid[:, None]
         ranks = torch.where(in_valid, self.twice_rank[block].view(n, size).double() / 2, 0.0)
         return torch.zeros_like(ranks).scatter_(1, index, ranks)
-
-    def points(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The rows' first maximum and minimum (:func:`extreme_points`), whether the maximum is positive, and
-        whether the row is also not constant: the points and definedness of
-        :func:`segaudit.metrics.scores.max_point` and :func:`~segaudit.metrics.scores.background_point`."""
-        positive = (self.n_valid > 0) & (self.largest > 0)
-        return (*extreme_points(self.values, self.valid), positive, positive & (self.largest > self.smallest))
 
     def n_in(self, j: int) -> torch.Tensor:
         """``(n,)`` int64 valid pixels of mask ``j``."""

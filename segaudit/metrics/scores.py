@@ -523,25 +523,33 @@ def score_masks(
     return {k: {col: torch.cat([p[k][col] for p in parts]) for col in parts[0][k]} for k in masks}
 
 
+def _map_points(
+    maps: torch.Tensor, valid: torch.Tensor, centroid_cutoff: float, compiled: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Flat indices of each map's first valid maximum and minimum, and :func:`weighted_centroid`: by
+    :func:`segaudit.metrics.point_kernel.map_points` for float32 maps on a CPU (one read of each map), else
+    by torch (``compiled`` overrides the choice; the same numbers either way)."""
+    if compiled is None:
+        compiled = maps.device.type == "cpu" and maps.dtype == torch.float32
+    if not compiled:
+        top, bottom = extreme_points(maps.flatten(1), valid.flatten(1))
+        return top, bottom, weighted_centroid(maps, valid, centroid_cutoff)
+    from segaudit.metrics import point_kernel
+
+    n = len(maps)
+    top, bottom, centroid, peak = np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, 2)), np.empty(n, np.float32)
+    point_kernel.map_points(maps.detach().contiguous().numpy(), valid.contiguous().numpy(), centroid_cutoff, top,
+                            bottom, centroid, peak)
+    return torch.from_numpy(top), torch.from_numpy(bottom), (torch.from_numpy(centroid), torch.from_numpy(peak) > 0)
+
+
 def _score_masks_chunk(
     maps: torch.Tensor, masks: Mapping[str, torch.Tensor], valid: torch.Tensor, iou_threshold: float,
     centroid_cutoff: float,
 ) -> dict[str, dict[str, torch.Tensor]]:
     counts = rank_counts(maps.flatten(1), valid.flatten(1), [mask.flatten(1) for mask in masks.values()],
                          (iou_threshold,))
-    if maps.device.type == "cpu" and maps.dtype == torch.float32:  # the same numbers from compiled loops
-        from segaudit.metrics import point_kernel
-
-        n = len(maps)
-        top, bottom, centroid, peak = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, 2)),
-                                       np.empty(n, np.float32))
-        point_kernel.map_points(maps.detach().contiguous().numpy(), valid.contiguous().numpy(), centroid_cutoff,
-                                top, bottom, centroid, peak)
-        top, bottom = torch.from_numpy(top), torch.from_numpy(bottom)
-        weighted = (torch.from_numpy(centroid), torch.from_numpy(peak) > 0)
-    else:
-        top, bottom = extreme_points(maps.flatten(1), valid.flatten(1))
-        weighted = weighted_centroid(maps, valid, centroid_cutoff)
+    top, bottom, weighted = _map_points(maps, valid, centroid_cutoff)
     positive_max = (counts.n_valid > 0) & (counts.largest > 0)
     not_constant = positive_max & (counts.largest > counts.smallest)
     width = maps.shape[-1]
