@@ -10,11 +10,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from segaudit.auditors.rows import _png, classes_present
+from segaudit.auditors.rows import _png, classes_in_confusion
 from segaudit.metrics.entanglement import template_sums
 from segaudit.metrics.instances import _window_max
 from segaudit.metrics.ordering import MapOrdering, _from_keys, _stable_sort, sorted_keys
-from segaudit.metrics.scores import confusion_counts
+from segaudit.metrics.scores import (
+    confusion_counts,
+    overlap_iou_and_dice,
+    pair_overlap_counts,
+    segmentation_dice,
+    segmentation_iou,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -49,16 +55,29 @@ def test_window_max_is_stride_one_max_pooling(window: int) -> None:
     assert torch.equal(_window_max(values, window), expected)
 
 
-def test_classes_present_lists_what_unique_lists() -> None:
+def test_classes_and_pair_counts_read_off_the_confusion_matrices_equal_counting_the_pixels() -> None:
     gen = torch.Generator().manual_seed(2)
-    labels = torch.randint(0, 6, (5, 9, 9), generator=gen)
-    labels[labels == 5] = 255  # void
-    labels[1] = 2  # one class only
-    where = torch.rand(5, 9, 9, generator=gen) > 0.3
-    where[2] = False  # nothing kept
-    expected = [[c for c in torch.unique(labels[b][where[b]]).tolist() if c < 5] for b in range(5)]
-    assert classes_present(labels, 5, where) == expected
-    assert classes_present(labels, 5) == [[c for c in torch.unique(x).tolist() if c < 5] for x in labels]
+    gt = torch.randint(0, 6, (5, 9, 9), generator=gen)
+    gt[gt == 5] = 255  # void
+    gt[1] = 2  # one class only
+    gt[2] = 255  # nothing labelled
+    pred = torch.randint(0, 5, (5, 9, 9), generator=gen)
+    pred[3] = 4  # one class predicted, never labelled
+    valid = gt != 255
+    confusion = confusion_counts(pred, gt, 5)
+    labelled, predicted = classes_in_confusion(confusion)
+    assert labelled == [[c for c in torch.unique(gt[b]).tolist() if c < 5] for b in range(5)]
+    assert predicted == [torch.unique(pred[b][valid[b]]).tolist() for b in range(5)]
+    assert labelled[2] == [] and predicted[2] == [] and predicted[3] == [4]
+    image, klass = torch.arange(5).repeat_interleave(5), torch.arange(5).repeat(5)
+    p, g = (pred[image] == klass[:, None, None]) & valid[image], (gt[image] == klass[:, None, None]) & valid[image]
+    counts = pair_overlap_counts(confusion, image, klass)
+    assert [c.tolist() for c in counts] == [(p & g).flatten(1).sum(1).tolist(), p.flatten(1).sum(1).tolist(),
+                                            g.flatten(1).sum(1).tolist()]
+    iou, dice = overlap_iou_and_dice(*counts)
+    assert torch.equal(iou.nan_to_num(-1), segmentation_iou(p, g, valid[image]).nan_to_num(-1))
+    assert torch.equal(dice.nan_to_num(-1), segmentation_dice(p, g, valid[image]).nan_to_num(-1))
+    assert iou.isnan().sum() > 0 and (iou > 0).sum() > 0
 
 
 def test_confusion_counts_leave_void_pixels_out() -> None:

@@ -20,7 +20,13 @@ from segaudit.cam import upsample_maps
 from segaudit.cam.detection import DETECTION_METHODS, DetectionCams, compute_detection_cams
 from segaudit.data.preprocess import PreparedBatch, prepare_batch
 from segaudit.data.sample import Sample
-from segaudit.metrics.scores import agreement_consistency, score_masks, segmentation_dice, segmentation_iou
+from segaudit.metrics.scores import (
+    agreement_consistency,
+    confusion_counts,
+    score_masks,
+    segmentation_dice,
+    segmentation_iou,
+)
 from segaudit.settings import AuditConfig
 
 __all__ = ["AUDITOR", "DetectionAuditor"]
@@ -87,7 +93,7 @@ class DetectionAuditor(Auditor):
             add_map_rows(rows, keys, names, layer, method, raw, per_mask, common)
         per_detection = mean.mean()
         extent = ((det.masks | matched) & valid).flatten(1).sum(1).double().cpu().numpy()
-        accuracy = add_confusion_rows(rows, batch, det.pred, gt_all, len(names))
+        accuracy = add_confusion_rows(rows, batch, confusion_counts(det.pred, gt_all, len(names)))
         images_of, class_ids = b_idx.cpu().numpy(), k_idx.cpu().numpy()
         for b in range(len(batch.samples)):
             lost = [(cls, pixels) for image, cls, pixels in missed if image == b]

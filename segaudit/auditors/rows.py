@@ -1,7 +1,7 @@
 """The row builders every auditor shares: one way to write each table's rows, whatever the model family.
 
 ``image_row``            the images table's row of one image (17 columns)
-``classes_present``      the classes each image's labels (or predictions) hold, for a whole batch
+``classes_in_confusion`` the classes each image's labels and predictions hold, from its confusion matrix
 ``add_map_rows``         scores rows (one per scored unit and mask) and maps rows of one (layer, method)
 ``PrimaryConsistency``   the "primary layer" rule: an image's consistency averages the primary layer's maps
 ``image_consistency_of`` an image's consistency and worst class from its classes'
@@ -32,10 +32,9 @@ from segaudit.cam import TARGET_NONE, CamResult, upsample_maps
 from segaudit.data.preprocess import PreparedBatch, letterbox_labels
 from segaudit.data.sample import IGNORE
 from segaudit.metrics.instances import instance_scores
-from segaudit.metrics.scores import confusion_counts
 
 __all__ = ["PrimaryConsistency", "PairInstances", "ScoredPairs", "add_confusion_rows", "add_map_rows", "cam_max",
-           "classes_present", "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "jpeg_bytes",
+           "classes_in_confusion", "fixation_rows", "image_consistency_of", "image_row", "instance_rows", "jpeg_bytes",
            "pair_instances",
            "thumbnail_rows"]
 
@@ -73,19 +72,14 @@ def image_row(
     }
 
 
-def classes_present(labels: torch.Tensor, num_classes: int, where: torch.Tensor | None = None) -> list[list[int]]:
-    """Per image, the class ids in ``[0, num_classes)`` that its labels hold (at ``where``), ascending: what
-    ``torch.unique(labels[b][where[b]])`` lists in that range, for the whole batch with one ``bincount``.
-
-    ``labels`` ``(B, H, W)`` int; ``where`` ``(B, H, W)`` bool or None (every pixel)."""
-    labels = labels.long()
-    keep = (labels >= 0) & (labels < num_classes)
-    if where is not None:
-        keep &= where
-    image = torch.arange(len(labels), device=labels.device).view(-1, *[1] * (labels.dim() - 1))
-    bins = len(labels) * num_classes  # the pixels not kept are counted in one extra bin, then dropped
-    counts = torch.bincount(torch.where(keep, image * num_classes + labels, bins).flatten(), minlength=bins + 1)
-    return [[c for c, n in enumerate(row) if n] for row in counts[:bins].view(len(labels), num_classes).tolist()]
+def classes_in_confusion(confusion: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+    """Per image, the classes its labels hold and the classes predicted on its labelled (non-void) pixels,
+    ascending, read off its confusion matrix (:func:`~segaudit.metrics.scores.confusion_counts`, ``(B, K, K)``):
+    the rows and the columns with a pixel. What ``torch.unique(gt[b])`` and ``torch.unique(pred[b][valid[b]])``
+    list in ``[0, K)``."""
+    labelled, predicted = (counts.tolist() for counts in (confusion.sum(2) > 0, confusion.sum(1) > 0))
+    return ([[c for c, n in enumerate(row) if n] for row in labelled],
+            [[c for c, n in enumerate(row) if n] for row in predicted])
 
 
 def cam_max(raw: torch.Tensor) -> list[float]:
@@ -215,12 +209,11 @@ def thumbnail_rows(batch: PreparedBatch, pred: torch.Tensor | None, size: int) -
     return rows
 
 
-def add_confusion_rows(
-    rows: BatchRows, batch: PreparedBatch, pred: torch.Tensor, gt: torch.Tensor, num_classes: int
-) -> list[float]:
-    """Append the batch's confusion rows (non-zero cells) and return each image's pixel accuracy (NaN with
+def add_confusion_rows(rows: BatchRows, batch: PreparedBatch, confusion: torch.Tensor) -> list[float]:
+    """Append the batch's confusion rows (the non-zero cells of ``confusion``, ``(B, K, K)`` from
+    :func:`~segaudit.metrics.scores.confusion_counts`) and return each image's pixel accuracy (NaN with
     nothing labelled)."""
-    confusion = confusion_counts(pred, gt, num_classes).cpu()
+    confusion = confusion.cpu()
     cells = torch.nonzero(confusion)
     pixels = confusion[tuple(cells.T)].tolist()
     for (b, i, j), count in zip(cells.tolist(), pixels, strict=True):

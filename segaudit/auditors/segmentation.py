@@ -16,7 +16,7 @@ from segaudit.auditors.rows import (
     add_confusion_rows,
     add_map_rows,
     cam_max,
-    classes_present,
+    classes_in_confusion,
     fixation_rows,
     image_consistency_of,
     image_row,
@@ -35,7 +35,13 @@ from segaudit.metrics.prompting import (
     inside_from_boxes,
     prompt_rows,
 )
-from segaudit.metrics.scores import agreement_consistency, score_masks, segmentation_dice, segmentation_iou
+from segaudit.metrics.scores import (
+    agreement_consistency,
+    confusion_counts,
+    overlap_iou_and_dice,
+    pair_overlap_counts,
+    score_masks,
+)
 from segaudit.settings import AuditConfig
 
 __all__ = ["AUDITOR", "SegmentationAuditor"]
@@ -67,8 +73,9 @@ class SegmentationAuditor(Auditor):
         pairs = ScoredPairs.of(batch, cams)
         b_idx, k_idx, valid, gt_masks = pairs.b_idx, pairs.k_idx, pairs.valid, pairs.gt_masks
         pred_masks = cams.pred[b_idx] == k_idx[:, None, None]
-        seg_iou = segmentation_iou(pred_masks, gt_masks, valid)
-        seg_dice = segmentation_dice(pred_masks, gt_masks, valid)
+        confusion = confusion_counts(cams.pred, pairs.gt_all, len(names))  # (B, K, K): the masks' pixel counts
+        overlap = pair_overlap_counts(confusion, b_idx, k_idx)  # |P & G|, |P|, |G|
+        seg_iou, seg_dice = overlap_iou_and_dice(*overlap)
         pixel_quality = pixel_label_quality(cams.logits, pairs.gt_all)  # (B, S, S), NaN on void
         image_quality, pair_quality = (pooled.tolist() for pooled in softmin_pool_images_and_regions(
             pixel_quality, b_idx, gt_masks | pred_masks))
@@ -94,11 +101,10 @@ class SegmentationAuditor(Auditor):
                       "consistency": consistency.tolist(), "label_quality": pair_quality}
             add_map_rows(rows, keys, names, layer, method, raw, per_mask, common)
         per_pair = mean.mean()
-        accuracy = add_confusion_rows(rows, batch, cams.pred, pairs.gt_all, len(names))
-        extent = ((gt_masks | pred_masks) & valid).flatten(1).sum(1).double().cpu().numpy()
+        accuracy = add_confusion_rows(rows, batch, confusion)
+        extent = (overlap[1] + overlap[2] - overlap[0]).double().cpu().numpy()  # |G | P| (void excluded)
         images_of, class_ids = b_idx.cpu().numpy(), k_idx.cpu().numpy()
-        gt_present = classes_present(pairs.gt_all, len(names))
-        pred_present = classes_present(cams.pred, len(names), pairs.valid_all)
+        gt_present, pred_present = classes_in_confusion(confusion)
         for b in range(len(batch.samples)):
             mine = images_of == b
             consistency_b, worst = image_consistency_of(per_pair[mine], extent[mine], class_ids[mine])

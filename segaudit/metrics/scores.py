@@ -27,6 +27,8 @@ __all__ = [
     "point_hit_and_distance",
     "segmentation_iou",
     "segmentation_dice",
+    "overlap_iou_and_dice",
+    "pair_overlap_counts",
     "confusion_counts",
     "mean_iou",
     "agreement_consistency",
@@ -193,10 +195,7 @@ def segmentation_iou(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) 
 
     ``pred``, ``gt``: ``(N, H, W)`` bool. NaN when both are empty.
     """
-    p, g = pred & valid, gt & valid
-    inter = (p & g).flatten(1).sum(1)
-    union = (p | g).flatten(1).sum(1)
-    return _nan_where(inter.double() / union.clamp(min=1), union == 0)
+    return overlap_iou_and_dice(*_overlap_counts(pred & valid, gt & valid))[0]
 
 
 def segmentation_dice(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -206,10 +205,36 @@ def segmentation_dice(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor)
 
     ``pred``, ``gt``: ``(N, H, W)`` bool. NaN when both are empty.
     """
-    p, g = pred & valid, gt & valid
-    inter = (p & g).flatten(1).sum(1)
-    total = p.flatten(1).sum(1) + g.flatten(1).sum(1)
-    return _nan_where(2 * inter.double() / total.clamp(min=1), total == 0)
+    return overlap_iou_and_dice(*_overlap_counts(pred & valid, gt & valid))[1]
+
+
+def _overlap_counts(p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (p & g).flatten(1).sum(1), p.flatten(1).sum(1), g.flatten(1).sum(1)
+
+
+def overlap_iou_and_dice(
+    inter: torch.Tensor, pred_size: torch.Tensor, gt_size: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`segmentation_iou` and :func:`segmentation_dice` from the pixel counts ``|P & G|``, ``|P|`` and
+    ``|G|`` (int, ``(N,)``; void excluded): ``IoU = |P & G| / (|P| + |G| - |P & G|)``,
+    ``Dice = 2 |P & G| / (|P| + |G|)``, NaN when both masks are empty."""
+    union, total = pred_size + gt_size - inter, pred_size + gt_size
+    return (_nan_where(inter.double() / union.clamp(min=1), union == 0),
+            _nan_where(2 * inter.double() / total.clamp(min=1), total == 0))
+
+
+def pair_overlap_counts(
+    confusion: torch.Tensor, image: torch.Tensor, klass: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixel counts ``|P & G|``, ``|P|`` and ``|G|`` of (image, class) pairs, read off the per-image
+    confusion matrices ``C`` of :func:`confusion_counts` (``P``: pixels predicted ``k``, ``G``: labelled ``k``,
+    void excluded -- a pixel is counted in ``C`` exactly when it is not void)::
+
+        |P & G| = C[b, k, k]        |P| = sum_i C[b, i, k]        |G| = sum_j C[b, k, j]
+
+    ``image``, ``klass``: ``(N,)`` int64. Equal to counting the masks' pixels, without building them.
+    """
+    return (confusion[image, klass, klass], confusion.sum(1)[image, klass], confusion.sum(2)[image, klass])
 
 
 def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore: int = 255) -> torch.Tensor:
