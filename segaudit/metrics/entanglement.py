@@ -29,7 +29,8 @@ __all__ = ["template_sums", "template_correlation", "confusion_shares"]
 
 
 def template_sums(
-    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int = VOID_LABEL
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore: int = VOID_LABEL,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class sums of the logit vectors over labelled pixels, to accumulate over batches.
 
@@ -42,6 +43,10 @@ def template_sums(
         out.
     num_classes : int
         ``K``.
+    compiled : bool or None
+        Add the pixels one by one in the compiled loop of :func:`segaudit.metrics.sums_kernel.class_logit_sums`
+        (the default for float32 logits on a CPU) or by a float64 matrix product per image (torch: a device's
+        path, any dtype); the two differ by float64 rounding at most.
 
     Returns
     -------
@@ -52,6 +57,18 @@ def template_sums(
         raise ValueError(f"logits must be (B, {num_classes}, H, W) at the labels' size; got {tuple(logits.shape)}")
     batch = len(logits)
     lab = labels.reshape(batch, -1).long()
+    if compiled is None:
+        compiled = logits.device.type == "cpu" and logits.dtype == torch.float32
+    if compiled:
+        from segaudit.metrics import sums_kernel  # numba: compiled (or read from its cache) on first use
+
+        sums = torch.zeros((num_classes, num_classes), dtype=torch.float64)
+        counts = torch.zeros(num_classes, dtype=torch.long)
+        # labels outside [0, K) (void included) are left out by the loop
+        sums_kernel.class_logit_sums(logits.detach().reshape(batch, num_classes, -1).contiguous().numpy(),
+                                     lab.masked_fill(lab == ignore, -1).contiguous().numpy(), sums.numpy(),
+                                     counts.numpy())
+        return sums, counts
     lab = torch.where((lab != ignore) & (lab >= 0) & (lab < num_classes), lab, num_classes)  # out: K
     counts = torch.bincount(lab.flatten(), minlength=num_classes + 1)[:num_classes]
     present = torch.nonzero(counts)[:, 0]

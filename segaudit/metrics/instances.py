@@ -140,6 +140,7 @@ def instance_scores(
     peak_fraction: float = PEAK_FRACTION,
     window: int = PEAK_WINDOW,
     chunk: int = 64,
+    compiled: bool | None = None,
 ) -> InstanceScores:
     """Mass share, peak and coverage of every instance, and each map's instance coverage (see the module
     docstring for the formulas).
@@ -159,7 +160,10 @@ def instance_scores(
     window : int
         :data:`PEAK_WINDOW`.
     chunk : int
-        Instances per step (bounds memory at ``chunk * H * W``; results do not depend on it).
+        Instances per step of the torch sums (bounds memory at ``chunk * H * W``; results do not depend on it).
+    compiled : bool or None
+        Sum in the compiled loops of :mod:`segaudit.metrics.sums_kernel` (the default for float32 maps on a
+        CPU) or with torch (a device's path; any dtype); the two differ by float64 rounding at most.
 
     Returns
     -------
@@ -171,11 +175,17 @@ def instance_scores(
     # only the maps that own an instance are read (most pairs of a batch have none)
     used, mine = torch.unique(owner, return_inverse=True)
     maps, valid = maps[used], valid[used]
-    positive = torch.where(valid, maps.clamp(min=0), 0.0)  # summed in float64 (the maps' values are exact there)
-    total = positive.flatten(1).sum(1, dtype=torch.float64)
+    peaks = _peak_points(maps, valid, window)
+    if compiled is None:
+        compiled = maps.device.type == "cpu" and maps.dtype == torch.float32
+    if compiled:
+        total, pixels, inside, class_total, peak_height = _compiled_instance_sums(maps, valid, peaks, instance_masks,
+                                                                                  mine)
+    else:
+        positive = torch.where(valid, maps.clamp(min=0), 0.0)  # summed in float64 (the maps' values are exact there)
+        total = positive.flatten(1).sum(1, dtype=torch.float64)
+        pixels, inside, class_total, peak_height = _instance_sums(positive, valid, peaks, instance_masks, mine, chunk)
     n_instances = torch.bincount(owner, minlength=n)
-    pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
-                                                              instance_masks, mine, chunk)
     undefined = (pixels == 0) | (total[mine] <= 0)
     mass_share = _nan_where(inside / total[mine].clamp(min=1e-300), undefined)
     class_mass_share = _nan_where(inside / class_total[mine].clamp(min=1e-300), undefined)
@@ -219,6 +229,28 @@ def _check_inputs(
         raise ValueError(f"owner must be ({len(instance_masks)},) indices into the {n} maps")
     if not 0 < peak_fraction <= 1:
         raise ValueError(f"peak_fraction must be in (0, 1], got {peak_fraction}")
+
+
+def _compiled_instance_sums(
+    maps: torch.Tensor, valid: torch.Tensor, peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    instance_masks: torch.Tensor, owner: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each map's positive mass, then :func:`_instance_sums`' four, in the compiled loops of
+    :func:`segaudit.metrics.sums_kernel.instance_sums` (float32 maps on a CPU)."""
+    from segaudit.metrics import sums_kernel  # numba: compiled (or read from its cache) on first use
+
+    peak_row, peak_position, peak_value = peaks  # sorted by row
+    n, m = len(maps), len(instance_masks)
+    peak_first = torch.zeros(n + 1, dtype=torch.long)
+    peak_first[1:] = torch.bincount(peak_row, minlength=n).cumsum(0)
+    total, class_total = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    pixels = torch.zeros(m, dtype=torch.long)
+    inside, peak_height = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
+    flat = [t.detach().flatten(1).contiguous().numpy() for t in (maps, valid, instance_masks)]
+    sums_kernel.instance_sums(*flat, owner.numpy(), peak_first.numpy(), peak_position.numpy(),
+                              peak_value.contiguous().numpy(), pixels.numpy(), inside.numpy(), peak_height.numpy(),
+                              class_total.numpy(), total.numpy())
+    return total, pixels, inside, class_total, peak_height
 
 
 def _instance_sums(

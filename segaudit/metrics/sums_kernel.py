@@ -1,0 +1,88 @@
+"""Sums over pixel sets for CPU tensors, in compiled loops (numba): the logit vectors of each class's labelled
+pixels (:func:`segaudit.metrics.entanglement.template_sums`) and a map's positive mass inside each instance
+and its class's union of instances (:func:`segaudit.metrics.instances.instance_scores`).
+
+The torch versions (a device's path, any dtype) build a ``(pixels, classes)`` indicator per image for a
+matrix product, or one masked copy of a map per instance, per union and per total; here each pixel is read
+once per set it belongs to and only the sums leave the loops. The sums are float64 over float32 values,
+added in pixel order (``b``, then row-major), which is the definition the torch versions are tested against;
+they differ from torch's blocked reductions by float64 rounding at most (``tests/test_sums_kernel.py``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["class_logit_sums", "instance_sums"]
+
+
+@numba.njit(cache=True, nogil=True)
+def class_logit_sums(logits: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    """Add to ``sums[c]`` ``(K, K)`` float64 the logit vector ``logits[b, :, p]`` (``(B, K, P)`` float32) of
+    every pixel labelled ``c`` (``labels`` ``(B, P)`` int64, ``0 <= c < K``; other labels are left out) and
+    count the pixels in ``counts[c]``."""
+    batch, classes, pixels = logits.shape
+    for b in range(batch):
+        for p in range(pixels):
+            c = labels[b, p]
+            if 0 <= c < classes:
+                counts[c] += 1
+                for k in range(classes):
+                    sums[c, k] += logits[b, k, p]
+
+
+@numba.njit(cache=True, nogil=True)
+def instance_sums(
+    maps: np.ndarray, valid: np.ndarray, masks: np.ndarray, owner: np.ndarray, peak_first: np.ndarray,
+    peak_position: np.ndarray, peak_value: np.ndarray, pixels: np.ndarray, inside: np.ndarray,
+    peak_height: np.ndarray, class_total: np.ndarray, total: np.ndarray,
+) -> None:
+    """Per map ``r`` of ``maps`` ``(n, P)`` float32 with ``valid`` ``(n, P)`` bool, its positive mass
+    ``total[r] = sum_{p valid} max(L_p, 0)``; per instance ``i`` (``masks`` ``(m, P)`` bool of map
+    ``owner[i]``): its valid ``pixels``, its mass ``inside`` (the same sum over ``mask & valid``) and its
+    ``peak_height``, the highest ``peak_value`` of its map's peaks (``peak_position[peak_first[r] :
+    peak_first[r + 1]]``, flat positions) inside it, 0 if none; per map, ``class_total``, the mass over the
+    union of its instances (``total`` and ``class_total`` float64 ``(n,)``; a map without instances: 0)."""
+    n, size = maps.shape
+    union = np.zeros(size, dtype=np.bool_)
+    owned = np.zeros(n, dtype=np.int64)
+    for i in range(len(owner)):
+        owned[owner[i]] += 1
+    for r in range(n):
+        mass = 0.0
+        for p in range(size):
+            if valid[r, p] and not maps[r, p] <= 0:  # max(L, 0), NaN kept (as torch's clamp keeps it)
+                mass += maps[r, p]
+        total[r] = mass
+    for i in range(len(owner)):
+        r = owner[i]
+        count, mass = 0, 0.0
+        for p in range(size):
+            if masks[i, p] and valid[r, p]:
+                count += 1
+                if not maps[r, p] <= 0:
+                    mass += maps[r, p]
+        pixels[i], inside[i] = count, mass
+        height = 0.0
+        for q in range(peak_first[r], peak_first[r + 1]):
+            if masks[i, peak_position[q]] and peak_value[q] > height:
+                height = peak_value[q]
+        peak_height[i] = height
+    for r in range(n):
+        if owned[r] == 1:
+            for i in range(len(owner)):
+                if owner[i] == r:
+                    class_total[r] = inside[i]
+        elif owned[r] > 1:
+            union[:] = False
+            for i in range(len(owner)):
+                if owner[i] == r:
+                    for p in range(size):
+                        if masks[i, p]:
+                            union[p] = True
+            mass = 0.0
+            for p in range(size):
+                if union[p] and valid[r, p] and not maps[r, p] <= 0:
+                    mass += maps[r, p]
+            class_total[r] = mass
