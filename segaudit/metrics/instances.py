@@ -175,16 +175,16 @@ def instance_scores(
     # only the maps that own an instance are read (most pairs of a batch have none)
     used, mine = torch.unique(owner, return_inverse=True)
     maps, valid = maps[used], valid[used]
-    peaks = _peak_points(maps, valid, window)
     if compiled is None:
         compiled = maps.device.type == "cpu" and maps.dtype == torch.float32
     if compiled:
-        total, pixels, inside, class_total, peak_height = _compiled_instance_sums(maps, valid, peaks, instance_masks,
-                                                                                  mine)
+        total, pixels, inside, class_total, peak_height = _compiled_instance_sums(maps, valid, instance_masks, mine,
+                                                                                  window)
     else:
         positive = torch.where(valid, maps.clamp(min=0), 0.0)  # summed in float64 (the maps' values are exact there)
         total = positive.flatten(1).sum(1, dtype=torch.float64)
-        pixels, inside, class_total, peak_height = _instance_sums(positive, valid, peaks, instance_masks, mine, chunk)
+        pixels, inside, class_total, peak_height = _instance_sums(positive, valid, _peak_points(maps, valid, window),
+                                                                  instance_masks, mine, chunk)
     n_instances = torch.bincount(owner, minlength=n)
     undefined = (pixels == 0) | (total[mine] <= 0)
     mass_share = _nan_where(inside / total[mine].clamp(min=1e-300), undefined)
@@ -232,23 +232,20 @@ def _check_inputs(
 
 
 def _compiled_instance_sums(
-    maps: torch.Tensor, valid: torch.Tensor, peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    instance_masks: torch.Tensor, owner: torch.Tensor,
+    maps: torch.Tensor, valid: torch.Tensor, instance_masks: torch.Tensor, owner: torch.Tensor, window: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each map's positive mass, then :func:`_instance_sums`' four, in the compiled loops of
-    :func:`segaudit.metrics.sums_kernel.instance_sums` (float32 maps on a CPU)."""
+    :func:`segaudit.metrics.sums_kernel.instance_sums` (float32 maps on a CPU); the peaks' window maxima
+    (:func:`_window_max`) by torch."""
     from segaudit.metrics import sums_kernel  # numba: compiled (or read from its cache) on first use
 
-    peak_row, peak_position, peak_value = peaks  # sorted by row
     n, m = len(maps), len(instance_masks)
-    peak_first = torch.zeros(n + 1, dtype=torch.long)
-    peak_first[1:] = torch.bincount(peak_row, minlength=n).cumsum(0)
+    pooled = _window_max(torch.where(valid, maps, -torch.inf), window)
     total, class_total = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     pixels = torch.zeros(m, dtype=torch.long)
     inside, peak_height = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
-    flat = [t.detach().flatten(1).contiguous().numpy() for t in (maps, valid, instance_masks)]
-    sums_kernel.instance_sums(*flat, owner.numpy(), peak_first.numpy(), peak_position.numpy(),
-                              peak_value.contiguous().numpy(), pixels.numpy(), inside.numpy(), peak_height.numpy(),
+    flat = [t.detach().flatten(1).contiguous().numpy() for t in (maps, valid, pooled, instance_masks)]
+    sums_kernel.instance_sums(*flat, owner.numpy(), pixels.numpy(), inside.numpy(), peak_height.numpy(),
                               class_total.numpy(), total.numpy())
     return total, pixels, inside, class_total, peak_height
 

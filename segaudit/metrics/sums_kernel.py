@@ -34,41 +34,44 @@ def class_logit_sums(logits: np.ndarray, labels: np.ndarray, sums: np.ndarray, c
 
 @numba.njit(cache=True, nogil=True)
 def instance_sums(
-    maps: np.ndarray, valid: np.ndarray, masks: np.ndarray, owner: np.ndarray, peak_first: np.ndarray,
-    peak_position: np.ndarray, peak_value: np.ndarray, pixels: np.ndarray, inside: np.ndarray,
-    peak_height: np.ndarray, class_total: np.ndarray, total: np.ndarray,
+    maps: np.ndarray, valid: np.ndarray, pooled: np.ndarray, masks: np.ndarray, owner: np.ndarray,
+    pixels: np.ndarray, inside: np.ndarray, peak_height: np.ndarray, class_total: np.ndarray, total: np.ndarray,
 ) -> None:
     """Per map ``r`` of ``maps`` ``(n, P)`` float32 with ``valid`` ``(n, P)`` bool, its positive mass
     ``total[r] = sum_{p valid} max(L_p, 0)``; per instance ``i`` (``masks`` ``(m, P)`` bool of map
     ``owner[i]``): its valid ``pixels``, its mass ``inside`` (the same sum over ``mask & valid``) and its
-    ``peak_height``, the highest ``peak_value`` of its map's peaks (``peak_position[peak_first[r] :
-    peak_first[r + 1]]``, flat positions) inside it, 0 if none; per map, ``class_total``, the mass over the
-    union of its instances (``total`` and ``class_total`` float64 ``(n,)``; a map without instances: 0)."""
+    ``peak_height``, the highest ``L_p / max_valid L`` over its valid pixels that are peaks (``L_p > 0`` and
+    ``L_p >= pooled[r, p]``, the window maximum of :func:`segaudit.metrics.instances.local_peaks`), 0 if none;
+    per map, ``class_total``, the mass over the union of its instances (``total`` and ``class_total`` float64
+    ``(n,)``; a map without instances: 0). A NaN value counts in the masses (NaN, as torch's) but is never a
+    peak."""
     n, size = maps.shape
     union = np.zeros(size, dtype=np.bool_)
     owned = np.zeros(n, dtype=np.int64)
+    top = np.full(n, -np.inf)
     for i in range(len(owner)):
         owned[owner[i]] += 1
     for r in range(n):
-        mass = 0.0
+        mass, high = 0.0, -np.inf
         for p in range(size):
-            if valid[r, p] and not maps[r, p] <= 0:  # max(L, 0), NaN kept (as torch's clamp keeps it)
-                mass += maps[r, p]
-        total[r] = mass
+            if valid[r, p]:
+                v = maps[r, p]
+                if not v <= 0:  # max(L, 0), NaN kept (as torch's clamp keeps it)
+                    mass += v
+                high = max(high, np.float64(v))
+        total[r], top[r] = mass, max(high, 1e-300)
     for i in range(len(owner)):
         r = owner[i]
-        count, mass = 0, 0.0
+        count, mass, height = 0, 0.0, 0.0
         for p in range(size):
             if masks[i, p] and valid[r, p]:
+                v = maps[r, p]
                 count += 1
-                if not maps[r, p] <= 0:
-                    mass += maps[r, p]
-        pixels[i], inside[i] = count, mass
-        height = 0.0
-        for q in range(peak_first[r], peak_first[r + 1]):
-            if masks[i, peak_position[q]] and peak_value[q] > height:
-                height = peak_value[q]
-        peak_height[i] = height
+                if not v <= 0:
+                    mass += v
+                    if v >= pooled[r, p]:
+                        height = max(height, np.float64(v) / top[r])
+        pixels[i], inside[i], peak_height[i] = count, mass, height
     for r in range(n):
         if owned[r] == 1:
             for i in range(len(owner)):
