@@ -46,7 +46,10 @@ def test_equals_cleanlab_without_void():
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
-def test_regions_of_images_pool_as_each_region_alone():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_regions_of_images_pool_as_each_region_alone(compiled: bool):
+    from segaudit.metrics.label_quality import softmin_pool_images_and_regions
+
     gen = torch.Generator().manual_seed(1)
     q = torch.rand(3, 6, 7, generator=gen)
     q[0, :2] = float("nan")  # void
@@ -54,7 +57,7 @@ def test_regions_of_images_pool_as_each_region_alone():
     regions = torch.rand(6, 6, 7, generator=gen) < 0.4
     regions[3] = False  # an empty region: NaN
     regions[1, 2:] = False  # only void pixels left in it: NaN
-    got = softmin_pool_regions(q, image_of, regions)
+    got = softmin_pool_images_and_regions(q, image_of, regions, compiled=compiled)[1]
     expected = softmin_pool(q[image_of], regions)
     assert got.isnan().tolist() == expected.isnan().tolist() == [False, True, False, True, False, False]
     torch.testing.assert_close(got, expected, rtol=1e-15, atol=0, equal_nan=True)

@@ -109,13 +109,25 @@ def softmin_pool_regions(
 
 
 def softmin_pool_images_and_regions(
-    quality: torch.Tensor, image_of: torch.Tensor, regions: torch.Tensor, temperature: float = SOFTMIN_TEMPERATURE
+    quality: torch.Tensor, image_of: torch.Tensor, regions: torch.Tensor, temperature: float = SOFTMIN_TEMPERATURE,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``softmin_pool(quality)`` (each whole image, ``(B,)``, to the bit) and :func:`softmin_pool_regions`
-    (``(N,)``) from one computation of the images' terms."""
+    (``(N,)``) from one computation of the images' terms. The regions' sums: pixel by pixel in the compiled
+    loop of :func:`segaudit.metrics.sums_kernel.region_sums` (``compiled``; the default on a CPU), else as one
+    matrix product per image (torch: a device's path); the two differ by float64 rounding at most."""
     weights, weighted = _softmin_terms(quality, temperature)
     images = _pooled(weighted.sum(1), weights.sum(1))
     terms = torch.stack([weighted, weights], dim=2)  # (B, P, 2)
+    if compiled is None:
+        compiled = terms.device.type == "cpu"
+    if compiled:
+        from segaudit.metrics import sums_kernel  # numba: compiled (or read from its cache) on first use
+
+        sums = torch.empty((len(regions), 2), dtype=terms.dtype)  # every cell written by the loop
+        sums_kernel.region_sums(terms.numpy(), image_of.contiguous().numpy(), regions.flatten(1).contiguous().numpy(),
+                                sums.numpy())
+        return images, _pooled(sums[:, 0], sums[:, 1])
     inside = regions.flatten(1).to(terms.dtype)
     sums = torch.zeros((len(regions), 2), dtype=terms.dtype, device=terms.device)
     for b in torch.unique(image_of).tolist():

@@ -1,6 +1,8 @@
 """Sums over pixel sets for CPU tensors, in compiled loops (numba): the logit vectors of each class's labelled
 pixels (:func:`segaudit.metrics.entanglement.template_sums`) and a map's positive mass inside each instance
-and its class's union of instances (:func:`segaudit.metrics.instances.instance_scores`).
+and its class's union of instances (:func:`segaudit.metrics.instances.instance_scores`), and label
+quality's softmin terms over each (image, class) region
+(:func:`segaudit.metrics.label_quality.softmin_pool_images_and_regions`).
 
 The torch versions (a device's path, any dtype) build a ``(pixels, classes)`` indicator per image for a
 matrix product, or one masked copy of a map per instance, per union and per total; here each pixel is read
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["class_logit_sums", "instance_sums"]
+__all__ = ["class_logit_sums", "instance_sums", "region_sums"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -89,3 +91,18 @@ def instance_sums(
                 if union[p] and valid[r, p] and not maps[r, p] <= 0:
                     mass += maps[r, p]
             class_total[r] = mass
+
+
+@numba.njit(cache=True, nogil=True)
+def region_sums(terms: np.ndarray, image_of: np.ndarray, regions: np.ndarray, sums: np.ndarray) -> None:
+    """``sums[n, t] = sum_{p in regions[n]} terms[image_of[n], p, t]``: per region ``n`` (``regions``
+    ``(N, P)`` bool) the sums of its image's float64 terms ``(B, P, T)`` over its pixels, added in pixel order."""
+    n_terms = terms.shape[2]
+    for n in range(regions.shape[0]):
+        b = image_of[n]
+        for t in range(n_terms):
+            sums[n, t] = 0.0
+        for p in range(regions.shape[1]):
+            if regions[n, p]:
+                for t in range(n_terms):
+                    sums[n, t] += terms[b, p, t]
