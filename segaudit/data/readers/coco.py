@@ -280,10 +280,13 @@ class CocoDataset:
 
     def _image_dirs(self) -> tuple[Path, ...]:
         """Where images are looked for: the given image root only, else the guessed one then the annotation
-        file's folder."""
-        if self.image_root_given or Path(self.image_root).resolve() == self._ann_dir:
-            return (Path(self.image_root),)
-        return (Path(self.image_root), self._ann_dir)
+        file's folder (worked out once per root: resolving a path costs a system call per folder)."""
+        root = Path(self.image_root)
+        known = self.__dict__.get("_dirs_of_root")
+        if known is None or known[0] != root:
+            only_root = self.image_root_given or root.resolve() == self._ann_dir
+            self._dirs_of_root = (root, (root,) if only_root else (root, self._ann_dir))
+        return self._dirs_of_root[1]
 
     def resolve_image(self, file_name: str) -> Path:
         """Path of an image: under ``image_root`` (and, only when the root was guessed, under the annotation
