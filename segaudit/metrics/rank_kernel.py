@@ -110,8 +110,9 @@ def count_rows(
     n_masks, n_levels = n_in.shape[1], levels.shape[0]
     scratch = np.empty(1, dtype=np.int32)
     as_float = scratch.view(np.float32)
-    counts = np.zeros(n_masks, dtype=np.int64)  # the mask's pixels before the current position
-    in_block = np.zeros(n_masks, dtype=np.int64)
+    counts = np.zeros(max(n_masks, 2), dtype=np.int64)  # the mask's pixels before the current position
+    sums = np.zeros(max(n_masks, 2), dtype=np.int64)
+    in_block = np.zeros(max(n_masks, 2), dtype=np.int64)
     # the positions whose prefix counts are asked for: per mask its kth block's low and high, then the levels'
     n_asked = 2 * n_masks + n_levels
     asked = np.zeros(n_asked, dtype=np.int64)
@@ -161,13 +162,16 @@ def count_rows(
             asked[2 * j], asked[2 * j + 1] = low, high
         order = np.argsort(asked)
         # one pass over the tie blocks: rank sums, and the prefix counts at the positions asked for (each a
-        # block start, the valid end or past it: after every mask pixel)
+        # block start, the valid end or past it: after every mask pixel); the first two masks' counts and rank
+        # sums in registers, the others' in arrays
+        count0, count1, sum0, sum1 = 0, 0, 0, 0
         for j in range(n_masks):
-            twice_rank_sum[r, j] = 0
             counts[j] = 0
+            sums[j] = 0
         next_asked = 0
         p = 0
         while True:
+            counts[0], counts[1] = count0, count1
             while next_asked < n_asked and (asked[order[next_asked]] <= p or p >= valid_end):
                 a = order[next_asked]
                 if a < 2 * n_masks:
@@ -178,24 +182,37 @@ def count_rows(
                 next_asked += 1
             if p >= valid_end:
                 break
-            key = row[p] >> 32
-            q = p
-            first_mask, second_mask = 0, 0  # the common one or two masks counted in registers
-            while q < valid_end:
-                item = row[q]
-                if (item >> 32) != key:
-                    break
-                first_mask += item & 1
-                second_mask += (item >> 1) & 1
+            stop = valid_end
+            if next_asked < n_asked:
+                stop = min(asked[order[next_asked]], valid_end)
+            while p < stop:  # the tie blocks up to the next position asked for
+                item = row[p]
+                key = item >> 32
+                first_mask, second_mask = item & 1, (item >> 1) & 1
                 for j in range(2, n_masks):
-                    in_block[j] += (item >> j) & 1
-                q += 1
-            if n_masks > 0:
-                in_block[0] = first_mask
-            if n_masks > 1:
-                in_block[1] = second_mask
-            for j in range(n_masks):
-                twice_rank_sum[r, j] += in_block[j] * (p + 1 + q)
-                counts[j] += in_block[j]
-                in_block[j] = 0
-            p = q
+                    in_block[j] = (item >> j) & 1
+                q = p + 1
+                while q < valid_end:
+                    item = row[q]
+                    if (item >> 32) != key:
+                        break
+                    first_mask += item & 1
+                    second_mask += (item >> 1) & 1
+                    for j in range(2, n_masks):
+                        in_block[j] += (item >> j) & 1
+                    q += 1
+                weight = p + 1 + q
+                sum0 += first_mask * weight
+                sum1 += second_mask * weight
+                count0 += first_mask
+                count1 += second_mask
+                for j in range(2, n_masks):
+                    sums[j] += in_block[j] * weight
+                    counts[j] += in_block[j]
+                p = q
+        if n_masks > 0:
+            twice_rank_sum[r, 0] = sum0
+        if n_masks > 1:
+            twice_rank_sum[r, 1] = sum1
+        for j in range(2, n_masks):
+            twice_rank_sum[r, j] = sums[j]
