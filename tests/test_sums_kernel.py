@@ -12,9 +12,13 @@ from segaudit.metrics.instances import instance_scores
 
 @pytest.mark.parametrize("num_classes", [3, 21])
 @pytest.mark.parametrize("ignore", [255, 0])
-def test_compiled_template_sums_add_the_labelled_pixels_in_order(num_classes: int, ignore: int) -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_compiled_template_sums_add_the_labelled_pixels_in_order(
+    num_classes: int, ignore: int, layout: torch.memory_format
+) -> None:
     gen = torch.Generator().manual_seed(11)
     logits = torch.randn(4, num_classes, 13, 9, generator=gen) * torch.logspace(-6, 3, 9)  # wide magnitudes
+    logits = logits.contiguous(memory_format=layout)  # channels-last: read in place
     labels = torch.randint(-1, num_classes + 2, (4, 13, 9), generator=gen)  # some out of range, some negative
     labels[0, :3] = 255
     labels[2] = 1  # one class only

@@ -65,8 +65,9 @@ def template_sums(
         sums = torch.zeros((num_classes, num_classes), dtype=torch.float64)
         counts = torch.zeros(num_classes, dtype=torch.long)
         # labels outside [0, K) (void included) are left out by the loop
-        sums_kernel.class_logit_sums(logits.detach().reshape(batch, num_classes, -1).contiguous().numpy(),
-                                     lab.masked_fill(lab == ignore, -1).contiguous().numpy(), sums.numpy(),
+        # (B, H, W, K) as a view: in place for a channels-last tensor (deeplabv3's logits), strided otherwise
+        sums_kernel.class_logit_sums(logits.detach().permute(0, 2, 3, 1).numpy(),
+                                     lab.masked_fill(lab == ignore, -1).view(labels.shape).numpy(), sums.numpy(),
                                      counts.numpy())
         return sums, counts
     lab = torch.where((lab != ignore) & (lab >= 0) & (lab < num_classes), lab, num_classes)  # out: K

@@ -21,17 +21,18 @@ __all__ = ["class_logit_sums", "instance_sums", "region_sums"]
 
 @numba.njit(cache=True, nogil=True)
 def class_logit_sums(logits: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
-    """Add to ``sums[c]`` ``(K, K)`` float64 the logit vector ``logits[b, :, p]`` (``(B, K, P)`` float32) of
-    every pixel labelled ``c`` (``labels`` ``(B, P)`` int64, ``0 <= c < K``; other labels are left out) and
-    count the pixels in ``counts[c]``."""
-    batch, classes, pixels = logits.shape
+    """Add to ``sums[c]`` ``(K, K)`` float64 the logit vector ``logits[b, y, x, :]`` (``(B, H, W, K)`` float32,
+    any strides: a channels-last tensor's pixels are read in place) of every pixel labelled ``c`` (``labels``
+    ``(B, H, W)`` int64, ``0 <= c < K``; other labels are left out) and count the pixels in ``counts[c]``."""
+    batch, height, width, classes = logits.shape
     for b in range(batch):
-        for p in range(pixels):
-            c = labels[b, p]
-            if 0 <= c < classes:
-                counts[c] += 1
-                for k in range(classes):
-                    sums[c, k] += logits[b, k, p]
+        for y in range(height):
+            for x in range(width):
+                c = labels[b, y, x]
+                if 0 <= c < classes:
+                    counts[c] += 1
+                    for k in range(classes):
+                        sums[c, k] += logits[b, y, x, k]
 
 
 @numba.njit(cache=True, nogil=True)
