@@ -75,3 +75,25 @@ def test_images_and_regions_pooled_at_once_equal_each_alone() -> None:
     assert torch.equal(images, softmin_pool(quality))  # to the bit: the same terms and sums
     assert torch.equal(pairs, softmin_pool_regions(quality, image_of, regions))
     assert torch.allclose(pairs, softmin_pool(quality[image_of], regions), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("chunk", [1, 2 * 4 * 8 * 8, 2**20])  # by image, two images, all at once
+@pytest.mark.parametrize("side", [8, 6])
+def test_pixel_quality_in_chunks_equals_one_softmax(layout, chunk, side, monkeypatch):
+    """Softmax a few images at a time: the values of one call over the batch. To the bit when an image's pixels
+    fill whole vectors (8 x 8; the demo's 128 and deeplabv3's 320 px); else torch's own softmax already differs
+    by an ulp with where a pixel falls (its vector loop or scalar tail) and so does the batch size (6 x 6)."""
+    import segaudit.metrics.label_quality as label_quality
+
+    monkeypatch.setattr(label_quality, "SOFTMAX_CHUNK", chunk)
+    gen = torch.Generator().manual_seed(3)
+    logits = (torch.randn(5, 4, side, side, generator=gen) * 8).contiguous(memory_format=layout)
+    labels = torch.randint(0, 5, (5, side, side), generator=gen)
+    labels[labels == 4] = 255
+    expected = logits.softmax(1).gather(1, labels.clamp(0, 3)[:, None])[:, 0].masked_fill(labels == 255, float("nan"))
+    got = pixel_label_quality(logits, labels)
+    if side == 8:
+        assert torch.equal(got.nan_to_num(-1), expected.nan_to_num(-1))
+    torch.testing.assert_close(got, expected, rtol=2.5e-7, atol=0, equal_nan=True)  # an ulp
+    assert got.isnan().any() and pixel_label_quality(logits[:0], labels[:0]).shape == (0, side, side)
