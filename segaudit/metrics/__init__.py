@@ -3,5 +3,6 @@ believes each label (:mod:`~segaudit.metrics.label_quality`), whether a map cove
 (:mod:`~segaudit.metrics.instances`) and CAM-prompted segmentation (:mod:`~segaudit.metrics.prompting`).
 Tensors in, tensors out, whole batches at once; every function states its formula and citation. May import
 torch, numpy, numba (the compiled loops of a CPU: :mod:`~segaudit.metrics.rank_kernel`,
-:mod:`~segaudit.metrics.point_kernel`, :mod:`~segaudit.metrics.sums_kernel`) and :mod:`segaudit.schema`; nothing of the models, the engine or the audit.
+:mod:`~segaudit.metrics.point_kernel`, :mod:`~segaudit.metrics.sums_kernel`) and :mod:`segaudit.schema`;
+nothing of the models, the engine or the audit.
 """

@@ -4,9 +4,9 @@ loops (numba): one pass packs each map with its masks, numpy's SIMD sort orders 
 :class:`MapOrdering` builds the same counts from whole-tensor torch operations (a device's path, and any
 dtype); on a CPU those are ~30 memory passes over every map (tie-block tables, prefix sums per mask,
 gathers), several times the sort itself. Here each map row is read twice after its sort, in cache, and only
-integers leave the loops, so every score computed from them (the formula functions of :mod:`segaudit.metrics.ordering`) is the
-one the torch path gives, to the bit (``tests/test_rank_kernel.py`` compares them on maps with ties, void
-pixels, constant and empty rows).
+integers leave the loops, so every score computed from them (the formula functions of
+:mod:`segaudit.metrics.ordering`) is the one the torch path gives, to the bit (``tests/test_rank_kernel.py``
+compares them on maps with ties, void pixels, constant and empty rows).
 
 Per row (a map flattened to ``P`` pixels) and mask ``j`` (its valid pixels), with the valid values sorted
 ascending and void pixels after them:
